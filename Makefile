@@ -1,0 +1,47 @@
+# Every target sets up what it needs: on a fresh machine with Python 3.11, `make serve` and
+# `make test` create .venv, install torch (CPU build, pinned) before the rest, then run.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Optional extra index for torch (e.g. PyTorch's CPU-only wheel index on a machine without GPUs).
+TORCH_INDEX ?=
+
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install serve test lint models bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(PIP) install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+# Serves ./models (or AESERVE_MODELS_DIR); every AESERVE_* variable passes through untouched.
+serve: install
+	$(VENV)/bin/aeserve serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+# Rebuilds the shipped default model from scikit-learn's breast-cancer data, reproducibly.
+models: install
+	$(PY) -m training.examples.breast_cancer --out build/breast_cancer.csv
+	rm -rf models/breast-cancer
+	$(VENV)/bin/aeserve train --data build/breast_cancer.csv --label-column malignant \
+		--name breast-cancer --seed 0 --quiet \
+		--description "Wisconsin breast cancer (scikit-learn): trained on benign tumours, flags malignant ones. Rebuild: make models."
+
+bench: install
+	$(PY) bench/decode.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .ruff_cache *.egg-info

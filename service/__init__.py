@@ -1,0 +1,1 @@
+"""Serving side of aeserve: FastAPI + onnxruntime. Never imports torch."""

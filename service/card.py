@@ -1,0 +1,156 @@
+"""The model card: the one contract between training and serving.
+
+`model.json` sits next to `model.onnx` in `models/<name>/<version>/`. Training writes it, the
+service validates it before a model serves. It is the only module that both `training/` and
+`service/` import, so it depends on pydantic alone.
+
+The schema is versioned (`schema_version`); a reader refuses a card whose version it does not know
+rather than guessing at its meaning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CARD_SCHEMA_VERSION = 1
+CARD_FILENAME = "model.json"
+ONNX_FILENAME = "model.onnx"
+INPUT_NAME = "x"
+OUTPUT_NAMES = ("embedding", "reconstruction", "score", "feature_errors")
+SCORE_QUANTILE_COUNT = 101
+
+#: Model names are path components: letters, digits, '.', '_', '-', not starting with '.'.
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Architecture(_Strict):
+    """The network's shape, enough to rebuild it in torch for inspection or fine-tuning."""
+
+    variant: str = Field(description="Autoencoder variant, e.g. 'ae'.")
+    hidden_sizes: list[int] = Field(min_length=1, description="Encoder widths, outermost first.")
+    activation: Literal["sigmoid", "relu", "tanh"]
+    decoder_activation: Literal["identity", "sigmoid"]
+    tied_weights: bool = False
+    embedding_dim: int = Field(gt=0)
+
+
+class Preprocessing(_Strict):
+    """Affine scaling folded into the ONNX graph: `z = (x - offset) / scale`."""
+
+    kind: Literal["standard", "minmax"]
+    offset: list[float]
+    scale: list[float]
+
+    @model_validator(mode="after")
+    def _scale_positive(self) -> Preprocessing:
+        if len(self.offset) != len(self.scale):
+            raise ValueError("offset and scale must have the same length")
+        if any(not s > 0 for s in self.scale):
+            raise ValueError("every scale must be positive")
+        return self
+
+
+class ScoreSpec(_Strict):
+    kind: Literal["mse_scaled"] = "mse_scaled"
+    description: str = (
+        "Mean over features of the squared reconstruction error in the scaled feature space."
+    )
+
+
+class TrainingSummary(_Strict):
+    epochs_run: int
+    best_epoch: int
+    train_loss: float
+    val_loss: float
+    seed: int
+    learning_rate: float
+    batch_size: int
+    rows_train: int
+    rows_validation: int
+    data_fingerprint: str = Field(description="sha256 of the float64 feature matrix and names.")
+    data_source: str = Field(description="File name of the training data (no directory).")
+    duration_s: float
+    command: str = Field(description="The command line that reproduces this model.")
+    torch_version: str
+
+
+class Evaluation(_Strict):
+    """Detection quality on held-out normal rows plus the labelled anomalies."""
+
+    rows_normal: int
+    rows_anomalous: int
+    roc_auc: float
+    average_precision: float
+    precision_at_threshold: float
+    recall_at_threshold: float
+
+
+class ModelCard(_Strict):
+    """Everything a server or a person needs to use and trust one model version."""
+
+    schema_version: Literal[1] = CARD_SCHEMA_VERSION
+    name: str
+    version: int = Field(ge=1)
+    created_at: datetime
+    description: str = ""
+    architecture: Architecture
+    hyperparameters: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+    input_dim: int = Field(gt=0)
+    feature_names: list[str]
+    preprocessing: Preprocessing
+    score: ScoreSpec = ScoreSpec()
+    threshold: float
+    threshold_rule: str = Field(description="How the threshold was chosen, e.g. 'quantile:0.99'.")
+    score_quantiles: list[float] = Field(
+        description="Scores of held-out normal rows at the 0, 1, ..., 100th percentiles."
+    )
+    training: TrainingSummary
+    evaluation: Evaluation | None = None
+    onnx_opset: int
+    onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    parity_max_abs_error: float = Field(ge=0)
+    parity_rows: int
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelCard:
+        if not MODEL_NAME_PATTERN.match(self.name):
+            raise ValueError(f"model name {self.name!r} is not a valid path component")
+        if len(self.feature_names) != self.input_dim:
+            raise ValueError(
+                f"feature_names has {len(self.feature_names)} names for input_dim {self.input_dim}"
+            )
+        if len(set(self.feature_names)) != len(self.feature_names):
+            raise ValueError("feature_names must be unique")
+        if len(self.preprocessing.offset) != self.input_dim:
+            raise ValueError("preprocessing length does not match input_dim")
+        if len(self.score_quantiles) != SCORE_QUANTILE_COUNT:
+            raise ValueError(f"score_quantiles must hold {SCORE_QUANTILE_COUNT} values")
+        if any(b < a for a, b in zip(self.score_quantiles, self.score_quantiles[1:], strict=False)):
+            raise ValueError("score_quantiles must be non-decreasing")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+    @classmethod
+    def read(cls, path: Path) -> ModelCard:
+        return cls.model_validate_json(Path(path).read_bytes())
+
+
+def file_sha256(path: Path) -> str:
+    """The checksum recorded in the card as `onnx_sha256` and checked before a model serves."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

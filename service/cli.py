@@ -1,0 +1,58 @@
+"""The `aeserve` command: `serve` runs here; `train` lives in training/ and needs the train extra.
+
+The training code is imported only when its subcommand runs, so `aeserve serve` never loads torch
+and works in an image that has none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+TRAINING_COMMANDS = {"train": "train a model and publish it to the repository (needs [train])"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aeserve", description="Autoencoders for anomaly detection: train, export, serve.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the model repository over HTTP")
+    serve.add_argument("--models-dir", default=None,
+                       help="model repository (default: AESERVE_MODELS_DIR, else ./models)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    for name, help_text in TRAINING_COMMANDS.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TRAINING_COMMANDS:
+        try:
+            from training.cli import main as training_main
+        except ImportError as exc:
+            print(f"aeserve {argv[0]} needs the training extra (pip install 'aeserve[train]'): "
+                  f"{exc}", file=sys.stderr)
+            return 2
+        return training_main(argv)
+    args = build_parser().parse_args(argv)
+    return serve(args)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.models_dir is not None:
+        os.environ["AESERVE_MODELS_DIR"] = args.models_dir
+    from service.settings import Settings
+
+    settings = Settings()
+    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
+                log_level=settings.log_level.lower(), access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

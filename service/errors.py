@@ -1,0 +1,106 @@
+"""Typed request errors. Each maps to one HTTP status and a stable `code` clients can branch on.
+
+The JSON body is always `{"error": {"code": ..., "message": ..., ...detail}}`, whichever layer
+raised it (our decoding, FastAPI's validation, routing).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ServiceError(Exception):
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.detail}}
+
+
+class MalformedJSON(ServiceError):
+    code = "malformed_json"
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class BodyTooLarge(ServiceError):
+    status = 413
+    code = "body_too_large"
+
+
+class TooManyRows(ServiceError):
+    status = 413
+    code = "too_many_rows"
+
+
+class InvalidInstances(ServiceError):
+    """The body parsed, but its rows cannot be a [N, d] matrix of finite numbers."""
+
+    status = 422
+    code = "invalid_instances"
+
+
+class MissingInstances(InvalidInstances):
+    code = "missing_instances"
+
+
+class EmptyInstances(InvalidInstances):
+    code = "empty_instances"
+
+
+class WrongWidth(InvalidInstances):
+    code = "wrong_width"
+
+
+class RaggedRows(InvalidInstances):
+    code = "ragged_rows"
+
+
+class NonNumeric(InvalidInstances):
+    code = "non_numeric"
+
+
+class NonFinite(InvalidInstances):
+    code = "non_finite"
+
+
+class FeatureMismatch(InvalidInstances):
+    code = "feature_mismatch"
+
+
+class InvalidParameter(ServiceError):
+    status = 422
+    code = "invalid_parameter"
+
+
+class UnknownModel(ServiceError):
+    status = 404
+    code = "unknown_model"
+
+
+class UnknownVersion(ServiceError):
+    status = 404
+    code = "unknown_version"
+
+
+class ModelNotReady(ServiceError):
+    status = 503
+    code = "model_not_ready"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    status = 405
+    code = "method_not_allowed"

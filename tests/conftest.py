@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import manifold_data
+
+
+@pytest.fixture(scope="session")
+def normal_rows() -> np.ndarray:
+    return manifold_data()
+
+
+@pytest.fixture(scope="session")
+def csv_file(tmp_path_factory: pytest.TempPathFactory, normal_rows: np.ndarray) -> Path:
+    """A CSV with six features and a 0/1 `label` column (last 20 rows anomalous)."""
+    from tests.helpers import far_rows
+
+    anomalies = far_rows(normal_rows)
+    X = np.vstack([normal_rows, anomalies])
+    y = np.r_[np.zeros(len(normal_rows)), np.ones(len(anomalies))]
+    path = tmp_path_factory.mktemp("data") / "sensors.csv"
+    header = ",".join([f"f{i}" for i in range(X.shape[1])] + ["label"])
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", header=header, comments="",
+               fmt="%.8g")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, csv_file: Path):
+    """One small model trained and exported through the pipeline (a few seconds on a CPU)."""
+    from training.data import load_dataset
+    from training.pipeline import TrainOptions, train_and_export
+    from training.trainer import TrainConfig
+
+    models_dir = tmp_path_factory.mktemp("models")
+    options = TrainOptions(name="sensors", models_dir=models_dir, hidden_sizes=[4, 2],
+                           train=TrainConfig(epochs=300, seed=0, progress=False),
+                           command="test")
+    return train_and_export(load_dataset(csv_file, "label"), options)

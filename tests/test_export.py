@@ -1,0 +1,109 @@
+"""The exported artifact: ONNX contract, parity with torch, the card, atomic versioning."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from service.card import ModelCard, file_sha256
+from tests.helpers import far_rows
+from training import export
+from training.data import load_dataset
+from training.pipeline import TrainOptions, train_and_export
+from training.trainer import TrainConfig
+
+
+def test_graph_contract(trained):
+    graph = onnx.load(str(trained.path / "model.onnx"))
+    onnx.checker.check_model(graph)
+    assert [i.name for i in graph.graph.input] == ["x"]
+    assert [o.name for o in graph.graph.output] == [
+        "embedding", "reconstruction", "score", "feature_errors"]
+    batch_dim = graph.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param  # symbolic: any batch size
+
+
+def test_outputs_for_any_batch_size_and_consistent(trained, normal_rows):
+    session = ort.InferenceSession(str(trained.path / "model.onnx"))
+    for n in (1, 7, 300):
+        rows = normal_rows[:n].astype(np.float32)
+        embedding, reconstruction, score, feature_errors = session.run(None, {"x": rows})
+        assert embedding.shape == (n, 2) and reconstruction.shape == (n, 6)
+        assert score.shape == (n,) and feature_errors.shape == (n, 6)
+        np.testing.assert_allclose(score, feature_errors.mean(axis=1), rtol=1e-5)
+    # feature errors are squared errors in the scaled space, recomputed here from the card
+    scale = np.array(trained.card.preprocessing.scale)
+    expected = ((reconstruction - rows) / scale) ** 2
+    np.testing.assert_allclose(feature_errors, expected, rtol=1e-3, atol=1e-5)
+
+
+def test_card_records_the_artifact(trained):
+    card = ModelCard.read(trained.path / "model.json")
+    assert card == trained.card
+    assert card.onnx_sha256 == file_sha256(trained.path / "model.onnx")
+    assert card.parity_rows == 1000
+    assert 0 <= card.parity_max_abs_error <= 1e-4
+    assert card.input_dim == 6 and card.feature_names == [f"f{i}" for i in range(6)]
+    assert card.threshold == pytest.approx(np.interp(0.99, np.linspace(0, 1, 101),
+                                                     card.score_quantiles), rel=1e-6)
+    assert card.training.rows_train + card.training.rows_validation == 400
+    assert card.evaluation is not None and card.evaluation.rows_anomalous == 20
+    assert card.evaluation.roc_auc > 0.95
+
+
+def test_rows_far_from_training_data_score_above_threshold(trained, normal_rows):
+    session = ort.InferenceSession(str(trained.path / "model.onnx"))
+    rows = far_rows(normal_rows, 50, seed=9).astype(np.float32)
+    score = session.run(["score"], {"x": rows})[0]
+    assert np.all(np.isfinite(score))
+    assert score.min() > trained.card.threshold
+
+
+def test_versions_increment_and_no_staging_left(tmp_path, csv_file):
+    options = TrainOptions(name="inc", models_dir=tmp_path, hidden_sizes=[2],
+                           train=TrainConfig(epochs=3, progress=False), command="test")
+    data = load_dataset(csv_file, "label")
+    first = train_and_export(data, options)
+    second = train_and_export(data, options)
+    assert (first.card.version, second.card.version) == (1, 2)
+    assert sorted(p.name for p in (tmp_path / "inc").iterdir()) == ["1", "2"]
+
+
+def test_failed_parity_publishes_nothing(tmp_path, csv_file, monkeypatch):
+    monkeypatch.setattr("training.pipeline.PARITY_TOLERANCE", -1.0)
+    options = TrainOptions(name="strict", models_dir=tmp_path, hidden_sizes=[2],
+                           train=TrainConfig(epochs=2, progress=False), command="test")
+    with pytest.raises(export.ExportError, match="parity error"):
+        train_and_export(load_dataset(csv_file, "label"), options)
+    assert list((tmp_path / "strict").iterdir()) == []
+
+
+def test_scoring_graph_matches_torch_model(trained):
+    """The folded preprocessing is exactly (x - offset) / scale before the torch encoder."""
+    from training.model import Autoencoder, AutoencoderConfig
+    from training.preprocessing import AffineScaler
+
+    model = Autoencoder(AutoencoderConfig(input_dim=3, hidden_sizes=[2]))
+    scaler = AffineScaler("standard", np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 8.0]))
+    graph = export.ScoringGraph(model, scaler)
+    x = torch.tensor([[3.0, 6.0, 11.0]])
+    with torch.no_grad():
+        embedding, reconstruction, score, errors = graph(x)
+        z = torch.tensor([[1.0, 1.0, 1.0]])
+        assert torch.allclose(embedding, model.encode(z))
+        z_hat = model.decode(model.encode(z))
+    assert torch.allclose(errors, (z_hat - z) ** 2)
+    assert torch.allclose(score, ((z_hat - z) ** 2).mean(dim=1))
+    assert torch.allclose(reconstruction, z_hat * torch.tensor([2.0, 4.0, 8.0])
+                          + torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_invalid_names_and_variants_refused(tmp_path, csv_file):
+    data = load_dataset(csv_file, "label")
+    with pytest.raises(ValueError, match="invalid model name"):
+        train_and_export(data, TrainOptions(name="../x", models_dir=tmp_path))
+    with pytest.raises(ValueError, match="unknown variant"):
+        train_and_export(data, TrainOptions(name="x", models_dir=tmp_path, variant="gan"))

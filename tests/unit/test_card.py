@@ -1,0 +1,62 @@
+"""The model card schema: what it accepts, what it refuses, and that it round-trips."""
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from service.card import ModelCard
+
+
+def card_dict(**overrides) -> dict:
+    base = {
+        "name": "demo",
+        "version": 1,
+        "created_at": "2026-01-01T00:00:00Z",
+        "architecture": {"variant": "ae", "hidden_sizes": [2], "activation": "sigmoid",
+                         "decoder_activation": "identity", "embedding_dim": 2},
+        "input_dim": 3,
+        "feature_names": ["a", "b", "c"],
+        "preprocessing": {"kind": "standard", "offset": [0, 0, 0], "scale": [1, 2, 3]},
+        "threshold": 1.5,
+        "threshold_rule": "quantile:0.99",
+        "score_quantiles": [i / 100 for i in range(101)],
+        "training": {"epochs_run": 3, "best_epoch": 2, "train_loss": 0.5, "val_loss": 0.6,
+                     "seed": 0, "learning_rate": 0.01, "batch_size": 64, "rows_train": 8,
+                     "rows_validation": 2, "data_fingerprint": "f" * 64, "data_source": "d.csv",
+                     "duration_s": 1.0, "command": "aeserve train", "torch_version": "2.13.0"},
+        "onnx_opset": 17,
+        "onnx_sha256": "a" * 64,
+        "parity_max_abs_error": 1e-6,
+        "parity_rows": 1000,
+    }
+    base.update(overrides)
+    return base
+
+
+def test_valid_card_round_trips():
+    card = ModelCard.model_validate(card_dict())
+    again = ModelCard.model_validate_json(card.to_json())
+    assert again == card
+    assert json.loads(card.to_json())["schema_version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"schema_version": 2}, "schema_version"),
+        ({"name": "../etc"}, "not a valid path component"),
+        ({"feature_names": ["a", "b"]}, "2 names for input_dim 3"),
+        ({"feature_names": ["a", "a", "b"]}, "unique"),
+        ({"score_quantiles": [0.0] * 100}, "101 values"),
+        ({"score_quantiles": [1.0] + [0.0] * 100}, "non-decreasing"),
+        ({"onnx_sha256": "xyz"}, "onnx_sha256"),
+        ({"preprocessing": {"kind": "standard", "offset": [0, 0, 0], "scale": [1, 0, 1]}},
+         "positive"),
+        ({"surprise": True}, "Extra inputs"),
+        ({"version": 0}, "version"),
+    ],
+)
+def test_invalid_cards_are_refused(overrides, message):
+    with pytest.raises(ValidationError, match=message):
+        ModelCard.model_validate(card_dict(**overrides))

@@ -1,0 +1,81 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from training.data import DataError, load_dataset
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_csv_with_label_column(tmp_path):
+    path = write(tmp_path / "d.csv", "a,b,y\n1,2,0\n3,4.5,1\n")
+    data = load_dataset(path, "y")
+    assert data.feature_names == ["a", "b"]
+    assert data.X.tolist() == [[1.0, 2.0], [3.0, 4.5]]
+    assert data.y.tolist() == [0, 1]
+    assert data.source == "d.csv"
+
+
+def test_csv_without_label_keeps_every_column(tmp_path):
+    data = load_dataset(write(tmp_path / "d.csv", "a,b\n1,2\n3,4\n"))
+    assert data.y is None and data.X.shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "message"),
+    [
+        ("a,b\n1,x\n2,y\n", None, "column 'b' is not numeric"),
+        ("a,b\n1,\n2,3\n", None, "missing values"),
+        ("a,y\n1,0\n2,2\n", "y", "only 0 .normal. and 1"),
+        ("a,b\n1,2\n", "label", "label column 'label' not in"),
+        ("y\n0\n1\n", "y", "no feature columns"),
+    ],
+)
+def test_csv_problems_are_named(tmp_path, text, label, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset(write(tmp_path / "d.csv", text), label)
+
+
+def test_parquet(tmp_path):
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"x1": [1.0, 2.0], "x2": [3, 4], "is_anomaly": [0, 1]}), path)
+    data = load_dataset(path, "is_anomaly")
+    assert data.feature_names == ["x1", "x2"]
+    assert data.X.tolist() == [[1.0, 3.0], [2.0, 4.0]]
+    assert data.y.tolist() == [0, 1]
+
+
+def test_npz_with_and_without_labels(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.arange(6.0).reshape(3, 2), y=np.array([0, 0, 1]))
+    data = load_dataset(path)
+    assert data.feature_names == ["x0", "x1"] and data.y.tolist() == [0, 0, 1]
+    np.savez(tmp_path / "u.npz", X=np.ones((2, 2)))
+    assert load_dataset(tmp_path / "u.npz").y is None
+
+
+def test_non_finite_values_refused(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.array([[1.0, np.nan], [2.0, 3.0]]))
+    with pytest.raises(DataError, match="row 0, column 'x1'"):
+        load_dataset(path)
+
+
+def test_unsupported_extension_and_missing_file(tmp_path):
+    with pytest.raises(DataError, match="unsupported data format"):
+        load_dataset(write(tmp_path / "d.txt", "1"))
+    with pytest.raises(DataError, match="not found"):
+        load_dataset(tmp_path / "absent.csv")
+
+
+def test_fingerprint_tracks_values_and_names(tmp_path):
+    a = load_dataset(write(tmp_path / "a.csv", "a,b\n1,2\n"))
+    b = load_dataset(write(tmp_path / "b.csv", "a,b\n1,2\n"))
+    c = load_dataset(write(tmp_path / "c.csv", "a,c\n1,2\n"))
+    d = load_dataset(write(tmp_path / "d.csv", "a,b\n1,3\n"))
+    assert a.fingerprint() == b.fingerprint()
+    assert len({a.fingerprint(), c.fingerprint(), d.fingerprint()}) == 3

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from training.preprocessing import fit_scaler
+
+
+def test_standard_scaling_by_hand():
+    X = np.array([[1.0, 10.0], [3.0, 10.0], [5.0, 10.0]])
+    scaler = fit_scaler(X, "standard")
+    # column 0: mean 3, population std sqrt(8/3); column 1 is constant: offset 10, scale 1
+    assert scaler.offset.tolist() == [3.0, 10.0]
+    assert scaler.scale.tolist() == pytest.approx([np.sqrt(8 / 3), 1.0])
+    Z = scaler.transform(X)
+    assert Z[:, 1].tolist() == [0.0, 0.0, 0.0]
+    assert np.allclose(scaler.inverse_transform(Z), X)
+
+
+def test_constant_feature_does_not_explode_scores():
+    X = np.column_stack([np.linspace(0, 1, 50), np.full(50, 7.0)])
+    scaler = fit_scaler(X, "standard")
+    moved = scaler.transform(np.array([[0.5, 8.0]]))
+    assert moved[0, 1] == pytest.approx(1.0)  # one unit off, not 1e15
+
+
+def test_nearly_constant_large_feature_counts_as_constant():
+    X = np.column_stack([np.full(10, 1e6) + np.arange(10) * 1e-6, np.arange(10.0)])
+    assert fit_scaler(X, "standard").scale[0] == 1.0
+
+
+def test_minmax_maps_training_rows_to_unit_interval():
+    X = np.array([[2.0, -1.0], [4.0, 1.0], [3.0, 0.0]])
+    scaler = fit_scaler(X, "minmax")
+    assert scaler.offset.tolist() == [2.0, -1.0]
+    assert scaler.scale.tolist() == [2.0, 2.0]
+    Z = scaler.transform(X)
+    assert Z.min() == 0.0 and Z.max() == 1.0
+    assert Z[2].tolist() == [0.5, 0.5]
+
+
+def test_unknown_kind_refused():
+    with pytest.raises(ValueError, match="unknown scaling"):
+        fit_scaler(np.ones((3, 2)), "robust")

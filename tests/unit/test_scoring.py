@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+from service.scoring import percentiles, verdicts
+from training.calibration import parse_threshold_rule, score_quantiles, threshold_from_rule
+
+
+def test_percentiles_interpolate_between_stored_quantiles():
+    quantiles = [float(i) for i in range(101)]  # score i sits at the i-th percentile
+    got = percentiles(np.array([-1.0, 0.0, 42.5, 99.9, 100.0, 250.0]), quantiles)
+    assert got.tolist() == pytest.approx([0.0, 0.0, 42.5, 99.9, 100.0, 100.0])
+
+
+def test_percentiles_with_a_flat_run_of_quantiles():
+    quantiles = [0.0] * 50 + [1.0] * 51  # half the normal scores are exactly 0
+    got = percentiles(np.array([0.0, 0.5, 1.0]), quantiles)
+    assert got.tolist() == pytest.approx([49.0, 49.5, 100.0])
+
+
+def test_verdict_is_strictly_above_threshold():
+    assert verdicts(np.array([0.5, 1.0, 1.5]), 1.0).tolist() == [False, False, True]
+
+
+def test_threshold_is_the_quantile_of_normal_scores():
+    scores = np.arange(1, 101, dtype=float)  # 1..100
+    assert threshold_from_rule(scores, "quantile:0.99") == pytest.approx(99.01)
+    table = score_quantiles(scores)
+    assert len(table) == 101 and table[0] == 1.0 and table[-1] == 100.0
+    assert table[50] == pytest.approx(50.5)
+
+
+@pytest.mark.parametrize("rule", ["quantile:1.5", "quantile:0", "quantile:abc", "top:3"])
+def test_bad_threshold_rules_are_refused(rule):
+    with pytest.raises(ValueError, match="threshold rule"):
+        parse_threshold_rule(rule)

@@ -1,0 +1,1 @@
+"""Training side of aeserve: data loading, preprocessing, the autoencoder, training and export."""

@@ -1,0 +1,88 @@
+"""`aeserve train`: train an autoencoder on a data file and publish it to the model repository."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from training.data import DataError, load_dataset
+from training.export import ExportError
+from training.model import DecoderActivation
+from training.pipeline import VARIANTS, TrainOptions, train_and_export
+from training.trainer import TrainConfig
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, type=Path, help="CSV, Parquet or NPZ file")
+    parser.add_argument("--name", required=True, help="model name (folder under --models-dir)")
+    parser.add_argument("--label-column", default=None,
+                        help="0/1 column (1 = anomaly): anomalies are kept out of training "
+                             "and used for evaluation")
+    parser.add_argument("--variant", default="ae", choices=VARIANTS)
+    parser.add_argument("--hidden", type=int, nargs="+", default=None, metavar="UNITS",
+                        help="encoder layer widths, outermost first (default: one layer of d/2)")
+    parser.add_argument("--activation", default="sigmoid", choices=["sigmoid", "relu", "tanh"])
+    parser.add_argument("--decoder", default="identity", choices=["identity", "sigmoid"],
+                        help="identity: squared error on standardized inputs; sigmoid: "
+                             "cross-entropy on inputs min-max scaled to [0, 1]")
+    parser.add_argument("--tied", action="store_true", help="tie decoder weights: W' = W^T")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    parser.add_argument("--patience", type=int, default=TrainConfig.patience,
+                        help="epochs without validation improvement before stopping")
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--threshold", default="quantile:0.99",
+                        help="threshold rule on held-out normal scores, e.g. quantile:0.99")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--description", default="")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    decoder: DecoderActivation = args.decoder
+    options = TrainOptions(
+        name=args.name,
+        models_dir=args.models_dir,
+        variant=args.variant,
+        hidden_sizes=args.hidden,
+        activation=args.activation,
+        decoder_activation=decoder,
+        tied_weights=args.tied,
+        validation_fraction=args.val_fraction,
+        threshold_rule=args.threshold,
+        description=args.description,
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                          learning_rate=args.lr, patience=args.patience, seed=args.seed,
+                          progress=not args.quiet),
+    )
+    try:
+        data = load_dataset(args.data, args.label_column)
+        outcome = train_and_export(data, options)
+    except (DataError, ExportError, ValueError) as exc:
+        print(f"aeserve train: error: {exc}", file=sys.stderr)
+        return 2
+    card = outcome.card
+    print(f"model {card.name} version {card.version} written to {outcome.path}")
+    print(f"  epochs {card.training.epochs_run} (best {card.training.best_epoch}), "
+          f"val loss {card.training.val_loss:.5f}")
+    print(f"  threshold {card.threshold:.6g} ({card.threshold_rule})")
+    print(f"  ONNX parity max abs error {card.parity_max_abs_error:.3g} "
+          f"on {card.parity_rows} rows")
+    if card.evaluation is not None:
+        ev = card.evaluation
+        print(f"  evaluation: ROC-AUC {ev.roc_auc:.4f}, AP {ev.average_precision:.4f}, "
+              f"precision {ev.precision_at_threshold:.3f}, recall {ev.recall_at_threshold:.3f} "
+              f"({ev.rows_normal} normal, {ev.rows_anomalous} anomalous rows)")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Entry point for the training subcommands; `argv[0]` names the subcommand."""
+    parser = argparse.ArgumentParser(prog="aeserve")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_train_arguments(commands.add_parser("train", help="train a model and publish it"))
+    args = parser.parse_args(argv)
+    return run_train(args)

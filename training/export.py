@@ -1,0 +1,161 @@
+"""Export a trained autoencoder as one ONNX graph with preprocessing and scoring folded in.
+
+The graph takes raw features `x` [N, d] and returns `embedding` [N, k], `reconstruction` [N, d] (raw
+feature space), `score` [N] and `feature_errors` [N, d] (squared errors in the scaled space, whose
+mean is the score). Parity with torch is checked before anything is written; the version folder
+appears in one rename, so a reader never sees half a model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from service.card import CARD_FILENAME, INPUT_NAME, ONNX_FILENAME, OUTPUT_NAMES, ModelCard
+from training.model import Autoencoder
+from training.preprocessing import AffineScaler
+
+ONNX_OPSET = 17
+PARITY_ROWS = 1000
+PARITY_TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """The exported graph disagrees with torch, or the artifact cannot be written."""
+
+
+class ScoringGraph(nn.Module):
+    """Raw features in; embedding, raw-space reconstruction, score and per-feature errors out."""
+
+    def __init__(self, model: Autoencoder, scaler: AffineScaler) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("offset", torch.as_tensor(scaler.offset, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scaler.scale, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z = (x - self.offset) / self.scale
+        embedding = self.model.encode(z)
+        z_hat = self.model.decode(embedding)
+        feature_errors = (z_hat - z) ** 2
+        score = feature_errors.mean(dim=1)
+        return embedding, z_hat * self.scale + self.offset, score, feature_errors
+
+
+def write_onnx(graph: ScoringGraph, input_dim: int, path: Path) -> None:
+    graph.eval()
+    example = torch.zeros(2, input_dim, dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+
+
+def parity_rows(X: np.ndarray, seed: int, n_rows: int = PARITY_ROWS) -> np.ndarray:
+    """Half resampled data rows, half Gaussian rows at the data's scale (checks extrapolation)."""
+    rng = np.random.default_rng(seed)
+    n_data = n_rows // 2
+    resampled = X[rng.integers(0, len(X), size=n_data)]
+    mean, std = X.mean(axis=0), X.std(axis=0) + 1e-3 * (np.abs(X).mean(axis=0) + 1.0)
+    synthetic = rng.normal(mean, 2.0 * std, size=(n_rows - n_data, X.shape[1]))
+    return np.vstack([resampled, synthetic]).astype(np.float32)
+
+
+def parity_error(graph: ScoringGraph, session: ort.InferenceSession, rows: np.ndarray,
+                 scale: np.ndarray) -> float:
+    """Largest difference between torch and onnxruntime over all outputs and elements.
+
+    Absolute for values up to 1 and relative above, `|t - o| / max(1, |t|)` (numpy's `isclose`
+    with atol = rtol): float32 keeps about 7 significant digits, so a score of 500 cannot agree
+    to 1e-4 in absolute terms even when both engines are right. The reconstruction is compared in
+    the scaled space, where every feature has unit spread.
+    """
+    with torch.no_grad():
+        expected = [t.numpy().astype(np.float64) for t in graph(torch.from_numpy(rows))]
+    actual = [a.astype(np.float64) for a in session.run(list(OUTPUT_NAMES), {INPUT_NAME: rows})]
+    worst = 0.0
+    for name, want, got in zip(OUTPUT_NAMES, expected, actual, strict=True):
+        if name == "reconstruction":
+            want, got = want / scale, got / scale
+        diff = np.abs(want - got) / np.maximum(1.0, np.abs(want))
+        worst = max(worst, float(diff.max()))
+    return worst
+
+
+def make_session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def next_version(model_dir: Path) -> int:
+    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def publish(staging: Path, model_dir: Path, card_for_version) -> ModelCard:
+    """Write the card and rename the staging folder to the next free version, atomically.
+
+    `card_for_version(v)` builds the card once the version number is known; if another writer
+    takes that number first, the rename fails and the next number is tried.
+    """
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        version = next_version(model_dir)
+        card: ModelCard = card_for_version(version)
+        (staging / CARD_FILENAME).write_text(card.to_json())
+        target = model_dir / str(version)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if target.exists():
+                continue
+            raise
+        return card
+    raise ExportError(f"could not claim a version folder under {model_dir}")
+
+
+def staging_dir(model_dir: Path) -> Path:
+    """A hidden temporary folder beside the versions (same filesystem, so rename is atomic)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published version is not
+    return staging
+
+
+def discard(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+__all__ = [
+    "ONNX_FILENAME",
+    "ONNX_OPSET",
+    "PARITY_TOLERANCE",
+    "ExportError",
+    "ScoringGraph",
+    "discard",
+    "make_session",
+    "parity_error",
+    "parity_rows",
+    "publish",
+    "staging_dir",
+    "write_onnx",
+]

@@ -1,0 +1,115 @@
+"""The autoencoder, in one readable module.
+
+Classic formulation (Bengio et al., "Representation Learning: A Review and New Perspectives", 2013,
+section 7.2; Vincent et al., "Stacked Denoising Autoencoders", JMLR 2010):
+
+    encoder   h = s_f(W x + b_h)          s_f: sigmoid (default), relu or tanh
+    decoder   y = s_g(W' h + b_y)         s_g: identity, or sigmoid for inputs in [0, 1]
+
+A deep stack applies the encoder layer by layer (`hidden_sizes`, outermost first) and mirrors it in
+the decoder; every decoder layer but the last uses s_f, the last uses s_g. With tied weights each
+decoder layer reuses its encoder twin's matrix transposed (W' = W^T) and keeps its own bias.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.losses import cross_entropy_from_logits, squared_error
+
+Activation = Literal["sigmoid", "relu", "tanh"]
+DecoderActivation = Literal["identity", "sigmoid"]
+
+_ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
+
+
+@dataclass
+class AutoencoderConfig:
+    input_dim: int
+    hidden_sizes: list[int] = field(default_factory=lambda: [8])
+    activation: Activation = "sigmoid"
+    decoder_activation: DecoderActivation = "identity"
+    tied_weights: bool = False
+
+    def __post_init__(self) -> None:
+        if self.input_dim < 1:
+            raise ValueError("input_dim must be at least 1")
+        if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden sizes must be positive integers, got {self.hidden_sizes}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}")
+        if self.decoder_activation not in ("identity", "sigmoid"):
+            raise ValueError(f"unknown decoder activation {self.decoder_activation!r}")
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.hidden_sizes[-1]
+
+
+def default_hidden_sizes(input_dim: int) -> list[int]:
+    """One under-complete layer of half the input width (at least 2, at most 64 units)."""
+    return [min(64, max(2, (input_dim + 1) // 2))]
+
+
+class Autoencoder(nn.Module):
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        widths = [config.input_dim, *config.hidden_sizes]
+        self.encoder = nn.ModuleList(
+            nn.Linear(n_in, n_out) for n_in, n_out in itertools.pairwise(widths)
+        )
+        # Decoder layers run innermost first: hidden_sizes[-1] -> ... -> input_dim.
+        reversed_pairs = list(zip(widths[:0:-1], widths[-2::-1], strict=True))
+        if config.tied_weights:
+            self.decoder = None
+            self.decoder_biases = nn.ParameterList(
+                nn.Parameter(torch.zeros(n_out)) for _, n_out in reversed_pairs
+            )
+        else:
+            self.decoder = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in reversed_pairs)
+            self.decoder_biases = None
+        self._s_f = _ACTIVATIONS[config.activation]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """h = s_f(W x + b_h), layer by layer."""
+        h = x
+        for layer in self.encoder:
+            h = self._s_f(layer(h))
+        return h
+
+    def decode_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The decoder up to its last pre-activation W' h + b_y (s_g not yet applied)."""
+        n_layers = len(self.config.hidden_sizes)
+        for i in range(n_layers):
+            if self.decoder is not None:
+                h = self.decoder[i](h)
+            else:
+                twin = self.encoder[n_layers - 1 - i]
+                h = F.linear(h, twin.weight.t(), self.decoder_biases[i])
+            if i < n_layers - 1:
+                h = self._s_f(h)
+        return h
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        """y = s_g(W' h + b_y)."""
+        logits = self.decode_logits(h)
+        return torch.sigmoid(logits) if self.config.decoder_activation == "sigmoid" else logits
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encode(x)
+        return h, self.decode(h)
+
+    def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss: squared error (identity decoder) or cross-entropy (sigmoid decoder)."""
+        logits = self.decode_logits(self.encode(x))
+        if self.config.decoder_activation == "sigmoid":
+            # Rows outside the training range (validation data) are clamped into the loss's domain.
+            return cross_entropy_from_logits(logits, x.clamp(0.0, 1.0))
+        return squared_error(logits, x)

@@ -1,0 +1,210 @@
+"""From a dataset to a published model version: split, scale, train, export, calibrate, evaluate.
+
+Labelled anomalies (y = 1) never reach training; they join the held-out normal rows to evaluate the
+model. The held-out normal rows serve twice: as the early-stopping validation set and as the
+calibration set for the threshold. They are never trained on; early stopping reads only their mean
+loss, which moves the 0.99 quantile of their scores very little.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from service.card import (
+    MODEL_NAME_PATTERN,
+    ONNX_FILENAME,
+    Architecture,
+    Evaluation,
+    ModelCard,
+    Preprocessing,
+    TrainingSummary,
+    file_sha256,
+)
+from training.calibration import parse_threshold_rule, score_quantiles, threshold_from_rule
+from training.data import Dataset
+from training.export import (
+    ONNX_OPSET,
+    PARITY_ROWS,
+    PARITY_TOLERANCE,
+    ExportError,
+    ScoringGraph,
+    discard,
+    make_session,
+    parity_error,
+    parity_rows,
+    publish,
+    staging_dir,
+    write_onnx,
+)
+from training.model import AutoencoderConfig, default_hidden_sizes
+from training.preprocessing import fit_scaler
+from training.trainer import TrainConfig, train_autoencoder
+
+VARIANTS = ("ae",)
+
+
+@dataclass
+class TrainOptions:
+    name: str
+    models_dir: Path = Path("models")
+    variant: str = "ae"
+    hidden_sizes: list[int] | None = None
+    activation: str = "sigmoid"
+    decoder_activation: str = "identity"
+    tied_weights: bool = False
+    validation_fraction: float = 0.2
+    threshold_rule: str = "quantile:0.99"
+    description: str = ""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    command: str = field(default_factory=lambda: shlex.join(["aeserve", *sys.argv[1:]]))
+
+
+@dataclass
+class Outcome:
+    card: ModelCard
+    path: Path
+    train_losses: list[float]
+    val_losses: list[float]
+
+
+def split_normal_rows(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffle normal-row indices and hold out `fraction` of them (at least one row each side)."""
+    if n_rows < 2:
+        raise ValueError(f"need at least 2 normal rows to train and validate, got {n_rows}")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must lie in (0, 1), got {fraction}")
+    order = np.random.default_rng(seed).permutation(n_rows)
+    n_val = min(n_rows - 1, max(1, round(fraction * n_rows)))
+    return order[n_val:], order[:n_val]
+
+
+def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
+    """Train one model on `data` and publish it as the next version of `options.name`."""
+    if not MODEL_NAME_PATTERN.match(options.name):
+        raise ValueError(f"invalid model name {options.name!r}: letters, digits, '.', '_', '-'")
+    if options.variant not in VARIANTS:
+        raise ValueError(f"unknown variant {options.variant!r}; choose from {', '.join(VARIANTS)}")
+    parse_threshold_rule(options.threshold_rule)
+    started = time.perf_counter()
+
+    normal = data.X if data.y is None else data.X[data.y == 0]
+    anomalies = None if data.y is None else data.X[data.y == 1]
+    train_idx, val_idx = split_normal_rows(len(normal), options.validation_fraction,
+                                           options.train.seed)
+    X_train, X_val = normal[train_idx], normal[val_idx]
+    scaling = "minmax" if options.decoder_activation == "sigmoid" else "standard"
+    scaler = fit_scaler(X_train, scaling)
+
+    model_config = AutoencoderConfig(
+        input_dim=data.X.shape[1],
+        hidden_sizes=options.hidden_sizes or default_hidden_sizes(data.X.shape[1]),
+        activation=options.activation,
+        decoder_activation=options.decoder_activation,
+        tied_weights=options.tied_weights,
+    )
+    result = train_autoencoder(scaler.transform(X_train), scaler.transform(X_val),
+                               model_config, options.train)
+    graph = ScoringGraph(result.model, scaler)
+
+    model_dir = Path(options.models_dir) / options.name
+    staging = staging_dir(model_dir)
+    try:
+        onnx_path = staging / ONNX_FILENAME
+        write_onnx(graph, model_config.input_dim, onnx_path)
+        session = make_session(onnx_path)
+        parity = parity_error(graph, session, parity_rows(data.X, options.train.seed),
+                              scaler.scale)
+        if not parity <= PARITY_TOLERANCE:
+            raise ExportError(f"ONNX parity error {parity:.3g} exceeds {PARITY_TOLERANCE:g}")
+
+        def scores(X: np.ndarray) -> np.ndarray:
+            return session.run(["score"], {"x": X.astype(np.float32)})[0].astype(np.float64)
+
+        val_scores = scores(X_val)
+        threshold = threshold_from_rule(val_scores, options.threshold_rule)
+        evaluation = None
+        if anomalies is not None and len(anomalies):
+            evaluation = evaluate(val_scores, scores(anomalies), threshold)
+        summary = TrainingSummary(
+            epochs_run=result.epochs_run,
+            best_epoch=result.best_epoch,
+            train_loss=result.train_losses[result.best_epoch - 1],
+            val_loss=result.val_losses[result.best_epoch - 1],
+            seed=options.train.seed,
+            learning_rate=options.train.learning_rate,
+            batch_size=options.train.batch_size,
+            rows_train=len(X_train),
+            rows_validation=len(X_val),
+            data_fingerprint=data.fingerprint(),
+            data_source=data.source,
+            duration_s=round(time.perf_counter() - started, 3),
+            command=options.command,
+            torch_version=torch.__version__,
+        )
+
+        def card_for_version(version: int) -> ModelCard:
+            return ModelCard(
+                name=options.name,
+                version=version,
+                created_at=datetime.now(UTC),
+                description=options.description,
+                architecture=Architecture(
+                    variant=options.variant,
+                    hidden_sizes=model_config.hidden_sizes,
+                    activation=model_config.activation,
+                    decoder_activation=model_config.decoder_activation,
+                    tied_weights=model_config.tied_weights,
+                    embedding_dim=model_config.embedding_dim,
+                ),
+                hyperparameters={
+                    "epochs": options.train.epochs,
+                    "patience": options.train.patience,
+                    "validation_fraction": options.validation_fraction,
+                },
+                input_dim=model_config.input_dim,
+                feature_names=data.feature_names,
+                preprocessing=Preprocessing(kind=scaler.kind, offset=scaler.offset.tolist(),
+                                            scale=scaler.scale.tolist()),
+                threshold=threshold,
+                threshold_rule=options.threshold_rule,
+                score_quantiles=score_quantiles(val_scores),
+                training=summary,
+                evaluation=evaluation,
+                onnx_opset=ONNX_OPSET,
+                onnx_sha256=file_sha256(onnx_path),
+                parity_max_abs_error=parity,
+                parity_rows=PARITY_ROWS,
+            )
+
+        card = publish(staging, model_dir, card_for_version)
+    except BaseException:
+        discard(staging)
+        raise
+    return Outcome(card=card, path=model_dir / str(card.version),
+                   train_losses=result.train_losses, val_losses=result.val_losses)
+
+
+def evaluate(normal_scores: np.ndarray, anomaly_scores: np.ndarray, threshold: float) -> Evaluation:
+    """ROC-AUC, average precision and precision/recall at the threshold (anomaly = positive)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.concatenate([np.zeros(len(normal_scores)), np.ones(len(anomaly_scores))])
+    s = np.concatenate([normal_scores, anomaly_scores])
+    flagged = s > threshold
+    true_positives = int((flagged & (y == 1)).sum())
+    return Evaluation(
+        rows_normal=len(normal_scores),
+        rows_anomalous=len(anomaly_scores),
+        roc_auc=float(roc_auc_score(y, s)),
+        average_precision=float(average_precision_score(y, s)),
+        precision_at_threshold=true_positives / max(1, int(flagged.sum())),
+        recall_at_threshold=true_positives / len(anomaly_scores),
+    )
