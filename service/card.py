@@ -60,11 +60,20 @@ class Preprocessing(_Strict):
         return self
 
 
+ScoreKind = Literal["mse_scaled", "neg_elbo_scaled"]
+
+SCORE_DESCRIPTIONS: dict[str, str] = {
+    "mse_scaled": "Mean over features of the squared reconstruction error in the scaled "
+                  "feature space.",
+    "neg_elbo_scaled": "Negative ELBO at the mean code, divided by the number of features: "
+                       "(sum of squared errors in the scaled space + beta * KL(q(z|x) || N(0, I)))"
+                       " / d.",
+}
+
+
 class ScoreSpec(_Strict):
-    kind: Literal["mse_scaled"] = "mse_scaled"
-    description: str = (
-        "Mean over features of the squared reconstruction error in the scaled feature space."
-    )
+    kind: ScoreKind = "mse_scaled"
+    description: str = SCORE_DESCRIPTIONS["mse_scaled"]
 
 
 class TrainingSummary(_Strict):

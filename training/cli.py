@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from training.data import DataError, load_dataset
 from training.export import ExportError
-from training.model import DecoderActivation
-from training.pipeline import VARIANTS, TrainOptions, train_and_export
+from training.model import VARIANTS, DecoderActivation
+from training.objectives import VariantOptions
+from training.pipeline import OvercompleteWarning, TrainOptions, train_and_export
 from training.trainer import TrainConfig
 
 
@@ -19,7 +21,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-column", default=None,
                         help="0/1 column (1 = anomaly): anomalies are kept out of training "
                              "and used for evaluation")
-    parser.add_argument("--variant", default="ae", choices=VARIANTS)
+    parser.add_argument("--variant", default="ae", choices=VARIANTS,
+                        help="autoencoder variant; see docs/variants.md")
     parser.add_argument("--hidden", type=int, nargs="+", default=None, metavar="UNITS",
                         help="encoder layer widths, outermost first (default: one layer of d/2)")
     parser.add_argument("--activation", default="sigmoid", choices=["sigmoid", "relu", "tanh"])
@@ -38,11 +41,39 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--description", default="")
+    defaults = VariantOptions()
+    variants = parser.add_argument_group("variant options (each read by its own variant only)")
+    variants.add_argument("--l1", type=float, default=defaults.l1_weight, metavar="LAMBDA",
+                          help="sparse-l1: weight of lambda * sum |a_i| on the code layer")
+    variants.add_argument("--sparsity-target", type=float, default=defaults.sparsity_target,
+                          metavar="P", help="sparse-kl: target mean activation p")
+    variants.add_argument("--sparsity-weight", type=float, default=defaults.sparsity_weight,
+                          metavar="BETA", help="sparse-kl: weight of the KL penalty")
+    variants.add_argument("--noise", default=defaults.noise, choices=["gaussian", "masking"],
+                          help="denoising: corruption during training")
+    variants.add_argument("--noise-level", type=float, default=defaults.noise_level,
+                          help="denoising: gaussian sigma (scaled units) or masking fraction")
+    variants.add_argument("--contraction", type=float, default=defaults.contraction_weight,
+                          metavar="LAMBDA", help="contractive: weight of ||J_f(x)||_F^2")
+    variants.add_argument("--beta", type=float, default=defaults.vae_beta,
+                          help="vae: weight of the KL term of the ELBO")
+    variants.add_argument("--vae-score", default=defaults.vae_score,
+                          choices=["reconstruction", "elbo"],
+                          help="vae: score by reconstruction error at mu, or negative ELBO")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run_train(args: argparse.Namespace) -> int:
     decoder: DecoderActivation = args.decoder
+    try:
+        variant_options = VariantOptions(
+            l1_weight=args.l1, sparsity_target=args.sparsity_target,
+            sparsity_weight=args.sparsity_weight, noise=args.noise,
+            noise_level=args.noise_level, contraction_weight=args.contraction,
+            vae_beta=args.beta, vae_score=args.vae_score)
+    except ValueError as exc:
+        print(f"aeserve train: error: {exc}", file=sys.stderr)
+        return 2
     options = TrainOptions(
         name=args.name,
         models_dir=args.models_dir,
@@ -57,13 +88,22 @@ def run_train(args: argparse.Namespace) -> int:
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                           learning_rate=args.lr, patience=args.patience, seed=args.seed,
                           progress=not args.quiet),
+        variant_options=variant_options,
     )
     try:
         data = load_dataset(args.data, args.label_column)
-        outcome = train_and_export(data, options)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", OvercompleteWarning)
+            outcome = train_and_export(data, options)
     except (DataError, ExportError, ValueError) as exc:
         print(f"aeserve train: error: {exc}", file=sys.stderr)
         return 2
+    for warning in caught:
+        if issubclass(warning.category, OvercompleteWarning):
+            print(f"aeserve train: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename,
+                                 warning.lineno)
     card = outcome.card
     print(f"model {card.name} version {card.version} written to {outcome.path}")
     print(f"  epochs {card.training.epochs_run} (best {card.training.best_epoch}), "

@@ -19,9 +19,17 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from service.card import CARD_FILENAME, INPUT_NAME, ONNX_FILENAME, OUTPUT_NAMES, ModelCard
+from service.card import (
+    CARD_FILENAME,
+    INPUT_NAME,
+    ONNX_FILENAME,
+    OUTPUT_NAMES,
+    ModelCard,
+    ScoreKind,
+)
 from training.model import Autoencoder
 from training.preprocessing import AffineScaler
+from training.regularizers import gaussian_kl
 
 ONNX_OPSET = 17
 PARITY_ROWS = 1000
@@ -33,20 +41,38 @@ class ExportError(RuntimeError):
 
 
 class ScoringGraph(nn.Module):
-    """Raw features in; embedding, raw-space reconstruction, score and per-feature errors out."""
+    """Raw features in; embedding, raw-space reconstruction, score and per-feature errors out.
 
-    def __init__(self, model: Autoencoder, scaler: AffineScaler) -> None:
+    Deterministic for every variant: the VAE is evaluated at its mean code `mu`. The score is the
+    mean squared error over features (`mse_scaled`), or for a VAE optionally the negative ELBO at
+    `mu` divided by the number of features (`neg_elbo_scaled`): squared error summed over features
+    plus beta times the closed-form KL of q(z | x) from N(0, I).
+    """
+
+    def __init__(self, model: Autoencoder, scaler: AffineScaler,
+                 score_kind: ScoreKind = "mse_scaled", vae_beta: float = 1.0) -> None:
         super().__init__()
+        if score_kind == "neg_elbo_scaled" and model.config.variant != "vae":
+            raise ValueError("the neg_elbo_scaled score needs the vae variant")
         self.model = model
+        self.score_kind = score_kind
+        self.vae_beta = vae_beta
         self.register_buffer("offset", torch.as_tensor(scaler.offset, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(scaler.scale, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         z = (x - self.offset) / self.scale
-        embedding = self.model.encode(z)
+        if self.score_kind == "neg_elbo_scaled":
+            embedding, logvar = self.model.encode_distribution(z)
+        else:
+            embedding = self.model.encode(z)
         z_hat = self.model.decode(embedding)
         feature_errors = (z_hat - z) ** 2
-        score = feature_errors.mean(dim=1)
+        if self.score_kind == "neg_elbo_scaled":
+            kl = gaussian_kl(embedding, logvar)
+            score = (feature_errors.sum(dim=1) + self.vae_beta * kl) / z.shape[1]
+        else:
+            score = feature_errors.mean(dim=1)
         return embedding, z_hat * self.scale + self.offset, score, feature_errors
 
 

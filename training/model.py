@@ -9,6 +9,12 @@ section 7.2; Vincent et al., "Stacked Denoising Autoencoders", JMLR 2010):
 A deep stack applies the encoder layer by layer (`hidden_sizes`, outermost first) and mirrors it in
 the decoder; every decoder layer but the last uses s_f, the last uses s_g. With tied weights each
 decoder layer reuses its encoder twin's matrix transposed (W' = W^T) and keeps its own bias.
+
+The variational autoencoder (Kingma and Welling, "Auto-Encoding Variational Bayes", 2014) shares
+the same network: its innermost encoder layer is linear and gives the mean `mu` of the Gaussian
+code, and a parallel linear head gives `log sigma^2`. `encode` returns `mu`, so the exported graph
+is deterministic. The other variants differ only in their training objective
+(`training/objectives.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from training.losses import cross_entropy_from_logits, squared_error
 
 Activation = Literal["sigmoid", "relu", "tanh"]
 DecoderActivation = Literal["identity", "sigmoid"]
+Variant = Literal["ae", "sparse-l1", "sparse-kl", "denoising", "contractive", "vae"]
+VARIANTS: tuple[str, ...] = ("ae", "sparse-l1", "sparse-kl", "denoising", "contractive", "vae")
 
 _ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
 
@@ -36,8 +44,15 @@ class AutoencoderConfig:
     activation: Activation = "sigmoid"
     decoder_activation: DecoderActivation = "identity"
     tied_weights: bool = False
+    variant: Variant = "ae"
 
     def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
+        if self.variant == "sparse-kl" and self.activation != "sigmoid":
+            raise ValueError(
+                f"sparse-kl compares mean activations with a target in (0, 1), so it needs "
+                f"sigmoid hidden units; got --activation {self.activation}")
         if self.input_dim < 1:
             raise ValueError("input_dim must be at least 1")
         if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
@@ -52,9 +67,14 @@ class AutoencoderConfig:
         return self.hidden_sizes[-1]
 
 
-def default_hidden_sizes(input_dim: int) -> list[int]:
-    """One under-complete layer of half the input width (at least 2, at most 64 units)."""
-    return [min(64, max(2, (input_dim + 1) // 2))]
+def default_hidden_sizes(input_dim: int, variant: str = "ae") -> list[int]:
+    """One under-complete layer of half the input width (at least 2, at most 64 units).
+
+    A VAE gets a hidden layer of that width and a latent code half as wide again: with a single
+    layer its Gaussian encoder would be linear in the inputs.
+    """
+    width = min(64, max(2, (input_dim + 1) // 2))
+    return [width, max(2, width // 2)] if variant == "vae" else [width]
 
 
 class Autoencoder(nn.Module):
@@ -76,13 +96,27 @@ class Autoencoder(nn.Module):
             self.decoder = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in reversed_pairs)
             self.decoder_biases = None
         self._s_f = _ACTIVATIONS[config.activation]
+        self.logvar_head = (nn.Linear(widths[-2], widths[-1]) if config.variant == "vae"
+                            else None)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """h = s_f(W x + b_h), layer by layer."""
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Every encoder layer but the innermost."""
         h = x
-        for layer in self.encoder:
+        for layer in self.encoder[:-1]:
             h = self._s_f(layer(h))
         return h
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """h = s_f(W x + b_h), layer by layer; for the VAE, the mean mu of the code."""
+        h = self.encoder[-1](self._trunk(x))
+        return h if self.logvar_head is not None else self._s_f(h)
+
+    def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """VAE only: (mu, log sigma^2) of the Gaussian code q(z | x)."""
+        if self.logvar_head is None:
+            raise TypeError("encode_distribution is defined for the vae variant only")
+        h = self._trunk(x)
+        return self.encoder[-1](h), self.logvar_head(h)
 
     def decode_logits(self, h: torch.Tensor) -> torch.Tensor:
         """The decoder up to its last pre-activation W' h + b_y (s_g not yet applied)."""
@@ -106,10 +140,11 @@ class Autoencoder(nn.Module):
         h = self.encode(x)
         return h, self.decode(h)
 
-    def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample loss: squared error (identity decoder) or cross-entropy (sigmoid decoder)."""
-        logits = self.decode_logits(self.encode(x))
+    def reconstruction_loss(self, code: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss of decoding `code` against `target`: squared error for the identity
+        decoder, cross-entropy for the sigmoid decoder."""
+        logits = self.decode_logits(code)
         if self.config.decoder_activation == "sigmoid":
             # Rows outside the training range (validation data) are clamped into the loss's domain.
-            return cross_entropy_from_logits(logits, x.clamp(0.0, 1.0))
-        return squared_error(logits, x)
+            return cross_entropy_from_logits(logits, target.clamp(0.0, 1.0))
+        return squared_error(logits, target)

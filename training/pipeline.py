@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +22,12 @@ import torch
 from service.card import (
     MODEL_NAME_PATTERN,
     ONNX_FILENAME,
+    SCORE_DESCRIPTIONS,
     Architecture,
     Evaluation,
     ModelCard,
     Preprocessing,
+    ScoreSpec,
     TrainingSummary,
     file_sha256,
 )
@@ -44,11 +47,16 @@ from training.export import (
     staging_dir,
     write_onnx,
 )
-from training.model import AutoencoderConfig, default_hidden_sizes
+from training.model import VARIANTS, AutoencoderConfig, default_hidden_sizes
+from training.objectives import VariantOptions
 from training.preprocessing import fit_scaler
 from training.trainer import TrainConfig, train_autoencoder
 
-VARIANTS = ("ae",)
+UNREGULARIZED = ("ae",)
+
+
+class OvercompleteWarning(UserWarning):
+    """A hidden layer at least as wide as the input, with nothing to stop it copying the input."""
 
 
 @dataclass
@@ -64,6 +72,7 @@ class TrainOptions:
     threshold_rule: str = "quantile:0.99"
     description: str = ""
     train: TrainConfig = field(default_factory=TrainConfig)
+    variant_options: VariantOptions = field(default_factory=VariantOptions)
     command: str = field(default_factory=lambda: shlex.join(["aeserve", *sys.argv[1:]]))
 
 
@@ -105,14 +114,20 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
 
     model_config = AutoencoderConfig(
         input_dim=data.X.shape[1],
-        hidden_sizes=options.hidden_sizes or default_hidden_sizes(data.X.shape[1]),
+        hidden_sizes=options.hidden_sizes or default_hidden_sizes(data.X.shape[1],
+                                                                  options.variant),
         activation=options.activation,
         decoder_activation=options.decoder_activation,
         tied_weights=options.tied_weights,
+        variant=options.variant,
     )
+    warn_if_overcomplete(model_config)
+    variant_options = options.variant_options
+    score_kind = ("neg_elbo_scaled" if options.variant == "vae"
+                  and variant_options.vae_score == "elbo" else "mse_scaled")
     result = train_autoencoder(scaler.transform(X_train), scaler.transform(X_val),
-                               model_config, options.train)
-    graph = ScoringGraph(result.model, scaler)
+                               model_config, options.train, variant_options)
+    graph = ScoringGraph(result.model, scaler, score_kind, variant_options.vae_beta)
 
     model_dir = Path(options.models_dir) / options.name
     staging = staging_dir(model_dir)
@@ -168,11 +183,13 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
                     "epochs": options.train.epochs,
                     "patience": options.train.patience,
                     "validation_fraction": options.validation_fraction,
+                    **variant_options.relevant(options.variant),
                 },
                 input_dim=model_config.input_dim,
                 feature_names=data.feature_names,
                 preprocessing=Preprocessing(kind=scaler.kind, offset=scaler.offset.tolist(),
                                             scale=scaler.scale.tolist()),
+                score=ScoreSpec(kind=score_kind, description=SCORE_DESCRIPTIONS[score_kind]),
                 threshold=threshold,
                 threshold_rule=options.threshold_rule,
                 score_quantiles=score_quantiles(val_scores),
@@ -190,6 +207,17 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
         raise
     return Outcome(card=card, path=model_dir / str(card.version),
                    train_losses=result.train_losses, val_losses=result.val_losses)
+
+
+def warn_if_overcomplete(config: AutoencoderConfig) -> None:
+    """Warn when an unregularized model has a layer wide enough to learn the identity map."""
+    widest = max(config.hidden_sizes)
+    if config.variant in UNREGULARIZED and widest >= config.input_dim:
+        warnings.warn(
+            f"hidden layer of {widest} units for {config.input_dim} inputs with no regularizer: "
+            f"the model can learn the identity and reconstruct anomalies as well as normal rows; "
+            f"use a narrower layer or a regularized variant (sparse-l1, sparse-kl, denoising, "
+            f"contractive, vae)", OvercompleteWarning, stacklevel=2)
 
 
 def evaluate(normal_scores: np.ndarray, anomaly_scores: np.ndarray, threshold: float) -> Evaluation:

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from training.model import Autoencoder, AutoencoderConfig
+from training.objectives import VariantOptions, per_sample_objective
 
 
 @dataclass
@@ -45,6 +46,7 @@ def train_autoencoder(
     Z_val: np.ndarray,
     model_config: AutoencoderConfig,
     config: TrainConfig,
+    variant_options: VariantOptions | None = None,
 ) -> TrainResult:
     """Fit an autoencoder to scaled rows; keep the weights of the epoch with the best val loss.
 
@@ -54,6 +56,7 @@ def train_autoencoder(
     if len(Z_train) == 0 or len(Z_val) == 0:
         raise ValueError("training and validation sets must both be non-empty")
     started = time.perf_counter()
+    options = variant_options or VariantOptions()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = Autoencoder(model_config)
@@ -74,15 +77,16 @@ def train_autoencoder(
         total, seen = 0.0, 0
         for start in range(0, len(order), batch_size):
             batch = x_train[order[start:start + batch_size]]
-            loss = model.reconstruction_loss(batch).mean()
+            loss = per_sample_objective(model, batch, options, generator, training=True).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.item() * len(batch)
             seen += len(batch)
         model.eval()
-        with torch.no_grad():
-            val_loss = model.reconstruction_loss(x_val).mean().item()
+        # No torch.no_grad here: the contractive penalty differentiates the encoder.
+        val_loss = per_sample_objective(model, x_val, options, generator,
+                                        training=False).mean().item()
         result.train_losses.append(total / seen)
         result.val_losses.append(val_loss)
         bar.set_postfix(train=f"{total / seen:.4f}", val=f"{val_loss:.4f}")

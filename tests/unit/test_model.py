@@ -44,7 +44,8 @@ def test_sigmoid_decoder_and_cross_entropy():
     _, out = model(x)
     assert out[0].tolist() == pytest.approx(y, rel=1e-6)
     expected_loss = -(math.log(y[0]) + math.log(1 - y[1]))
-    assert model.reconstruction_loss(x).item() == pytest.approx(expected_loss, rel=1e-6)
+    assert model.reconstruction_loss(model.encode(x), x).item() == pytest.approx(expected_loss,
+                                                                                 rel=1e-6)
 
 
 def test_linear_decoder_loss_is_squared_error():
@@ -52,7 +53,8 @@ def test_linear_decoder_loss_is_squared_error():
     x = torch.tensor([[2.0, 1.0]])
     h = sigmoid(1.5)
     expected = (2 * h + 1.0 - 2.0) ** 2 + (-1.0 - 1.0) ** 2
-    assert model.reconstruction_loss(x).item() == pytest.approx(expected, rel=1e-6)
+    assert model.reconstruction_loss(model.encode(x), x).item() == pytest.approx(expected,
+                                                                                 rel=1e-6)
 
 
 def test_tied_weights_use_the_transpose():

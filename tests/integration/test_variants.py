@@ -1,0 +1,125 @@
+"""Every variant trains, exports under the same ONNX contract, and serves with no change."""
+
+from __future__ import annotations
+
+import warnings
+
+import httpx
+import numpy as np
+import pytest
+
+from service.card import ModelCard
+from tests.helpers import far_rows, running_server
+from training.data import load_dataset
+from training.objectives import VariantOptions
+from training.pipeline import OvercompleteWarning, TrainOptions, train_and_export
+from training.trainer import TrainConfig
+
+# name -> (variant, hidden sizes, tied, variant options)
+CASES = {
+    "ae": ("ae", [3], False, VariantOptions()),
+    "sparse-l1": ("sparse-l1", [4], False, VariantOptions(l1_weight=1e-2)),
+    "sparse-kl": ("sparse-kl", [8], False, VariantOptions(sparsity_weight=0.5)),
+    "denoising": ("denoising", [3], False, VariantOptions(noise="masking", noise_level=0.2)),
+    "contractive": ("contractive", [4, 3], False, VariantOptions()),
+    "vae": ("vae", [4, 2], False, VariantOptions()),
+    "vae-elbo": ("vae", [4, 2], False, VariantOptions(vae_score="elbo")),
+    "tied-deep": ("ae", [4, 2], True, VariantOptions()),
+    "overcomplete-denoising": ("denoising", [12], True, VariantOptions(noise_level=0.3)),
+}
+
+
+@pytest.fixture(scope="module")
+def variant_models(tmp_path_factory, csv_file):
+    root = tmp_path_factory.mktemp("variants")
+    data = load_dataset(csv_file, "label")
+    cards = {}
+    for name, (variant, hidden, tied, options) in CASES.items():
+        outcome = train_and_export(data, TrainOptions(
+            name=name, models_dir=root, variant=variant, hidden_sizes=hidden, tied_weights=tied,
+            variant_options=options, command="test",
+            train=TrainConfig(epochs=150, seed=0, progress=False)))
+        cards[name] = outcome.card
+    return root, cards
+
+
+@pytest.fixture(scope="module")
+def server(variant_models):
+    with running_server(variant_models[0]) as url:
+        yield url
+
+
+def test_every_variant_passes_parity_and_records_itself(variant_models):
+    root, cards = variant_models
+    for name, (variant, hidden, tied, _) in CASES.items():
+        card = ModelCard.read(root / name / "1" / "model.json")
+        assert card.architecture.variant == variant
+        assert card.architecture.hidden_sizes == hidden
+        assert card.architecture.tied_weights is tied
+        assert card.parity_max_abs_error <= 1e-4, name
+    assert cards["sparse-l1"].hyperparameters["l1_weight"] == 1e-2
+    assert cards["denoising"].hyperparameters["noise"] == "masking"
+    assert cards["vae"].score.kind == "mse_scaled"
+    assert cards["vae-elbo"].score.kind == "neg_elbo_scaled"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_variant_is_served(server, name, normal_rows):
+    rows = np.vstack([normal_rows[:10], far_rows(normal_rows, 5, seed=11)])
+    payload = {"instances": rows.tolist()}
+    with httpx.Client(base_url=server, timeout=10) as client:
+        score = client.post(f"/models/{name}/anomaly-score", json=payload)
+        encode = client.post(f"/models/{name}/encode", json=payload)
+        reconstruct = client.post(f"/models/{name}/reconstruct", json=payload)
+    assert score.status_code == encode.status_code == reconstruct.status_code == 200
+    body = score.json()
+    hidden = CASES[name][1]
+    assert np.asarray(encode.json()["embeddings"]).shape == (15, hidden[-1])
+    assert np.asarray(reconstruct.json()["reconstructions"]).shape == (15, 6)
+    scores = np.asarray(body["scores"])
+    # far rows score above the bulk of normal rows for every variant
+    assert scores[10:].min() > np.median(scores[:10]), name
+    assert all(body["is_anomaly"][10:]), name
+
+
+def test_vae_export_is_deterministic(server, normal_rows):
+    payload = {"instances": normal_rows[:5].tolist()}
+    with httpx.Client(base_url=server, timeout=10) as client:
+        first = client.post("/models/vae/anomaly-score", json=payload).json()["scores"]
+        second = client.post("/models/vae/anomaly-score", json=payload).json()["scores"]
+    assert first == second
+
+
+def test_overcomplete_warning_only_without_regularizer(tmp_path, csv_file):
+    data = load_dataset(csv_file, "label")
+
+    def train(variant: str) -> list[warnings.WarningMessage]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", OvercompleteWarning)
+            train_and_export(data, TrainOptions(
+                name=variant, models_dir=tmp_path, variant=variant, hidden_sizes=[10],
+                command="test", train=TrainConfig(epochs=2, progress=False)))
+        return [w for w in caught if issubclass(w.category, OvercompleteWarning)]
+
+    plain = train("ae")
+    assert len(plain) == 1 and "can learn the identity" in str(plain[0].message)
+    assert train("contractive") == []
+
+
+def test_cli_trains_a_variant_and_prints_the_warning(tmp_path, csv_file):
+    from tests.test_end_to_end import run_cli
+
+    result = run_cli("train", "--data", str(csv_file), "--label-column", "label", "--name", "w",
+                     "--hidden", "8", "--epochs", "3", "--quiet", "--models-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "warning: hidden layer of 8 units for 6 inputs" in result.stderr
+    result = run_cli("train", "--data", str(csv_file), "--label-column", "label", "--name", "k",
+                     "--variant", "sparse-kl", "--activation", "relu", "--epochs", "3",
+                     "--quiet", "--models-dir", str(tmp_path))
+    assert result.returncode == 2 and "needs sigmoid hidden units" in result.stderr
+    result = run_cli("train", "--data", str(csv_file), "--label-column", "label", "--name", "v",
+                     "--variant", "vae", "--vae-score", "elbo", "--beta", "0.5", "--epochs", "3",
+                     "--quiet", "--models-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    card = ModelCard.read(tmp_path / "v" / "1" / "model.json")
+    assert card.hyperparameters["vae_beta"] == 0.5 and card.score.kind == "neg_elbo_scaled"
