@@ -4,76 +4,105 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service import __version__
 from service.errors import InvalidParameter, MethodNotAllowed, NotFound, ServiceError
+from service.lifecycle import lifespan
+from service.logs import configure_logging
+from service.metrics import Metrics
+from service.middleware import RequestMiddleware, error_body
 from service.repository import ModelRepository
-from service.routes import health, inference, models
+from service.routes import admin, health, inference, models, v2
 from service.settings import Settings
 
 log = logging.getLogger("aeserve")
 
 
+class ProviderRefused(RuntimeError):
+    """AESERVE_PROVIDER=cuda and a model could not run on CUDA: the server refuses to start."""
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app and load every model version under `settings.models_dir`."""
+    """Build the app and load the model repository under `settings.models_dir`."""
     settings = settings or Settings()
-    _configure_logging(settings.log_level)
-    repository = ModelRepository(settings)
-    repository.load()
-    loaded = {name: [v.version for v in m.versions.values() if v.state == "ready"]
-              for name, m in repository.models.items()}
-    log.info("repository %s: ready versions %s; default model %s",
-             settings.models_dir, loaded, repository.default_name)
+    configure_logging(settings.log_level, settings.log_format)
+    metrics = Metrics()
+    repository = ModelRepository(
+        settings,
+        on_load_failure=lambda v: metrics.load_failures.labels(v.name, str(v.version)).inc())
+    repository.refresh()
+    refused = repository.provider_failures() if settings.provider == "cuda" else []
+    if refused:
+        raise ProviderRefused("; ".join(f"{v.name}/{v.version}: {v.error}" for v in refused))
 
     app = FastAPI(
         title="aeserve",
         summary="Autoencoder anomaly detection over HTTP: encode, reconstruct, score.",
-        version="0.1.0",
+        version=__version__,
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.repository = repository
-    app.include_router(health.router)
-    app.include_router(inference.router)
-    app.include_router(models.router)
+    app.state.metrics = metrics
+    app.state.draining = False
+
+    def sync_model_metrics() -> None:
+        metrics.set_models([(v.name, v.version, v.session.providers)
+                            for m in repository.models.values() for v in m.versions.values()
+                            if v.state == "ready"])
+
+    app.state.sync_model_metrics = sync_model_metrics
+    sync_model_metrics()
+    ready = {name: [v.version for v in m.versions.values() if v.state == "ready"]
+             for name, m in repository.models.items()}
+    log.info("serving %s: ready versions %s; default model %s; provider setting %s",
+             settings.models_dir, ready, repository.default_name, settings.provider)
+
+    for router in (health.router, inference.router, models.router, v2.router, admin.router):
+        app.include_router(router)
     _install_error_handlers(app)
+    app.add_middleware(RequestMiddleware, settings=settings, metrics=metrics)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
     return app
+
+
+def _error(request: Request, error: ServiceError) -> JSONResponse:
+    """Our error body, or the Open Inference Protocol's under /v2."""
+    if request.url.path.startswith("/v2"):
+        return JSONResponse({"error": error.message}, status_code=error.status)
+    return JSONResponse(error.body(), status_code=error.status)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return _error(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        error = InvalidParameter("; ".join(problems) or "invalid request")
-        return JSONResponse(error.body(), status_code=error.status)
+        return _error(request, InvalidParameter("; ".join(problems) or "invalid request"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            error: ServiceError = NotFound(f"no route {request.url.path}")
-        elif exc.status_code == 405:
-            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
-        else:
-            return JSONResponse({"error": {"code": "http_error", "message": str(exc.detail)}},
-                                status_code=exc.status_code)
-        return JSONResponse(error.body(), status_code=error.status)
+            return _error(request, NotFound(f"no route {request.url.path}"))
+        if exc.status_code == 405:
+            return _error(request, MethodNotAllowed(
+                f"{request.method} is not allowed on {request.url.path}"))
+        return Response(error_body(request.url.path, "http_error", str(exc.detail)),
+                        status_code=exc.status_code, media_type="application/json")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": {"code": "internal_error",
-                                       "message": f"{type(exc).__name__}: {exc}"}},
-                            status_code=500)
-
-
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aeserve").setLevel(level)
+        return Response(error_body(request.url.path, "internal_error",
+                                   f"{type(exc).__name__}: {exc}"),
+                        status_code=500, media_type="application/json")

@@ -23,6 +23,10 @@ class ModelLoadError(RuntimeError):
     """A model version cannot serve; the message says why."""
 
 
+class ProviderUnavailable(ModelLoadError):
+    """AESERVE_PROVIDER=cuda, but the CUDA provider is not active in the session."""
+
+
 def requested_providers(provider: str) -> list[str]:
     if provider == "cpu":
         return [CPU]
@@ -46,7 +50,7 @@ class ModelSession:
             raise ModelLoadError(f"onnxruntime cannot load the graph: {exc}") from exc
         self.providers: list[str] = self._session.get_providers()
         if settings.provider == "cuda" and CUDA not in self.providers:
-            raise ModelLoadError(
+            raise ProviderUnavailable(
                 f"AESERVE_PROVIDER=cuda but the CUDA provider is not active (active: "
                 f"{self.providers}; available: {ort.get_available_providers()})")
         self._check_signature(card.input_dim)

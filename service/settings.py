@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,19 @@ class Settings(BaseSettings):
     max_rows: int = Field(100_000, gt=0, description="Most rows accepted in one request.")
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest request body.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object per line, with the request id.")
+    poll_interval_s: float = Field(
+        10.0, ge=0, description="Seconds between scans of the repository for new versions; 0 = "
+                                "scan only at start-up and on POST /admin/reload.")
+    api_key: SecretStr | None = Field(
+        None, description="When set, every route but health needs it (Authorization: Bearer or "
+                          "X-API-Key); admin and repository routes refuse to run without it.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (JSON list); none = CORS off.")
+    drain_seconds: float = Field(
+        0.0, ge=0, description="On SIGTERM, answer /readyz with 503 for this long before closing "
+                               "the listener; in-flight requests always finish.")
 
 
 @lru_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -55,10 +56,14 @@ def _add_routes(operation: str) -> None:
 
     async def handle(request: Request, repository: ModelRepository, settings: Settings,
                      name: str | None, version: str | None) -> Response:
+        request.state.endpoint = operation
         entry = repository.get(name, parse_version(version) if version is not None else None)
+        request.state.model, request.state.version = entry.name, entry.version
         body = await read_body(request, settings.max_body_bytes)
-        payload = await run_in_threadpool(run_operation, operation, entry, body,
-                                          request.headers.get("content-type"), settings.max_rows)
+        payload, rows = await run_in_threadpool(
+            run_operation, operation, entry, body, request.headers.get("content-type"),
+            settings.max_rows, request.app.state.metrics, time.perf_counter())
+        request.state.rows = rows
         return Response(payload, media_type="application/json")
 
     common = {"response_model": model, "responses": _ERRORS, "openapi_extra": _BODY,

@@ -15,12 +15,14 @@ router = APIRouter(tags=["models"])
 Repo = Annotated[ModelRepository, Depends(get_repository)]
 
 
-def _model_summary(model: Model, default: str | None) -> dict[str, Any]:
+def model_summary(model: Model, default: str | None) -> dict[str, Any]:
     active = model.active
     return {
         "name": model.name,
         "default": model.name == default,
         "active_version": active.version if active else None,
+        "version_policy": model.policy,
+        "error": model.error,
         "versions": [v.summary() for v in sorted(model.versions.values(),
                                                   key=lambda v: v.version)],
     }
@@ -35,7 +37,7 @@ def _version_detail(entry: ModelVersion) -> dict[str, Any]:
 def list_models(repository: Repo) -> dict[str, Any]:
     default = repository.default_name
     return {"default_model": default,
-            "models": [_model_summary(m, default) for _, m in sorted(repository.models.items())]}
+            "models": [model_summary(m, default) for _, m in sorted(repository.models.items())]}
 
 
 @router.get("/models/{name}", summary="One model: versions, states and the active card")
@@ -44,7 +46,7 @@ def get_model(name: str, repository: Repo) -> dict[str, Any]:
     if model is None:
         raise UnknownModel(f"unknown model {name!r}", model=name,
                            available=sorted(repository.models))
-    summary = _model_summary(model, repository.default_name)
+    summary = model_summary(model, repository.default_name)
     active = model.active
     summary["providers"] = active.session.providers if active else []
     summary["card"] = active.card.model_dump(mode="json") if active else None

@@ -1,0 +1,270 @@
+"""The Open Inference Protocol (KServe V2) over REST, with its model-repository extension.
+
+Tensors travel as `{"name", "shape", "datatype", "data"}` with `data` flattened in row-major order
+(nested lists are accepted too). The one input is `x` ([N, d], FP32 or FP64); the outputs are the
+graph's: embedding, reconstruction, score, feature_errors (all four unless the request names some).
+Errors have the protocol's shape, `{"error": "<message>"}`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from service import __version__
+from service.card import INPUT_NAME, OUTPUT_NAMES
+from service.codecs import dumps
+from service.deps import get_repository, get_settings, read_body
+from service.errors import (
+    InvalidInstances,
+    MalformedJSON,
+    ModelNotReady,
+    NonFinite,
+    NonNumeric,
+    TooManyRows,
+    WrongWidth,
+)
+from service.inference import run_graph, score_rows
+from service.repository import ModelRepository, ModelVersion
+from service.routes.inference import parse_version
+from service.settings import Settings
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+Repo = Annotated[ModelRepository, Depends(get_repository)]
+Conf = Annotated[Settings, Depends(get_settings)]
+
+DATATYPES = {"FP32": np.float32, "FP64": np.float64}
+EXTENSIONS = ["model_repository"]
+
+
+class RequestInput(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: Any = None  # checked and converted by numpy, never walked value by value here
+
+
+class RequestOutput(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+def _is_ready(request: Request) -> bool:
+    return request.app.state.repository.is_ready() and not request.app.state.draining
+
+
+@router.get("", summary="Server metadata")
+def server_metadata() -> dict[str, Any]:
+    return {"name": "aeserve", "version": __version__, "extensions": EXTENSIONS}
+
+
+@router.get("/health/live", summary="Server liveness")
+def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="Server readiness")
+def ready(request: Request) -> JSONResponse:
+    is_ready = _is_ready(request)
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 400)
+
+
+def _resolve(repository: ModelRepository, name: str, version: str | None) -> ModelVersion:
+    return repository.get(name, parse_version(version) if version is not None else None)
+
+
+def _metadata(repository: ModelRepository, entry: ModelVersion) -> dict[str, Any]:
+    card = entry.card
+    widths = {"embedding": [-1, card.architecture.embedding_dim],
+              "reconstruction": [-1, card.input_dim], "score": [-1],
+              "feature_errors": [-1, card.input_dim]}
+    model = repository.models[entry.name]
+    return {
+        "name": entry.name,
+        "versions": [str(v.version) for v in sorted(model.versions.values(),
+                                                     key=lambda v: v.version)
+                     if v.state == "ready"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, card.input_dim]}],
+        "outputs": [{"name": n, "datatype": "FP32", "shape": widths[n]} for n in OUTPUT_NAMES],
+        "parameters": {"feature_names": card.feature_names, "threshold": card.threshold,
+                       "providers": entry.session.providers},
+    }
+
+
+@router.get("/models/{name}", summary="Model metadata (active version)")
+def model_metadata(name: str, repository: Repo) -> dict[str, Any]:
+    return _metadata(repository, _resolve(repository, name, None))
+
+
+@router.get("/models/{name}/versions/{version}", summary="Model metadata (one version)")
+def version_metadata(name: str, version: str, repository: Repo) -> dict[str, Any]:
+    return _metadata(repository, _resolve(repository, name, version))
+
+
+def _readiness(repository: ModelRepository, name: str, version: str | None) -> JSONResponse:
+    try:
+        _resolve(repository, name, version)
+    except ModelNotReady as exc:
+        return JSONResponse({"name": name, "ready": False, "error": exc.message},
+                            status_code=400)
+    return JSONResponse({"name": name, "ready": True})
+
+
+@router.get("/models/{name}/ready", summary="Model readiness (active version)")
+def model_ready(name: str, repository: Repo) -> JSONResponse:
+    return _readiness(repository, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready", summary="Model readiness (one version)")
+def version_ready(name: str, version: str, repository: Repo) -> JSONResponse:
+    return _readiness(repository, name, version)
+
+
+def parse_inference_request(body: bytes) -> InferenceRequest:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+    try:
+        return InferenceRequest.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors()[:3])
+        raise InvalidInstances(f"not an inference request: {problems}") from None
+
+
+def input_matrix(request: InferenceRequest, width: int, max_rows: int) -> np.ndarray:
+    """The request's `x` tensor as C-contiguous float32 [N, width], or a typed error."""
+    if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
+        names = [i.name for i in request.inputs]
+        raise InvalidInstances(f"the model takes one input named {INPUT_NAME!r}, got {names}")
+    tensor = request.inputs[0]
+    dtype = DATATYPES.get(tensor.datatype)
+    if dtype is None:
+        raise NonNumeric(f"datatype {tensor.datatype!r} is not supported; send FP32 or FP64")
+    if len(tensor.shape) != 2 or tensor.shape[1] != width:
+        raise WrongWidth(f"input shape {tensor.shape} does not match [N, {width}]",
+                         expected=width)
+    if tensor.shape[0] > max_rows:
+        raise TooManyRows(f"{tensor.shape[0]} rows exceed the limit of {max_rows}")
+    try:
+        values = np.asarray(tensor.data, dtype=dtype)
+    except (TypeError, ValueError):
+        raise NonNumeric("input data must be numbers, flat or nested in the given shape") from None
+    if values.size != tensor.shape[0] * width or tensor.shape[0] == 0:
+        raise InvalidInstances(f"input data has {values.size} values; shape {tensor.shape} "
+                               f"needs {tensor.shape[0] * width} (and at least one row)")
+    rows = np.ascontiguousarray(values.reshape(tensor.shape), dtype=np.float32)
+    if not np.isfinite(rows).all():
+        raise NonFinite("input data holds NaN, infinity, or values beyond float32's range")
+    return rows
+
+
+def run_inference(entry: ModelVersion, body: bytes, settings: Settings, metrics,
+                  enqueued_at: float) -> tuple[bytes, int]:
+    request = parse_inference_request(body)
+    rows = input_matrix(request, entry.card.input_dim, settings.max_rows)
+    wanted = [o.name for o in request.outputs] if request.outputs else list(OUTPUT_NAMES)
+    unknown = [n for n in wanted if n not in OUTPUT_NAMES]
+    if unknown:
+        raise InvalidInstances(f"unknown outputs {unknown}; choose from {list(OUTPUT_NAMES)}")
+    results = run_graph(entry, rows, wanted, metrics, enqueued_at)
+    parameters: dict[str, Any] = {"threshold": entry.card.threshold}
+    if "score" in results:
+        scored = score_rows(entry, results["score"], metrics)
+        parameters["anomalies"] = int(np.count_nonzero(scored["is_anomaly"]))
+    response = {
+        "model_name": entry.name,
+        "model_version": str(entry.version),
+        "outputs": [{"name": name, "datatype": "FP32", "shape": list(results[name].shape),
+                     "data": results[name].ravel()} for name in wanted],
+        "parameters": parameters,
+    }
+    if request.id is not None:
+        response["id"] = request.id
+    metrics.rows.labels(entry.name, str(entry.version), "v2-infer").inc(len(rows))
+    return dumps(response), len(rows)
+
+
+async def _infer(request: Request, repository: ModelRepository, settings: Settings, name: str,
+                 version: str | None) -> Response:
+    request.state.endpoint = "v2-infer"
+    entry = _resolve(repository, name, version)
+    request.state.model, request.state.version = entry.name, entry.version
+    body = await read_body(request, settings.max_body_bytes)
+    payload, rows = await run_in_threadpool(run_inference, entry, body, settings,
+                                            request.app.state.metrics, time.perf_counter())
+    request.state.rows = rows
+    return Response(payload, media_type="application/json")
+
+
+@router.post("/models/{name}/infer", summary="Inference (active version)")
+async def infer(name: str, request: Request, repository: Repo, settings: Conf) -> Response:
+    return await _infer(request, repository, settings, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference (one version)")
+async def infer_version(name: str, version: str, request: Request, repository: Repo,
+                        settings: Conf) -> Response:
+    return await _infer(request, repository, settings, name, version)
+
+
+# -- repository extension (needs AESERVE_API_KEY; see service/middleware.py) ----------------------
+
+class IndexRequest(BaseModel):
+    repository_name: str | None = None
+    ready: bool | None = None
+
+
+@router.post("/repository/index", summary="List every model version and its state")
+async def repository_index(request: Request, repository: Repo) -> list[dict[str, Any]]:
+    body = await request.body()
+    options = IndexRequest.model_validate_json(body) if body.strip() else IndexRequest()
+    entries = []
+    for name, model in sorted(repository.models.items()):
+        for version in sorted(model.versions.values(), key=lambda v: v.version):
+            state = "READY" if version.state == "ready" else "UNAVAILABLE"
+            entries.append({"name": name, "version": str(version.version), "state": state,
+                            "reason": version.error or ""})
+    for name in sorted(repository.unloaded):
+        entries.append({"name": name, "state": "UNAVAILABLE", "reason": "unloaded"})
+    if options.ready:
+        entries = [e for e in entries if e["state"] == "READY"]
+    return entries
+
+
+@router.post("/repository/models/{name}/load", summary="Load or reload a model")
+async def repository_load(name: str, request: Request, repository: Repo) -> JSONResponse:
+    model = await run_in_threadpool(repository.load_model, name)
+    request.app.state.sync_model_metrics()
+    if model.active is None:
+        reasons = "; ".join(f"version {v.version}: {v.error}" for v in model.versions.values())
+        return JSONResponse({"error": f"model {name!r} has no ready version: {reasons}"},
+                            status_code=400)
+    return JSONResponse({})
+
+
+@router.post("/repository/models/{name}/unload", summary="Stop serving a model")
+async def repository_unload(name: str, request: Request, repository: Repo) -> JSONResponse:
+    repository.unload_model(name)
+    request.app.state.sync_model_metrics()
+    return JSONResponse({})

@@ -1,0 +1,131 @@
+"""The repository without HTTP: version policies, refresh, failures and unload."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.errors import ModelNotReady, UnknownModel, UnknownVersion
+from service.repository import ModelRepository
+from service.settings import Settings
+
+
+def add_version(root: Path, source: Path, name: str, version: int, tamper: bool = False) -> Path:
+    """Copy a published version under a new name/number, editing the card to match."""
+    target = root / name / str(version)
+    shutil.copytree(source, target)
+    card = json.loads((target / "model.json").read_text())
+    card["name"], card["version"] = name, version
+    (target / "model.json").write_text(json.dumps(card))
+    if tamper:
+        with open(target / "model.onnx", "ab") as handle:
+            handle.write(b"x")
+    return target
+
+
+def repository(root: Path) -> ModelRepository:
+    repo = ModelRepository(Settings(models_dir=root))
+    repo.refresh()
+    return repo
+
+
+def states(repo: ModelRepository, name: str) -> dict[int, str]:
+    return {v: e.state for v, e in sorted(repo.models[name].versions.items())}
+
+
+def test_latest_policy_serves_newest_and_falls_back_past_a_broken_one(tmp_path, trained):
+    for version in (1, 2):
+        add_version(tmp_path, trained.path, "m", version)
+    add_version(tmp_path, trained.path, "m", 3, tamper=True)
+    repo = repository(tmp_path)
+    assert states(repo, "m") == {1: "unloaded", 2: "ready", 3: "failed"}
+    assert repo.get("m").version == 2
+    assert "sha256" in repo.models["m"].versions[3].error
+    assert "latest 1" in repo.models["m"].versions[1].error
+    with pytest.raises(ModelNotReady, match="version 1 is unloaded"):
+        repo.get("m", 1)
+
+
+def test_specific_and_all_policies(tmp_path, trained):
+    for version in (1, 2, 3):
+        add_version(tmp_path, trained.path, "m", version)
+    config = tmp_path / "m" / "config.json"
+    config.write_text('{"version_policy": {"specific": {"versions": [1, 3, 7]}}}')
+    repo = repository(tmp_path)
+    assert states(repo, "m") == {1: "ready", 2: "unloaded", 3: "ready", 7: "failed"}
+    assert repo.get("m").version == 3
+    config.write_text('{"version_policy": {"all": {}}}')
+    repo.refresh()
+    assert states(repo, "m") == {1: "ready", 2: "ready", 3: "ready"}
+    config.write_text('{"version_policy": {"latest": {"num_versions": 2}}}')
+    repo.refresh()
+    assert states(repo, "m") == {1: "unloaded", 2: "ready", 3: "ready"}
+
+
+def test_invalid_policy_keeps_loaded_versions(tmp_path, trained):
+    add_version(tmp_path, trained.path, "m", 1)
+    repo = repository(tmp_path)
+    (tmp_path / "m" / "config.json").write_text('{"version_policy": {"newest": {}}}')
+    repo.refresh()
+    assert repo.get("m").version == 1
+    assert "config.json is invalid" in repo.models["m"].error
+
+
+def test_refresh_reuses_unchanged_versions_and_drops_deleted_ones(tmp_path, trained):
+    add_version(tmp_path, trained.path, "m", 1)
+    repo = repository(tmp_path)
+    first = repo.get("m")
+    repo.refresh()
+    assert repo.get("m") is first  # same object: not reloaded
+    add_version(tmp_path, trained.path, "m", 2)
+    repo.refresh()
+    assert repo.get("m").version == 2
+    # v1 left memory under "latest 1"; a request that still holds it finishes on its session
+    assert repo.models["m"].versions[1].state == "unloaded"
+    rows = np.zeros((2, first.card.input_dim), dtype=np.float32)
+    assert first.session.run(rows, ("score",))["score"].shape == (2,)
+    shutil.rmtree(tmp_path / "m" / "2")
+    repo.refresh()
+    assert repo.get("m").version == 1
+    assert sorted(repo.models["m"].versions) == [1]
+
+
+def test_failed_version_retried_only_when_its_files_change(tmp_path, trained):
+    failures = []
+    add_version(tmp_path, trained.path, "m", 1, tamper=True)
+    repo = ModelRepository(Settings(models_dir=tmp_path), on_load_failure=failures.append)
+    repo.refresh()
+    repo.refresh()
+    assert len(failures) == 1
+    shutil.copy(trained.path / "model.onnx", tmp_path / "m" / "1" / "model.onnx")
+    repo.refresh()
+    assert repo.get("m").version == 1 and len(failures) == 1
+
+
+def test_unload_and_load(tmp_path, trained):
+    add_version(tmp_path, trained.path, "m", 1)
+    repo = repository(tmp_path)
+    repo.unload_model("m")
+    with pytest.raises(UnknownModel):
+        repo.get("m")
+    repo.refresh()  # polling does not bring it back
+    assert "m" not in repo.models
+    assert repo.load_model("m").active.version == 1
+    with pytest.raises(UnknownModel):
+        repo.load_model("../m")
+    with pytest.raises(UnknownModel):
+        repo.unload_model("absent")
+
+
+def test_lookups_name_what_is_missing(tmp_path, trained):
+    add_version(tmp_path, trained.path, "m", 1)
+    repo = repository(tmp_path)
+    with pytest.raises(UnknownVersion, match="no version 4"):
+        repo.get("m", 4)
+    with pytest.raises(UnknownModel, match="unknown model 'z'"):
+        repo.get("z")
+    assert repo.default_name == "m" and repo.is_ready()
