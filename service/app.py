@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -50,6 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.repository = repository
     app.state.metrics = metrics
     app.state.draining = False
+    # onnxruntime runs leave the event loop through this pool: one thread per worker process,
+    # each run using intra_op_threads cores, so the process never oversubscribes its share.
+    app.state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
 
     def sync_model_metrics() -> None:
         metrics.set_models([(v.name, v.version, v.session.providers)

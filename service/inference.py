@@ -1,33 +1,65 @@
-"""The three operations on one model version, from request bytes to response bytes.
+"""The operations on one model version: request bytes in, response bytes out.
 
-Plain functions with no HTTP in them: the routes call them in a worker thread, so decoding a large
-body and running the graph never block the event loop.
+Small requests are decoded and answered on the event loop (microseconds of work) and only the graph
+run leaves it, merged with its neighbours by the model version's `MicroBatcher`. Large bodies are
+decoded and serialised in a worker thread, so a 5 MB request never stalls the loop.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+import io
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
-from service.codecs import decode_instances, dumps
+from service.batching import MicroBatcher
+from service.card import OUTPUT_NAMES
+from service.codecs import BINARY_TYPE, NPY_TYPE, decode_instances, dumps, media_type
 from service.metrics import Metrics
 from service.repository import ModelVersion
 from service.scoring import percentiles, verdicts
+from service.settings import Settings
+
+#: Bodies up to this size are decoded on the event loop; larger ones in a worker thread.
+INLINE_BODY_BYTES = 64 * 1024
+#: Responses of up to this many rows are serialised on the event loop.
+INLINE_RESPONSE_ROWS = 256
+
+PRIMARY_OUTPUT = {"encode": "embedding", "reconstruct": "reconstruction",
+                  "anomaly-score": "score"}
 
 
-def run_graph(entry: ModelVersion, rows: np.ndarray, outputs: Sequence[str],
-              metrics: Metrics, enqueued_at: float) -> dict[str, np.ndarray]:
-    """One onnxruntime run, with its queue time, duration and batch size recorded."""
-    labels = (entry.name, str(entry.version))
-    started = time.perf_counter()
-    metrics.queue_seconds.labels(*labels).observe(started - enqueued_at)
-    result = entry.session.run(rows, tuple(outputs))
-    metrics.inference_seconds.labels(*labels).observe(time.perf_counter() - started)
-    metrics.batch_rows.labels(*labels).observe(len(rows))
-    return result
+@dataclass(frozen=True)
+class Encoded:
+    body: bytes
+    media_type: str
+    headers: dict[str, str]
+
+
+def batcher_for(entry: ModelVersion, settings: Settings, metrics: Metrics,
+                executor: Executor) -> MicroBatcher:
+    """The version's batcher, made on first use and kept on its session."""
+    session = entry.session
+    batcher = getattr(session, "batcher", None)
+    if batcher is None:
+        labels = (entry.name, str(entry.version))
+
+        def record(rows: int, seconds: float, waits: list[float]) -> None:
+            metrics.batch_rows.labels(*labels).observe(rows)
+            metrics.inference_seconds.labels(*labels).observe(seconds)
+            queue = metrics.queue_seconds.labels(*labels)
+            for wait in waits:
+                queue.observe(wait)
+
+        batcher = MicroBatcher(session.run, OUTPUT_NAMES, executor,
+                               max_rows=settings.batch_max_rows,
+                               max_delay_s=settings.batch_max_delay_ms / 1000.0,
+                               on_batch=record)
+        session.batcher = batcher
+    return batcher
 
 
 def score_rows(entry: ModelVersion, scores: np.ndarray, metrics: Metrics) -> dict[str, Any]:
@@ -43,38 +75,61 @@ def score_rows(entry: ModelVersion, scores: np.ndarray, metrics: Metrics) -> dic
     }
 
 
-Operation = Callable[[ModelVersion, np.ndarray, Metrics, float], dict[str, Any]]
+def wants(accept: str | None) -> str:
+    """The response format the client asked for: JSON unless it names a binary type."""
+    for part in (accept or "").split(","):
+        kind = media_type(part)
+        if kind in (BINARY_TYPE, NPY_TYPE):
+            return kind
+    return "application/json"
 
 
-def _encode(entry: ModelVersion, rows: np.ndarray, metrics: Metrics, t0: float) -> dict:
-    return {"embeddings": run_graph(entry, rows, ("embedding",), metrics, t0)["embedding"]}
+def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.ndarray],
+                    metrics: Metrics, accept: str | None) -> Encoded:
+    """JSON by default; raw float32 rows or `.npy` when the client's Accept header asks."""
+    fmt = wants(accept)
+    result: dict[str, Any]
+    if operation == "anomaly-score":
+        result = score_rows(entry, outputs["score"], metrics)
+    else:
+        result = {{"encode": "embeddings", "reconstruct": "reconstructions"}[operation]:
+                  outputs[PRIMARY_OUTPUT[operation]]}
+    headers = {"X-Model": entry.name, "X-Model-Version": str(entry.version)}
+    if fmt == "application/json":
+        return Encoded(dumps({"model": entry.name, "version": entry.version, **result}),
+                       "application/json", headers)
+    primary = np.ascontiguousarray(outputs[PRIMARY_OUTPUT[operation]], dtype="<f4")
+    headers["X-Shape"] = ",".join(str(n) for n in primary.shape)
+    if operation == "anomaly-score":
+        headers["X-Threshold"] = repr(entry.card.threshold)
+    if fmt == BINARY_TYPE:
+        return Encoded(primary.tobytes(), BINARY_TYPE, headers)
+    array: np.ndarray = primary
+    if operation == "anomaly-score":  # one record per row: score, verdict, percentile
+        array = np.empty(len(primary), dtype=[("score", "<f4"), ("is_anomaly", "?"),
+                                              ("percentile", "<f4")])
+        array["score"], array["is_anomaly"] = primary, result["is_anomaly"]
+        array["percentile"] = result["percentiles"]
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return Encoded(buffer.getvalue(), NPY_TYPE, headers)
 
 
-def _reconstruct(entry: ModelVersion, rows: np.ndarray, metrics: Metrics, t0: float) -> dict:
-    out = run_graph(entry, rows, ("reconstruction",), metrics, t0)
-    return {"reconstructions": out["reconstruction"]}
-
-
-def _anomaly_score(entry: ModelVersion, rows: np.ndarray, metrics: Metrics, t0: float) -> dict:
-    scores = run_graph(entry, rows, ("score",), metrics, t0)["score"]
-    return score_rows(entry, scores, metrics)
-
-
-OPERATIONS: dict[str, Operation] = {
-    "encode": _encode,
-    "reconstruct": _reconstruct,
-    "anomaly-score": _anomaly_score,
-}
-
-
-def run_operation(operation: str, entry: ModelVersion, body: bytes, content_type: str | None,
-                  max_rows: int, metrics: Metrics, enqueued_at: float) -> tuple[bytes, int]:
-    """Decode, infer and serialise; returns the response bytes and the row count.
-
-    Raises the typed errors of `service.errors` on bad input.
-    """
-    rows = decode_instances(body, content_type, entry.card.feature_names, max_rows)
-    payload = {"model": entry.name, "version": entry.version}
-    payload.update(OPERATIONS[operation](entry, rows, metrics, enqueued_at))
+async def run_operation(operation: str, entry: ModelVersion, body: bytes,
+                        content_type: str | None, accept: str | None, settings: Settings,
+                        metrics: Metrics, executor: Executor) -> tuple[Encoded, int]:
+    """Decode, infer through the batcher, encode; raises `service.errors` types on bad input."""
+    names = entry.card.feature_names
+    if len(body) <= INLINE_BODY_BYTES:
+        rows = decode_instances(body, content_type, names, settings.max_rows)
+    else:
+        rows = await run_in_threadpool(decode_instances, body, content_type, names,
+                                       settings.max_rows)
+    outputs = await batcher_for(entry, settings, metrics, executor).submit(rows)
     metrics.rows.labels(entry.name, str(entry.version), operation).inc(len(rows))
-    return dumps(payload), len(rows)
+    if len(rows) <= INLINE_RESPONSE_ROWS:
+        encoded = encode_response(operation, entry, outputs, metrics, accept)
+    else:
+        encoded = await run_in_threadpool(encode_response, operation, entry, outputs, metrics,
+                                          accept)
+    return encoded, len(rows)

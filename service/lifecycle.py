@@ -70,6 +70,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         restore()
+        app.state.executor.shutdown(wait=False)
         if poller is not None:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):

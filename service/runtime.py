@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.card import INPUT_NAME, OUTPUT_NAMES, ModelCard
-from service.settings import Settings
+from service.settings import Settings, intra_op_threads
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -40,8 +40,10 @@ class ModelSession:
 
     def __init__(self, onnx_path: Path, card: ModelCard, settings: Settings) -> None:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.intra_op_threads
+        options.intra_op_num_threads = intra_op_threads(settings)
         options.inter_op_num_threads = settings.inter_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "1" if settings.ort_spinning else "0")
         options.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(

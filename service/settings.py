@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -20,8 +21,17 @@ class Settings(BaseSettings):
         None, description="Model behind the un-prefixed routes; default: the first name in order.")
     provider: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when onnxruntime-gpu sees a GPU, else CPU.")
-    intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = auto.")
-    inter_op_threads: int = Field(1, ge=0, description="onnxruntime inter-op threads; 0 = auto.")
+    workers: int = Field(1, ge=1, description="Server processes (uvicorn workers).")
+    intra_op_threads: int = Field(
+        0, ge=0, description="onnxruntime threads per session run; 0 = cores // workers, so "
+                             "workers x threads never exceeds the cores.")
+    inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads.")
+    ort_spinning: bool = Field(
+        False, description="Let onnxruntime's idle threads spin: lower latency on dedicated "
+                           "cores, stolen CPU on shared ones.")
+    batch_max_rows: int = Field(1024, ge=1, description="Most rows merged into one run.")
+    batch_max_delay_ms: float = Field(
+        2.0, ge=0, description="Longest a request waits for neighbours while a run is busy.")
     max_rows: int = Field(100_000, gt=0, description="Most rows accepted in one request.")
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest request body.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -43,3 +53,10 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def intra_op_threads(settings: Settings) -> int:
+    """Threads per onnxruntime run: the setting, or this worker's share of the cores."""
+    if settings.intra_op_threads > 0:
+        return settings.intra_op_threads
+    return max(1, (os.cpu_count() or 1) // settings.workers)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from service.deps import get_repository, get_settings, read_body
 from service.errors import UnknownVersion
@@ -60,11 +58,12 @@ def _add_routes(operation: str) -> None:
         entry = repository.get(name, parse_version(version) if version is not None else None)
         request.state.model, request.state.version = entry.name, entry.version
         body = await read_body(request, settings.max_body_bytes)
-        payload, rows = await run_in_threadpool(
-            run_operation, operation, entry, body, request.headers.get("content-type"),
-            settings.max_rows, request.app.state.metrics, time.perf_counter())
+        headers = request.headers
+        encoded, rows = await run_operation(
+            operation, entry, body, headers.get("content-type"), headers.get("accept"),
+            settings, request.app.state.metrics, request.app.state.executor)
         request.state.rows = rows
-        return Response(payload, media_type="application/json")
+        return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
 
     common = {"response_model": model, "responses": _ERRORS, "openapi_extra": _BODY,
               "description": summary}

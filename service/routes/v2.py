@@ -8,7 +8,6 @@ Errors have the protocol's shape, `{"error": "<message>"}`.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import numpy as np
@@ -31,7 +30,12 @@ from service.errors import (
     TooManyRows,
     WrongWidth,
 )
-from service.inference import run_graph, score_rows
+from service.inference import (
+    INLINE_BODY_BYTES,
+    INLINE_RESPONSE_ROWS,
+    batcher_for,
+    score_rows,
+)
 from service.repository import ModelRepository, ModelVersion
 from service.routes.inference import parse_version
 from service.settings import Settings
@@ -41,7 +45,7 @@ Repo = Annotated[ModelRepository, Depends(get_repository)]
 Conf = Annotated[Settings, Depends(get_settings)]
 
 DATATYPES = {"FP32": np.float32, "FP64": np.float64}
-EXTENSIONS = ["model_repository"]
+EXTENSIONS = ["model_repository", "binary_tensor_data"]
 
 
 class RequestInput(BaseModel):
@@ -139,20 +143,32 @@ def version_ready(name: str, version: str, repository: Repo) -> JSONResponse:
     return _readiness(repository, name, version)
 
 
-def parse_inference_request(body: bytes) -> InferenceRequest:
+BINARY_HEADER = "inference-header-content-length"
+
+
+def parse_inference_request(body: bytes, header_length: str | None
+                            ) -> tuple[InferenceRequest, bytes]:
+    """The JSON request and, with the binary tensor extension, the bytes that follow it."""
+    binary = b""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise MalformedJSON(f"Inference-Header-Content-Length {header_length!r} does not "
+                                f"fit a body of {len(body)} bytes")
+        body, binary = body[:int(header_length)], body[int(header_length):]
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
     try:
-        return InferenceRequest.model_validate(payload)
+        return InferenceRequest.model_validate(payload), binary
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                              for e in exc.errors()[:3])
         raise InvalidInstances(f"not an inference request: {problems}") from None
 
 
-def input_matrix(request: InferenceRequest, width: int, max_rows: int) -> np.ndarray:
+def input_matrix(request: InferenceRequest, binary: bytes, width: int,
+                 max_rows: int) -> np.ndarray:
     """The request's `x` tensor as C-contiguous float32 [N, width], or a typed error."""
     if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
         names = [i.name for i in request.inputs]
@@ -166,43 +182,70 @@ def input_matrix(request: InferenceRequest, width: int, max_rows: int) -> np.nda
                          expected=width)
     if tensor.shape[0] > max_rows:
         raise TooManyRows(f"{tensor.shape[0]} rows exceed the limit of {max_rows}")
-    try:
-        values = np.asarray(tensor.data, dtype=dtype)
-    except (TypeError, ValueError):
-        raise NonNumeric("input data must be numbers, flat or nested in the given shape") from None
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is not None:
+        if size != len(binary) or size != tensor.shape[0] * width * np.dtype(dtype).itemsize:
+            raise InvalidInstances(
+                f"binary_data_size {size} does not match the {len(binary)} bytes sent or the "
+                f"shape {tensor.shape} in {tensor.datatype}")
+        values = np.frombuffer(binary, dtype=np.dtype(dtype).newbyteorder("<"))
+    else:
+        try:
+            values = np.asarray(tensor.data, dtype=dtype)
+        except (TypeError, ValueError):
+            raise NonNumeric("input data must be numbers, flat or nested in the given "
+                             "shape") from None
     if values.size != tensor.shape[0] * width or tensor.shape[0] == 0:
         raise InvalidInstances(f"input data has {values.size} values; shape {tensor.shape} "
                                f"needs {tensor.shape[0] * width} (and at least one row)")
-    rows = np.ascontiguousarray(values.reshape(tensor.shape), dtype=np.float32)
+    with np.errstate(over="ignore"):
+        rows = np.ascontiguousarray(values.reshape(tensor.shape), dtype=np.float32)
     if not np.isfinite(rows).all():
         raise NonFinite("input data holds NaN, infinity, or values beyond float32's range")
     return rows
 
 
-def run_inference(entry: ModelVersion, body: bytes, settings: Settings, metrics,
-                  enqueued_at: float) -> tuple[bytes, int]:
-    request = parse_inference_request(body)
-    rows = input_matrix(request, entry.card.input_dim, settings.max_rows)
-    wanted = [o.name for o in request.outputs] if request.outputs else list(OUTPUT_NAMES)
-    unknown = [n for n in wanted if n not in OUTPUT_NAMES]
+def requested_outputs(request: InferenceRequest) -> list[tuple[str, bool]]:
+    """(name, as binary) for each output the client wants; all four, in JSON, by default."""
+    binary_default = bool((request.parameters or {}).get("binary_data_output", False))
+    if not request.outputs:
+        return [(name, binary_default) for name in OUTPUT_NAMES]
+    unknown = [o.name for o in request.outputs if o.name not in OUTPUT_NAMES]
     if unknown:
         raise InvalidInstances(f"unknown outputs {unknown}; choose from {list(OUTPUT_NAMES)}")
-    results = run_graph(entry, rows, wanted, metrics, enqueued_at)
+    return [(o.name, bool((o.parameters or {}).get("binary_data", binary_default)))
+            for o in request.outputs]
+
+
+def encode_inference_response(entry: ModelVersion, request: InferenceRequest,
+                              wanted: list[tuple[str, bool]], results: dict[str, np.ndarray],
+                              metrics) -> tuple[bytes, dict[str, str], str]:
+    """JSON, or the binary extension's JSON header followed by raw little-endian tensors."""
     parameters: dict[str, Any] = {"threshold": entry.card.threshold}
-    if "score" in results:
+    if any(name == "score" for name, _ in wanted):
         scored = score_rows(entry, results["score"], metrics)
         parameters["anomalies"] = int(np.count_nonzero(scored["is_anomaly"]))
-    response = {
-        "model_name": entry.name,
-        "model_version": str(entry.version),
-        "outputs": [{"name": name, "datatype": "FP32", "shape": list(results[name].shape),
-                     "data": results[name].ravel()} for name in wanted],
-        "parameters": parameters,
-    }
+    outputs, blobs = [], []
+    for name, as_binary in wanted:
+        tensor = np.ascontiguousarray(results[name], dtype="<f4")
+        entry_json: dict[str, Any] = {"name": name, "datatype": "FP32",
+                                      "shape": list(tensor.shape)}
+        if as_binary:
+            blob = tensor.tobytes()
+            entry_json["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry_json["data"] = tensor.ravel()
+        outputs.append(entry_json)
+    response: dict[str, Any] = {"model_name": entry.name, "model_version": str(entry.version),
+                                "outputs": outputs, "parameters": parameters}
     if request.id is not None:
         response["id"] = request.id
-    metrics.rows.labels(entry.name, str(entry.version), "v2-infer").inc(len(rows))
-    return dumps(response), len(rows)
+    header = dumps(response)
+    if not blobs:
+        return header, {}, "application/json"
+    return (header + b"".join(blobs), {"Inference-Header-Content-Length": str(len(header))},
+            "application/octet-stream")
 
 
 async def _infer(request: Request, repository: ModelRepository, settings: Settings, name: str,
@@ -211,10 +254,25 @@ async def _infer(request: Request, repository: ModelRepository, settings: Settin
     entry = _resolve(repository, name, version)
     request.state.model, request.state.version = entry.name, entry.version
     body = await read_body(request, settings.max_body_bytes)
-    payload, rows = await run_in_threadpool(run_inference, entry, body, settings,
-                                            request.app.state.metrics, time.perf_counter())
-    request.state.rows = rows
-    return Response(payload, media_type="application/json")
+    header_length = request.headers.get(BINARY_HEADER)
+
+    def decode() -> tuple[InferenceRequest, np.ndarray, list[tuple[str, bool]]]:
+        parsed, binary = parse_inference_request(body, header_length)
+        rows = input_matrix(parsed, binary, entry.card.input_dim, settings.max_rows)
+        return parsed, rows, requested_outputs(parsed)
+
+    inline = len(body) <= INLINE_BODY_BYTES
+    parsed, rows, wanted = decode() if inline else await run_in_threadpool(decode)
+    metrics = request.app.state.metrics
+    results = await batcher_for(entry, settings, metrics, request.app.state.executor).submit(rows)
+    metrics.rows.labels(entry.name, str(entry.version), "v2-infer").inc(len(rows))
+    args = (entry, parsed, wanted, results, metrics)
+    if len(rows) <= INLINE_RESPONSE_ROWS:
+        payload, headers, kind = encode_inference_response(*args)
+    else:
+        payload, headers, kind = await run_in_threadpool(encode_inference_response, *args)
+    request.state.rows = len(rows)
+    return Response(payload, media_type=kind, headers=headers)
 
 
 @router.post("/models/{name}/infer", summary="Inference (active version)")

@@ -125,28 +125,41 @@ def test_api_key(server):
 def test_v2_with_the_triton_client(server, normal_rows):
     import tritonclient.http as triton
 
+    # the client adds its own headers to the dict it is given: hand it a copy each time
+
     client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
-    assert client.is_server_live(headers=AUTH) and client.is_server_ready(headers=AUTH)
-    assert client.is_model_ready("sensors", headers=AUTH)
-    meta = client.get_model_metadata("sensors", headers=AUTH)
+    assert client.is_server_live(headers=dict(AUTH)) and client.is_server_ready(headers=dict(AUTH))
+    assert client.is_model_ready("sensors", headers=dict(AUTH))
+    meta = client.get_model_metadata("sensors", headers=dict(AUTH))
     assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 6]}]
     assert [o["name"] for o in meta["outputs"]] == [
         "embedding", "reconstruction", "score", "feature_errors"]
-    assert client.get_server_metadata(headers=AUTH)["extensions"] == ["model_repository"]
+    assert client.get_server_metadata(headers=dict(AUTH))["extensions"] == [
+        "model_repository", "binary_tensor_data"]
 
     rows = normal_rows[:7].astype(np.float32)
     x = triton.InferInput("x", list(rows.shape), "FP32")
     x.set_data_from_numpy(rows, binary_data=False)
     outputs = [triton.InferRequestedOutput(name, binary_data=False)
                for name in ("score", "embedding")]
-    result = client.infer("sensors", [x], outputs=outputs, headers=AUTH, request_id="r-1")
-    expected = httpx.post(f"{server.url}/anomaly-score", headers=AUTH,
+    result = client.infer("sensors", [x], outputs=outputs, headers=dict(AUTH), request_id="r-1")
+    expected = httpx.post(f"{server.url}/anomaly-score", headers=dict(AUTH),
                           json={"instances": rows.tolist()}).json()
     np.testing.assert_array_equal(result.as_numpy("score"),
                                   np.asarray(expected["scores"], dtype=np.float32))
     assert result.as_numpy("embedding").shape == (7, 2)
     assert result.get_response()["id"] == "r-1"
     assert result.get_response()["model_version"] == "1"
+
+    # the binary tensor extension, both ways (the client's default)
+    x_binary = triton.InferInput("x", list(rows.shape), "FP32")
+    x_binary.set_data_from_numpy(rows, binary_data=True)
+    binary = client.infer("sensors", [x_binary], headers=dict(AUTH), outputs=[
+        triton.InferRequestedOutput(name, binary_data=True) for name in
+        ("score", "reconstruction")])
+    np.testing.assert_array_equal(binary.as_numpy("score"), result.as_numpy("score"))
+    assert binary.as_numpy("reconstruction").shape == (7, 6)
+    assert "data" not in binary.get_response()["outputs"][0]
 
 
 def test_v2_json_fp64_versions_and_errors(client, normal_rows):
