@@ -49,9 +49,28 @@ def serve(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
     settings = Settings()
+    if settings.workers > 1:
+        prepare_multiprocess_metrics()
     uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
-                log_level=settings.log_level.lower(), access_log=False)
+                workers=settings.workers, log_level=settings.log_level.lower(),
+                access_log=False, timeout_graceful_shutdown=None)
     return 0
+
+
+def prepare_multiprocess_metrics() -> None:
+    """Give the workers a fresh shared folder for their metrics files (prometheus-client's
+    multi-process mode), unless the operator chose one."""
+    import tempfile
+
+    from service.metrics import MULTIPROCESS_ENV
+
+    folder = os.environ.get(MULTIPROCESS_ENV)
+    if folder is None:
+        folder = tempfile.mkdtemp(prefix="aeserve-metrics-")
+        os.environ[MULTIPROCESS_ENV] = folder
+    for stale in os.listdir(folder):  # files of a previous run would add to this one's counts
+        if stale.endswith(".db"):
+            os.remove(os.path.join(folder, stale))
 
 
 if __name__ == "__main__":

@@ -301,3 +301,18 @@ def test_sigterm_drains_an_in_flight_request(repo, normal_rows):
         server.process.wait(timeout=15)
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{server.url}/healthz", timeout=1)
+
+
+def test_two_workers_share_their_metrics(repo, normal_rows):
+    with server_process(repo, AESERVE_WORKERS="2", AESERVE_POLL_INTERVAL_S="0") as server:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            for _ in range(20):  # new connections: the kernel spreads them over both workers
+                assert httpx.post(f"{server.url}/anomaly-score",
+                                  json={"instances": normal_rows[:3].tolist()}).status_code == 200
+            text = c.get("/metrics").text
+        pids = set(re.findall(r"Started server process \[(\d+)\]",
+                              "\n".join(server.log_lines())))
+    assert metric(text, "aeserve_requests_total", model="sensors", version="1",
+                  endpoint="anomaly-score", status="200") == 20
+    assert metric(text, "aeserve_scored_rows_total", model="sensors", version="1") == 60
+    assert len(pids) == 2
