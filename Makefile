@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint models bench clean
+.PHONY: install serve test test-container lint models bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ serve: install
 
 test: install
 	$(PY) -m pytest
+
+# The serving image for real (tests/container): docker build, docker run, docker compose, over HTTP.
+# Skips when no docker daemon answers; REQUIRE_DOCKER=1 turns that into a failure.
+test-container: install
+	RUN_CONTAINER_TESTS=1 $(PY) -m pytest tests/container -v -s
 
 lint: install
 	$(VENV)/bin/ruff check .
