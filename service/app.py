@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app and load the model repository under `settings.models_dir`."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
     metrics = Metrics()
     repository = ModelRepository(
         settings,
@@ -67,14 +70,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     log.info("serving %s: ready versions %s; default model %s; provider setting %s",
              settings.models_dir, ready, repository.default_name, settings.provider)
 
-    for router in (health.router, inference.router, models.router, v2.router, admin.router):
-        app.include_router(router)
+    # Routes go into the app's own table, hottest first: a request is matched against the routes
+    # in order, and FastAPI's include_router would add a layer of matching per router.
+    app.router.routes.extend([*inference.routes, *v2.infer_routes])
+    for router in (v2.router, health.router, models.router, admin.router):
+        app.router.routes.extend(router.routes)
+    app.openapi = lambda: _openapi(app)
     _install_error_handlers(app)
     app.add_middleware(RequestMiddleware, settings=settings, metrics=metrics)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"])
     return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's document for its own routes, plus the raw inference routes' descriptions."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                             routes=app.routes)
+        paths, components = inference.openapi_paths()
+        schema["paths"] = {**paths, **v2.openapi_paths(), **schema.get("paths", {})}
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _error(request: Request, error: ServiceError) -> JSONResponse:

@@ -27,6 +27,7 @@ RunFn = Callable[[np.ndarray, Sequence[str]], dict[str, np.ndarray]]
 @dataclass
 class _Pending:
     rows: np.ndarray
+    outputs: tuple[str, ...]
     future: asyncio.Future
     queued_at: float
 
@@ -34,11 +35,9 @@ class _Pending:
 class MicroBatcher:
     """Merges concurrent requests for one model version; one instance per version and loop."""
 
-    def __init__(self, run: RunFn, outputs: Sequence[str], executor: Executor, max_rows: int,
-                 max_delay_s: float,
+    def __init__(self, run: RunFn, executor: Executor, max_rows: int, max_delay_s: float,
                  on_batch: Callable[[int, float, list[float]], None] | None = None) -> None:
         self._run = run
-        self._outputs = tuple(outputs)
         self._executor = executor
         self.max_rows = max_rows
         self.max_delay_s = max_delay_s
@@ -48,10 +47,14 @@ class MicroBatcher:
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
 
-    async def submit(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """All outputs of the graph for `rows`, computed alone or within a merged batch."""
+    async def submit(self, rows: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """The named outputs of the graph for `rows`, computed alone or in a merged batch.
+
+        A merged run computes the union of what its requests asked for; each request gets at
+        least its own outputs back.
+        """
         loop = asyncio.get_running_loop()
-        item = _Pending(rows, loop.create_future(), time.perf_counter())
+        item = _Pending(rows, tuple(outputs), loop.create_future(), time.perf_counter())
         if len(rows) >= self.max_rows:
             self._start([item])
         else:
@@ -81,10 +84,10 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         try:
             rows = batch[0].rows if len(batch) == 1 else np.concatenate([b.rows for b in batch])
+            names = tuple(dict.fromkeys(name for b in batch for name in b.outputs))
             started = time.perf_counter()
             try:
-                outputs = await loop.run_in_executor(self._executor, self._run, rows,
-                                                     self._outputs)
+                outputs = await loop.run_in_executor(self._executor, self._run, rows, names)
             except Exception as exc:
                 if len(batch) == 1:
                     _settle(batch[0].future, error=exc)

@@ -16,7 +16,6 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from service.batching import MicroBatcher
-from service.card import OUTPUT_NAMES
 from service.codecs import BINARY_TYPE, NPY_TYPE, decode_instances, dumps, media_type
 from service.metrics import Metrics
 from service.repository import ModelVersion
@@ -54,7 +53,11 @@ def batcher_for(entry: ModelVersion, settings: Settings, metrics: Metrics,
             for wait in waits:
                 queue.observe(wait)
 
-        batcher = MicroBatcher(session.run, OUTPUT_NAMES, executor,
+        def run(rows: np.ndarray, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+            results = session.run(rows, outputs)
+            return annotate_scores(entry, results, metrics) if "score" in results else results
+
+        batcher = MicroBatcher(run, executor,
                                max_rows=settings.batch_max_rows,
                                max_delay_s=settings.batch_max_delay_ms / 1000.0,
                                on_batch=record)
@@ -62,17 +65,18 @@ def batcher_for(entry: ModelVersion, settings: Settings, metrics: Metrics,
     return batcher
 
 
-def score_rows(entry: ModelVersion, scores: np.ndarray, metrics: Metrics) -> dict[str, Any]:
-    """Scores with their meaning: threshold, verdicts and percentiles; counted for alerting."""
+def annotate_scores(entry: ModelVersion, outputs: dict[str, np.ndarray],
+                    metrics: Metrics) -> dict[str, np.ndarray]:
+    """Add what the scores mean (verdicts, percentiles) and count them for alerting.
+
+    Runs once per merged batch in the worker thread, not once per request on the event loop.
+    """
     card = entry.card
+    scores = outputs["score"]
     flagged = verdicts(scores, card.threshold)
     metrics.observe_scores(entry.name, entry.version, scores, card.threshold, flagged)
-    return {
-        "scores": scores,
-        "threshold": card.threshold,
-        "is_anomaly": flagged,
-        "percentiles": percentiles(scores, card.score_quantiles).round(3),
-    }
+    return {**outputs, "is_anomaly": flagged,
+            "percentile": percentiles(scores, card.score_quantiles).round(3)}
 
 
 def wants(accept: str | None) -> str:
@@ -85,12 +89,13 @@ def wants(accept: str | None) -> str:
 
 
 def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.ndarray],
-                    metrics: Metrics, accept: str | None) -> Encoded:
+                    accept: str | None) -> Encoded:
     """JSON by default; raw float32 rows or `.npy` when the client's Accept header asks."""
     fmt = wants(accept)
     result: dict[str, Any]
     if operation == "anomaly-score":
-        result = score_rows(entry, outputs["score"], metrics)
+        result = {"scores": outputs["score"], "threshold": entry.card.threshold,
+                  "is_anomaly": outputs["is_anomaly"], "percentiles": outputs["percentile"]}
     else:
         result = {{"encode": "embeddings", "reconstruct": "reconstructions"}[operation]:
                   outputs[PRIMARY_OUTPUT[operation]]}
@@ -125,11 +130,11 @@ async def run_operation(operation: str, entry: ModelVersion, body: bytes,
     else:
         rows = await run_in_threadpool(decode_instances, body, content_type, names,
                                        settings.max_rows)
-    outputs = await batcher_for(entry, settings, metrics, executor).submit(rows)
+    batcher = batcher_for(entry, settings, metrics, executor)
+    outputs = await batcher.submit(rows, (PRIMARY_OUTPUT[operation],))
     metrics.rows.labels(entry.name, str(entry.version), operation).inc(len(rows))
     if len(rows) <= INLINE_RESPONSE_ROWS:
-        encoded = encode_response(operation, entry, outputs, metrics, accept)
+        encoded = encode_response(operation, entry, outputs, accept)
     else:
-        encoded = await run_in_threadpool(encode_response, operation, entry, outputs, metrics,
-                                          accept)
+        encoded = await run_in_threadpool(encode_response, operation, entry, outputs, accept)
     return encoded, len(rows)

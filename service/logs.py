@@ -24,8 +24,7 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-                  + f".{int(record.msecs):03d}Z",
+            "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -39,9 +38,52 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+def _timestamp(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + \
+        f".{int((created % 1) * 1000):03d}Z"
+
+
+class AccessLog:
+    """The per-request line, written straight to the handler's stream in JSON mode.
+
+    Building a LogRecord and running it through the logging machinery costs about 25
+    microseconds, a sixth of a small request; this writes the same JSON object in a few. Other
+    formats and levels go through `logging` as usual.
+    """
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger("aeserve.access")
+
+    def write(self, message: str, fields: dict) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        handler = _json_handler
+        if handler is None:
+            self.logger.info(message, extra=fields)
+            return
+        entry = {"ts": _timestamp(time.time()), "level": "info", "logger": self.logger.name,
+                 "message": message}
+        current = request_id.get()
+        if current is not None:
+            entry["request_id"] = current
+        entry.update(fields)
+        line = orjson.dumps(entry, default=str).decode() + handler.terminator
+        handler.acquire()
+        try:
+            handler.stream.write(line)
+            handler.flush()
+        finally:
+            handler.release()
+
+
+_json_handler: logging.StreamHandler | None = None
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Route aeserve's and uvicorn's logs through one handler in the chosen format."""
+    global _json_handler
     handler = logging.StreamHandler()
+    _json_handler = handler if fmt == "json" else None
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("aeserve", "uvicorn", "uvicorn.error"):

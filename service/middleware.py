@@ -9,7 +9,6 @@ reads them once the response is sent, so metric labels come from what was really
 from __future__ import annotations
 
 import hmac
-import logging
 import re
 import time
 import uuid
@@ -17,11 +16,9 @@ import uuid
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.logs import request_id
+from service.logs import AccessLog, request_id
 from service.metrics import Metrics
 from service.settings import Settings
-
-log = logging.getLogger("aeserve.access")
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 ADMIN_PREFIXES = ("/admin/", "/v2/repository/")
@@ -43,6 +40,7 @@ class RequestMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = AccessLog()
         key = settings.api_key.get_secret_value() if settings.api_key else None
         self.api_key = key.encode() if key else None
 
@@ -117,7 +115,7 @@ class RequestMiddleware:
         self.metrics.requests.labels(*labels).inc()
         self.metrics.latency.labels(*labels).observe(elapsed)
         if endpoint != "health":
-            log.info("%s %s %s", scope["method"], scope["path"], status, extra={
+            self.access_log.write(f"{scope['method']} {scope['path']} {status}", {
                 "method": scope["method"], "path": scope["path"], "status": status,
                 "duration_ms": round(1000 * elapsed, 3), "endpoint": endpoint,
                 "model": model or None, "version": version or None,

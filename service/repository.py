@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -64,8 +65,9 @@ class Model:
     policy: str = "latest 1"
     error: str | None = None
 
-    @property
+    @cached_property
     def active(self) -> ModelVersion | None:
+        """The highest ready version (a Model is rebuilt, never edited, on each refresh)."""
         ready = [v for v in self.versions.values() if v.state == "ready"]
         return max(ready, key=lambda v: v.version, default=None)
 

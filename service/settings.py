@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     ort_spinning: bool = Field(
         False, description="Let onnxruntime's idle threads spin: lower latency on dedicated "
                            "cores, stolen CPU on shared ones.")
+    gil_switch_interval_ms: float = Field(
+        0.2, gt=0, description="Python's thread switch interval (default 5 ms): a finished "
+                               "onnxruntime run waits at most this long to hand its result back "
+                               "to a busy event loop.")
     batch_max_rows: int = Field(1024, ge=1, description="Most rows merged into one run.")
     batch_max_delay_ms: float = Field(
         2.0, ge=0, description="Longest a request waits for neighbours while a run is busy.")

@@ -15,13 +15,13 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
-def healthz(request: Request) -> dict[str, str]:
+async def healthz(request: Request) -> dict[str, str]:
     request.state.endpoint = "health"
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="Readiness: the default model is ready and no shutdown is under way")
-def readyz(request: Request,
+async def readyz(request: Request,
            repository: Annotated[ModelRepository, Depends(get_repository)]) -> JSONResponse:
     request.state.endpoint = "health"
     draining = request.app.state.draining
@@ -37,6 +37,6 @@ def readyz(request: Request,
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-def metrics(request: Request) -> Response:
+async def metrics(request: Request) -> Response:
     request.state.endpoint = "metrics"
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)

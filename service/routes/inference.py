@@ -1,15 +1,17 @@
-"""POST /encode, /reconstruct, /anomaly-score: on the default model, a named model, or a version."""
+"""POST /encode, /reconstruct, /anomaly-score: on the default model, a named model, or a version.
+
+Raw ASGI routes (see service/asgi.py); their OpenAPI description is built by `openapi_paths`.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope
 
-from service.deps import get_repository, get_settings, read_body
-from service.errors import UnknownVersion
+from service.asgi import Endpoint, parse_version, read_body
 from service.inference import run_operation
-from service.repository import ModelRepository
 from service.schemas import (
     AnomalyScoreResponse,
     EncodeResponse,
@@ -17,72 +19,87 @@ from service.schemas import (
     InstancesRequest,
     ReconstructResponse,
 )
-from service.settings import Settings
 
-router = APIRouter(tags=["inference"])
-Repo = Annotated[ModelRepository, Depends(get_repository)]
-Conf = Annotated[Settings, Depends(get_settings)]
-
-_RESPONSES = {
+OPERATIONS = {
     "encode": (EncodeResponse, "Embeddings (the innermost hidden layer) of each row."),
     "reconstruct": (ReconstructResponse, "Reconstruction of each row in raw feature units."),
     "anomaly-score": (AnomalyScoreResponse,
                       "Score, threshold, verdict and percentile of each row."),
 }
-_ERRORS = {status: {"model": ErrorResponse} for status in (400, 404, 413, 415, 422, 503)}
-_BODY = {
-    "requestBody": {
+PREFIXES = {"": "default model", "/models/{name}": "active version",
+            "/models/{name}/versions/{version}": "pinned version"}
+
+
+def operation_handler(operation: str):
+    async def handle(scope: Scope, headers: dict[bytes, bytes], receive: Receive
+                     ) -> tuple[bytes, str, dict]:
+        app_state, state, params = scope["app"].state, scope["state"], scope["path_params"]
+        state["endpoint"] = operation
+        version = params.get("version")
+        entry = app_state.repository.get(params.get("name"),
+                                         parse_version(version) if version else None)
+        state["model"], state["version"] = entry.name, entry.version
+        settings = app_state.settings
+        body = await read_body(headers, receive, settings.max_body_bytes)
+        encoded, rows = await run_operation(
+            operation, entry, body, _header(headers, b"content-type"),
+            _header(headers, b"accept"), settings, app_state.metrics, app_state.executor)
+        state["rows"] = rows
+        return encoded.body, encoded.media_type, encoded.headers
+
+    return handle
+
+
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+routes = [Route(f"{prefix}/{operation}", Endpoint(operation_handler(operation)),
+                methods=["POST"])
+          for operation in OPERATIONS for prefix in PREFIXES]
+
+
+def openapi_paths() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(paths, component schemas) describing the routes above."""
+    schemas: dict[str, Any] = {}
+
+    def ref(model) -> dict[str, str]:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    request_body = {
         "required": True,
         "content": {
-            "application/json": {"schema": InstancesRequest.model_json_schema()},
+            "application/json": {"schema": ref(InstancesRequest)},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"},
                                          "description": "float32 little-endian rows"},
             "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
         },
     }
-}
-
-
-def parse_version(version: str) -> int:
-    if not version.isdigit() or int(version) < 1:
-        raise UnknownVersion(f"version {version!r} is not a positive integer", version=version)
-    return int(version)
-
-
-def _add_routes(operation: str) -> None:
-    model, summary = _RESPONSES[operation]
-
-    async def handle(request: Request, repository: ModelRepository, settings: Settings,
-                     name: str | None, version: str | None) -> Response:
-        request.state.endpoint = operation
-        entry = repository.get(name, parse_version(version) if version is not None else None)
-        request.state.model, request.state.version = entry.name, entry.version
-        body = await read_body(request, settings.max_body_bytes)
-        headers = request.headers
-        encoded, rows = await run_operation(
-            operation, entry, body, headers.get("content-type"), headers.get("accept"),
-            settings, request.app.state.metrics, request.app.state.executor)
-        request.state.rows = rows
-        return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
-
-    common = {"response_model": model, "responses": _ERRORS, "openapi_extra": _BODY,
-              "description": summary}
-
-    @router.post(f"/{operation}", summary=f"{operation} (default model)", **common)
-    async def on_default(request: Request, repository: Repo, settings: Conf) -> Response:
-        return await handle(request, repository, settings, None, None)
-
-    @router.post(f"/models/{{name}}/{operation}", summary=f"{operation} (active version)",
-                 **common)
-    async def on_model(name: str, request: Request, repository: Repo, settings: Conf) -> Response:
-        return await handle(request, repository, settings, name, None)
-
-    @router.post(f"/models/{{name}}/versions/{{version}}/{operation}",
-                 summary=f"{operation} (pinned version)", **common)
-    async def on_version(name: str, version: str, request: Request, repository: Repo,
-                         settings: Conf) -> Response:
-        return await handle(request, repository, settings, name, version)
-
-
-for _operation in _RESPONSES:
-    _add_routes(_operation)
+    error = {"content": {"application/json": {"schema": ref(ErrorResponse)}}}
+    paths: dict[str, Any] = {}
+    for operation, (model, description) in OPERATIONS.items():
+        for prefix, scope in PREFIXES.items():
+            parameters = [{"name": p, "in": "path", "required": True,
+                           "schema": {"type": "string"}}
+                          for p in ("name", "version") if "{" + p + "}" in prefix]
+            paths[f"{prefix}/{operation}"] = {"post": {
+                "tags": ["inference"],
+                "summary": f"{operation} ({scope})",
+                "description": description + " Answers JSON, or raw float32 / .npy when the "
+                                             "Accept header asks for it.",
+                "operationId": f"{operation.replace('-', '_')}{prefix.replace('/', '_')}"
+                               .replace("{", "").replace("}", ""),
+                "parameters": parameters,
+                "requestBody": request_body,
+                "responses": {
+                    "200": {"description": "Success",
+                            "content": {"application/json": {"schema": ref(model)}}},
+                    **{str(code): {"description": "Error", **error}
+                       for code in (400, 401, 404, 413, 415, 422, 503)},
+                },
+            }}
+    return paths, schemas

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
+from service.asgi import parse_version
 from service.deps import get_repository
 from service.errors import UnknownModel, UnknownVersion
 from service.repository import Model, ModelRepository, ModelVersion
-from service.routes.inference import parse_version
 
 router = APIRouter(tags=["models"])
 Repo = Annotated[ModelRepository, Depends(get_repository)]
@@ -34,14 +34,14 @@ def _version_detail(entry: ModelVersion) -> dict[str, Any]:
 
 
 @router.get("/models", summary="List models, their versions and states")
-def list_models(repository: Repo) -> dict[str, Any]:
+async def list_models(repository: Repo) -> dict[str, Any]:
     default = repository.default_name
     return {"default_model": default,
             "models": [model_summary(m, default) for _, m in sorted(repository.models.items())]}
 
 
 @router.get("/models/{name}", summary="One model: versions, states and the active card")
-def get_model(name: str, repository: Repo) -> dict[str, Any]:
+async def get_model(name: str, repository: Repo) -> dict[str, Any]:
     model = repository.models.get(name)
     if model is None:
         raise UnknownModel(f"unknown model {name!r}", model=name,
@@ -54,7 +54,7 @@ def get_model(name: str, repository: Repo) -> dict[str, Any]:
 
 
 @router.get("/models/{name}/versions/{version}", summary="One version: state and card")
-def get_version(name: str, version: str, repository: Repo) -> dict[str, Any]:
+async def get_version(name: str, version: str, repository: Repo) -> dict[str, Any]:
     if name not in repository.models:
         raise UnknownModel(f"unknown model {name!r}", model=name,
                            available=sorted(repository.models))

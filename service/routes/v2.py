@@ -12,15 +12,18 @@ from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
+from starlette.types import Receive, Scope
 
 from service import __version__
+from service.asgi import Endpoint, parse_version, read_body
 from service.card import INPUT_NAME, OUTPUT_NAMES
 from service.codecs import dumps
-from service.deps import get_repository, get_settings, read_body
+from service.deps import get_repository
 from service.errors import (
     InvalidInstances,
     MalformedJSON,
@@ -34,15 +37,11 @@ from service.inference import (
     INLINE_BODY_BYTES,
     INLINE_RESPONSE_ROWS,
     batcher_for,
-    score_rows,
 )
 from service.repository import ModelRepository, ModelVersion
-from service.routes.inference import parse_version
-from service.settings import Settings
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 Repo = Annotated[ModelRepository, Depends(get_repository)]
-Conf = Annotated[Settings, Depends(get_settings)]
 
 DATATYPES = {"FP32": np.float32, "FP64": np.float64}
 EXTENSIONS = ["model_repository", "binary_tensor_data"]
@@ -76,17 +75,17 @@ def _is_ready(request: Request) -> bool:
 
 
 @router.get("", summary="Server metadata")
-def server_metadata() -> dict[str, Any]:
+async def server_metadata() -> dict[str, Any]:
     return {"name": "aeserve", "version": __version__, "extensions": EXTENSIONS}
 
 
 @router.get("/health/live", summary="Server liveness")
-def live() -> dict[str, bool]:
+async def live() -> dict[str, bool]:
     return {"live": True}
 
 
 @router.get("/health/ready", summary="Server readiness")
-def ready(request: Request) -> JSONResponse:
+async def ready(request: Request) -> JSONResponse:
     is_ready = _is_ready(request)
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 400)
 
@@ -115,12 +114,12 @@ def _metadata(repository: ModelRepository, entry: ModelVersion) -> dict[str, Any
 
 
 @router.get("/models/{name}", summary="Model metadata (active version)")
-def model_metadata(name: str, repository: Repo) -> dict[str, Any]:
+async def model_metadata(name: str, repository: Repo) -> dict[str, Any]:
     return _metadata(repository, _resolve(repository, name, None))
 
 
 @router.get("/models/{name}/versions/{version}", summary="Model metadata (one version)")
-def version_metadata(name: str, version: str, repository: Repo) -> dict[str, Any]:
+async def version_metadata(name: str, version: str, repository: Repo) -> dict[str, Any]:
     return _metadata(repository, _resolve(repository, name, version))
 
 
@@ -134,12 +133,12 @@ def _readiness(repository: ModelRepository, name: str, version: str | None) -> J
 
 
 @router.get("/models/{name}/ready", summary="Model readiness (active version)")
-def model_ready(name: str, repository: Repo) -> JSONResponse:
+async def model_ready(name: str, repository: Repo) -> JSONResponse:
     return _readiness(repository, name, None)
 
 
 @router.get("/models/{name}/versions/{version}/ready", summary="Model readiness (one version)")
-def version_ready(name: str, version: str, repository: Repo) -> JSONResponse:
+async def version_ready(name: str, version: str, repository: Repo) -> JSONResponse:
     return _readiness(repository, name, version)
 
 
@@ -218,13 +217,12 @@ def requested_outputs(request: InferenceRequest) -> list[tuple[str, bool]]:
 
 
 def encode_inference_response(entry: ModelVersion, request: InferenceRequest,
-                              wanted: list[tuple[str, bool]], results: dict[str, np.ndarray],
-                              metrics) -> tuple[bytes, dict[str, str], str]:
+                              wanted: list[tuple[str, bool]], results: dict[str, np.ndarray]
+                              ) -> tuple[bytes, dict[str, str], str]:
     """JSON, or the binary extension's JSON header followed by raw little-endian tensors."""
     parameters: dict[str, Any] = {"threshold": entry.card.threshold}
     if any(name == "score" for name, _ in wanted):
-        scored = score_rows(entry, results["score"], metrics)
-        parameters["anomalies"] = int(np.count_nonzero(scored["is_anomaly"]))
+        parameters["anomalies"] = int(np.count_nonzero(results["is_anomaly"]))
     outputs, blobs = [], []
     for name, as_binary in wanted:
         tensor = np.ascontiguousarray(results[name], dtype="<f4")
@@ -248,13 +246,18 @@ def encode_inference_response(entry: ModelVersion, request: InferenceRequest,
             "application/octet-stream")
 
 
-async def _infer(request: Request, repository: ModelRepository, settings: Settings, name: str,
-                 version: str | None) -> Response:
-    request.state.endpoint = "v2-infer"
-    entry = _resolve(repository, name, version)
-    request.state.model, request.state.version = entry.name, entry.version
-    body = await read_body(request, settings.max_body_bytes)
-    header_length = request.headers.get(BINARY_HEADER)
+async def _infer(scope: Scope, headers: dict[bytes, bytes], receive: Receive
+                 ) -> tuple[bytes, str, dict]:
+    app_state, state, params = scope["app"].state, scope["state"], scope["path_params"]
+    state["endpoint"] = "v2-infer"
+    version = params.get("version")
+    entry = app_state.repository.get(params["name"], parse_version(version) if version else None)
+    state["model"], state["version"] = entry.name, entry.version
+    settings, metrics = app_state.settings, app_state.metrics
+    body = await read_body(headers, receive, settings.max_body_bytes)
+    header_length = headers.get(BINARY_HEADER.encode())
+    if header_length is not None:
+        header_length = header_length.decode("latin-1")
 
     def decode() -> tuple[InferenceRequest, np.ndarray, list[tuple[str, bool]]]:
         parsed, binary = parse_inference_request(body, header_length)
@@ -263,27 +266,45 @@ async def _infer(request: Request, repository: ModelRepository, settings: Settin
 
     inline = len(body) <= INLINE_BODY_BYTES
     parsed, rows, wanted = decode() if inline else await run_in_threadpool(decode)
-    metrics = request.app.state.metrics
-    results = await batcher_for(entry, settings, metrics, request.app.state.executor).submit(rows)
+    batcher = batcher_for(entry, settings, metrics, app_state.executor)
+    results = await batcher.submit(rows, [name for name, _ in wanted])
     metrics.rows.labels(entry.name, str(entry.version), "v2-infer").inc(len(rows))
-    args = (entry, parsed, wanted, results, metrics)
+    args = (entry, parsed, wanted, results)
     if len(rows) <= INLINE_RESPONSE_ROWS:
-        payload, headers, kind = encode_inference_response(*args)
+        payload, extra, kind = encode_inference_response(*args)
     else:
-        payload, headers, kind = await run_in_threadpool(encode_inference_response, *args)
-    request.state.rows = len(rows)
-    return Response(payload, media_type=kind, headers=headers)
+        payload, extra, kind = await run_in_threadpool(encode_inference_response, *args)
+    state["rows"] = len(rows)
+    return payload, kind, extra
 
 
-@router.post("/models/{name}/infer", summary="Inference (active version)")
-async def infer(name: str, request: Request, repository: Repo, settings: Conf) -> Response:
-    return await _infer(request, repository, settings, name, None)
+infer_routes = [Route(path, Endpoint(_infer), methods=["POST"]) for path in
+                ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")]
 
 
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference (one version)")
-async def infer_version(name: str, version: str, request: Request, repository: Repo,
-                        settings: Conf) -> Response:
-    return await _infer(request, repository, settings, name, version)
+def openapi_paths() -> dict[str, Any]:
+    """The OpenAPI description of the raw inference routes above."""
+    body = {"required": True, "content": {
+        "application/json": {"schema": InferenceRequest.model_json_schema()},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"},
+                                     "description": "binary tensor extension: the JSON header "
+                                                    "(Inference-Header-Content-Length bytes) "
+                                                    "then the tensors"}}}
+    paths = {}
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        paths[path] = {"post": {
+            "tags": ["open inference protocol (v2)"],
+            "summary": "Inference" + (" (one version)" if "version" in path else ""),
+            "operationId": "v2_infer" + ("_version" if "version" in path else ""),
+            "parameters": [{"name": p, "in": "path", "required": True,
+                            "schema": {"type": "string"}}
+                           for p in ("name", "version") if "{" + p + "}" in path],
+            "requestBody": body,
+            "responses": {"200": {"description": "Inference response (JSON, or JSON header "
+                                                 "followed by binary tensors)"},
+                          "400": {"description": "Error: {\"error\": \"message\"}"}},
+        }}
+    return paths
 
 
 # -- repository extension (needs AESERVE_API_KEY; see service/middleware.py) ----------------------

@@ -12,12 +12,15 @@ import pytest
 
 from service.batching import MicroBatcher
 
+OUT = ("score", "embedding")
+
 
 class FakeGraph:
     """score = row sum; `embedding` = the row doubled. Records every batch it runs."""
 
     def __init__(self, delay: float = 0.0, poison: float | None = None) -> None:
         self.batches: list[int] = []
+        self.requested: list[tuple[str, ...]] = []
         self.delay = delay
         self.poison = poison
         self.lock = threading.Lock()
@@ -25,15 +28,17 @@ class FakeGraph:
     def __call__(self, rows: np.ndarray, outputs) -> dict[str, np.ndarray]:
         with self.lock:
             self.batches.append(len(rows))
+            self.requested.append(tuple(outputs))
         time.sleep(self.delay)
         if self.poison is not None and (rows == self.poison).any():
             raise ValueError("poisoned row")
-        return {"score": rows.sum(axis=1), "embedding": rows * 2}
+        every = {"score": rows.sum(axis=1), "embedding": rows * 2}
+        return {name: every[name] for name in outputs}
 
 
 def batcher(graph: FakeGraph, max_rows: int = 64, delay_s: float = 0.05) -> MicroBatcher:
     executor = ThreadPoolExecutor(max_workers=1)
-    return MicroBatcher(graph, ("score", "embedding"), executor, max_rows, delay_s)
+    return MicroBatcher(graph, executor, max_rows, delay_s)
 
 
 def rows(value: float, n: int = 1) -> np.ndarray:
@@ -46,7 +51,7 @@ def test_lone_request_runs_at_once():
 
     async def main():
         started = time.perf_counter()
-        out = await b.submit(rows(1.0, 2))
+        out = await b.submit(rows(1.0, 2), OUT)
         return out, time.perf_counter() - started
 
     out, elapsed = asyncio.run(main())
@@ -60,7 +65,8 @@ def test_concurrent_requests_merge_and_split_back_in_order():
     b = batcher(graph)
 
     async def main():
-        return await asyncio.gather(*(b.submit(rows(float(i), i % 3 + 1)) for i in range(20)))
+        return await asyncio.gather(*(b.submit(rows(float(i), i % 3 + 1), OUT)
+                                      for i in range(20)))
 
     results = asyncio.run(main())
     for i, out in enumerate(results):
@@ -76,8 +82,8 @@ def test_batches_never_exceed_max_rows_and_large_requests_run_alone():
     b = batcher(graph, max_rows=8)
 
     async def main():
-        return await asyncio.gather(b.submit(rows(1.0, 30)),
-                                    *(b.submit(rows(2.0, 3)) for _ in range(10)))
+        return await asyncio.gather(b.submit(rows(1.0, 30), OUT),
+                                    *(b.submit(rows(2.0, 3), OUT) for _ in range(10)))
 
     results = asyncio.run(main())
     assert results[0]["score"].shape == (30,)
@@ -92,10 +98,10 @@ def test_max_delay_bounds_the_wait_while_a_run_is_busy():
     executor_runs: list[float] = []
 
     async def main():
-        first = asyncio.create_task(b.submit(rows(1.0)))
+        first = asyncio.create_task(b.submit(rows(1.0), OUT))
         await asyncio.sleep(0.05)  # the first run is busy for 0.3 s
         started = time.perf_counter()
-        await b.submit(rows(2.0))
+        await b.submit(rows(2.0), OUT)
         executor_runs.append(time.perf_counter() - started)
         await first
 
@@ -110,9 +116,9 @@ def test_a_failing_request_does_not_fail_its_neighbours():
     b = batcher(graph)
 
     async def main():
-        first = asyncio.create_task(b.submit(rows(0.0)))
+        first = asyncio.create_task(b.submit(rows(0.0), OUT))
         await asyncio.sleep(0.005)
-        batch = [b.submit(rows(v)) for v in (1.0, -1.0, 2.0)]
+        batch = [b.submit(rows(v), OUT) for v in (1.0, -1.0, 2.0)]
         results = await asyncio.gather(*batch, return_exceptions=True)
         await first
         return results
@@ -125,9 +131,9 @@ def test_a_failing_request_does_not_fail_its_neighbours():
 def test_on_batch_reports_rows_duration_and_waits():
     reports = []
     graph = FakeGraph()
-    b = MicroBatcher(graph, ("score",), ThreadPoolExecutor(1), 64, 0.01,
+    b = MicroBatcher(graph, ThreadPoolExecutor(1), 64, 0.01,
                      on_batch=lambda n, s, waits: reports.append((n, s, waits)))
-    asyncio.run(b.submit(rows(1.0, 5)))
+    asyncio.run(b.submit(rows(1.0, 5), OUT))
     (n, seconds, waits), = reports
     assert n == 5 and seconds >= 0 and len(waits) == 1 and waits[0] >= 0
 
@@ -140,7 +146,24 @@ def test_results_identical_to_direct_runs(n_clients):
               for i in range(n_clients)]
 
     async def main():
-        return await asyncio.gather(*(b.submit(x) for x in inputs))
+        return await asyncio.gather(*(b.submit(x, OUT) for x in inputs))
 
     for x, out in zip(inputs, asyncio.run(main()), strict=True):
         np.testing.assert_array_equal(out["score"], x.sum(axis=1))
+
+
+def test_a_merged_run_computes_the_union_of_requested_outputs():
+    graph = FakeGraph(delay=0.05)
+    b = batcher(graph)
+
+    async def main():
+        first = asyncio.create_task(b.submit(rows(1.0), ("score",)))
+        await asyncio.sleep(0.01)
+        merged = await asyncio.gather(b.submit(rows(2.0), ("score",)),
+                                      b.submit(rows(3.0), ("embedding",)))
+        return await first, merged
+
+    alone, (score, embedding) = asyncio.run(main())
+    assert set(alone) == {"score"}
+    assert graph.requested == [("score",), ("score", "embedding")]
+    assert score["score"].tolist() == [6.0] and embedding["embedding"].shape == (1, 3)

@@ -1,0 +1,268 @@
+"""Serving throughput and latency of aeserve against baselines, side by side in one run.
+
+On one model (64 features, a 64-32-8 encoder and its mirror) and one machine, loopback only:
+  (a) aeserve (`aeserve serve`, default settings, one worker);
+  (b) the framework ceiling: a FastAPI endpoint that reads the body and returns a constant;
+  (c) the straightforward service: FastAPI + pydantic `list[list[float]]` + onnxruntime;
+  (d) onnxruntime in process, no HTTP.
+Load comes from wrk (Debian package `wrk`) in a separate process. Reports req/s, rows/s and p50/p99
+latency for 1-row requests at concurrency 1 and 32, and 4,096-row requests in JSON and in raw
+float32; the resident memory of the aeserve worker. Writes bench/results/serving.md.
+
+    python bench/serving.py [--duration 8] [--out bench/results/serving.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+WIDTH = 64
+BIG = 4096
+
+
+@dataclass
+class Result:
+    target: str
+    case: str
+    rows_per_request: int
+    concurrency: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.requests_per_s * self.rows_per_request
+
+
+def train_model(models_dir: Path) -> Path:
+    from training.data import Dataset
+    from training.pipeline import TrainOptions, train_and_export
+    from training.trainer import TrainConfig
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4000, 8)) @ rng.normal(size=(8, WIDTH)) + 0.1 * rng.normal(
+        size=(4000, WIDTH))
+    data = Dataset(X=X, y=None, feature_names=[f"f{i}" for i in range(WIDTH)], source="bench")
+    outcome = train_and_export(data, TrainOptions(
+        name="bench", models_dir=models_dir, hidden_sizes=[32, 8], command="bench/serving.py",
+        train=TrainConfig(epochs=20, progress=False)))
+    return outcome.path / "model.onnx"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
+        self.process = subprocess.Popen(
+            [part.replace("{port}", str(self.port)) for part in command], cwd=ROOT,
+            env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{self.url}/docs", timeout=1)
+                break
+            except httpx.TransportError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.log.seek(0)
+                    raise RuntimeError(
+                        f"{name} did not start:\n{self.log.read().decode()}") from None
+                time.sleep(0.2)
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+    def has_torch(self) -> bool:
+        return "libtorch" in Path(f"/proc/{self.process.pid}/maps").read_text()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+def uvicorn_command(app: str) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", "{port}",
+            "--log-level", "warning", "--no-access-log"]
+
+
+def wrk(url: str, body_file: Path, content_type: str, concurrency: int, duration: float,
+        accept: str = "application/json") -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) of POSTing the file's bytes."""
+    script = body_file.with_suffix(".lua")
+    script.write_text(
+        f'local f = io.open("{body_file}", "rb")\n'
+        'wrk.body = f:read("*all")\nf:close()\n'
+        'wrk.method = "POST"\n'
+        f'wrk.headers["Content-Type"] = "{content_type}"\n'
+        f'wrk.headers["Accept"] = "{accept}"\n')
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "-s",
+         str(script),
+         url], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in output:
+        raise RuntimeError(f"errors from {url}:\n{output}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    return rps, _percentile(output, "50%"), _percentile(output, "99%")
+
+
+def _percentile(output: str, label: str) -> float:
+    value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", output).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def in_process(model: Path, rows: np.ndarray, seconds: float) -> float:
+    """Rows/s of session.run on the same batch, same thread settings as the server's default."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    for _ in range(5):
+        session.run(["score"], {"x": rows})
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        session.run(["score"], {"x": rows})
+        times.append(time.perf_counter() - started)
+    return len(rows) / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).parent / "results" / "serving.md")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/serving.py needs wrk: apt-get install wrk (or your system's package)")
+
+    work = Path(tempfile.mkdtemp(prefix="aeserve-bench-"))
+    model = train_model(work / "models")
+    rng = np.random.default_rng(1)
+    one = rng.normal(size=(1, WIDTH)).astype(np.float32)
+    big = rng.normal(size=(BIG, WIDTH)).astype(np.float32)
+    bodies = {
+        "one-json": orjson.dumps({"instances": one.tolist()}),
+        "big-json": orjson.dumps({"instances": big.tolist()}),
+        "big-binary": big.astype("<f4").tobytes(),
+    }
+    for name, payload in bodies.items():
+        (work / f"{name}.body").write_bytes(payload)
+
+    servers = {
+        "aeserve": Server("aeserve", [sys.executable, "-m", "service.cli", "serve", "--host",
+                                      "127.0.0.1", "--port", "{port}"],
+                          {"AESERVE_MODELS_DIR": str(work / "models"),
+                           "AESERVE_POLL_INTERVAL_S": "0"}),
+        "ceiling": Server("ceiling", uvicorn_command("bench.baselines.ceiling:app"), {}),
+        "straightforward": Server("straightforward",
+                                  uvicorn_command("bench.baselines.straightforward:app"),
+                                  {"BENCH_MODEL": str(model)}),
+    }
+    results: list[Result] = []
+
+    def run(target: str, case: str, body: str, rows: int, concurrency: int,
+            content_type: str = "application/json", accept: str = "application/json") -> None:
+        url = f"{servers[target].url}/anomaly-score"
+        body_file = work / f"{body}.body"
+        wrk(url, body_file, content_type, concurrency, min(2.0, args.duration), accept)  # warm
+        rps, p50, p99 = wrk(url, body_file, content_type, concurrency, args.duration, accept)
+        results.append(Result(target, case, rows, concurrency, rps, p50, p99))
+        print(f"{target:16s} {case:24s} c={concurrency:<3d} {rps:10.1f} req/s "
+              f"{rps * rows:12.0f} rows/s p50 {p50:8.2f} ms p99 {p99:8.2f} ms", flush=True)
+
+    try:
+        for target in ("ceiling", "aeserve", "straightforward"):
+            for concurrency in (1, 32):
+                run(target, "1 row, JSON", "one-json", 1, concurrency)
+        for target in ("aeserve", "straightforward"):
+            run(target, f"{BIG} rows, JSON", "big-json", BIG, 4)
+        run("aeserve", f"{BIG} rows, float32 binary", "big-binary", BIG, 4,
+            "application/octet-stream", "application/octet-stream")
+        rss = servers["aeserve"].rss_mb()
+        torch_loaded = servers["aeserve"].has_torch()
+    finally:
+        for server in servers.values():
+            server.stop()
+    onnx_rows = in_process(model, big, args.duration)
+    print(f"onnxruntime in process, {BIG} rows: {onnx_rows:,.0f} rows/s")
+    shutil.rmtree(work, ignore_errors=True)
+    write_report(args.out, results, onnx_rows, rss, torch_loaded)
+
+
+def write_report(out: Path, results: list[Result], onnx_rows: float, rss: float,
+                 torch_loaded: bool) -> None:
+    def get(target: str, case: str, concurrency: int) -> Result:
+        return next(r for r in results if r.target == target and r.case == case
+                    and r.concurrency == concurrency)
+
+    ours32, ceiling32 = get("aeserve", "1 row, JSON", 32), get("ceiling", "1 row, JSON", 32)
+    big_json = get("aeserve", f"{BIG} rows, JSON", 4)
+    naive_json = get("straightforward", f"{BIG} rows, JSON", 4)
+    big_binary = get("aeserve", f"{BIG} rows, float32 binary", 4)
+    checks = [
+        ("1-row req/s at c=32 vs framework ceiling", ours32.requests_per_s
+         / ceiling32.requests_per_s, ">= 0.8"),
+        ("1-row p99 at c=32 vs framework ceiling", ours32.p99_ms / ceiling32.p99_ms, "<= 1.5"),
+        (f"{BIG}-row JSON rows/s vs straightforward service",
+         big_json.rows_per_s / naive_json.rows_per_s, ">= 10"),
+        (f"{BIG}-row binary rows/s vs onnxruntime in process",
+         big_binary.rows_per_s / onnx_rows, ">= 0.5"),
+    ]
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"One run of `python bench/serving.py` (`make bench-serving`): {os.cpu_count()} cores, "
+        f"{platform.machine()}, Python {platform.python_version()}, onnxruntime "
+        f"{ort.__version__}. Model: 64 features, 64-32-8 encoder and its mirror. Load: wrk, one "
+        "thread, on the same machine; every server one process with its default settings.",
+        "",
+        "| target | request | concurrency | req/s | rows/s | p50 ms | p99 ms |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        *[f"| {r.target} | {r.case} | {r.concurrency} | {r.requests_per_s:,.0f} | "
+          f"{r.rows_per_s:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} |" for r in results],
+        f"| onnxruntime in process | {BIG} rows | 1 | {onnx_rows / BIG:,.1f} | "
+        f"{onnx_rows:,.0f} | | |",
+        "",
+        "| ratio | measured | target |",
+        "|---|---:|---|",
+        *[f"| {name} | {value:.2f} | {target} |" for name, value, target in checks],
+        f"| resident memory of the aeserve worker | {rss:.0f} MB | < 200 MB |",
+        f"| torch loaded in the aeserve worker | {'yes' if torch_loaded else 'no'} | no |",
+        "",
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
