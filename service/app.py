@@ -21,7 +21,7 @@ from service.metrics import Metrics
 from service.middleware import RequestMiddleware, error_body
 from service.repository import ModelRepository
 from service.routes import admin, health, inference, models, v2
-from service.settings import Settings
+from service.settings import Settings, intra_op_threads
 
 log = logging.getLogger("aeserve")
 
@@ -57,6 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # onnxruntime runs leave the event loop through this pool: one thread per worker process,
     # each run using intra_op_threads cores, so the process never oversubscribes its share.
     app.state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
+    # Large bodies are decoded and large answers encoded here, as many at once as there are
+    # cores for this worker.
+    app.state.codec_executor = ThreadPoolExecutor(max_workers=intra_op_threads(settings),
+                                                  thread_name_prefix="codec")
 
     def sync_model_metrics() -> None:
         metrics.set_models([(v.name, v.version, v.session.providers)

@@ -7,13 +7,13 @@ decoded and serialised in a worker thread, so a 5 MB request never stalls the lo
 
 from __future__ import annotations
 
+import asyncio
 import io
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from service.batching import MicroBatcher
 from service.codecs import BINARY_TYPE, NPY_TYPE, decode_instances, dumps, media_type
@@ -22,10 +22,11 @@ from service.repository import ModelVersion
 from service.scoring import percentiles, verdicts
 from service.settings import Settings
 
-#: Bodies up to this size are decoded on the event loop; larger ones in a worker thread.
+#: JSON bodies up to this size are decoded on the event loop; larger ones in a worker thread.
+#: Binary bodies are always decoded on the loop: `np.frombuffer` and a finiteness check.
 INLINE_BODY_BYTES = 64 * 1024
-#: Responses of up to this many rows are serialised on the event loop.
-INLINE_RESPONSE_ROWS = 256
+#: Responses of up to this many values are serialised on the event loop.
+INLINE_RESPONSE_VALUES = 16 * 1024
 
 PRIMARY_OUTPUT = {"encode": "embedding", "reconstruct": "reconstruction",
                   "anomaly-score": "score"}
@@ -120,21 +121,30 @@ def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.n
     return Encoded(buffer.getvalue(), NPY_TYPE, headers)
 
 
+async def off_loop(executor: Executor, fn, *args):
+    """Run `fn(*args)` in `executor` (a small, bounded pool: each thread that parses a large
+    body keeps its allocator arena, so an unbounded pool would grow the resident memory)."""
+    return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+
 async def run_operation(operation: str, entry: ModelVersion, body: bytes,
                         content_type: str | None, accept: str | None, settings: Settings,
-                        metrics: Metrics, executor: Executor) -> tuple[Encoded, int]:
+                        metrics: Metrics, executor: Executor,
+                        codec_executor: Executor) -> tuple[Encoded, int]:
     """Decode, infer through the batcher, encode; raises `service.errors` types on bad input."""
     names = entry.card.feature_names
-    if len(body) <= INLINE_BODY_BYTES:
+    if len(body) <= INLINE_BODY_BYTES or media_type(content_type) == BINARY_TYPE:
         rows = decode_instances(body, content_type, names, settings.max_rows)
     else:
-        rows = await run_in_threadpool(decode_instances, body, content_type, names,
-                                       settings.max_rows)
+        rows = await off_loop(codec_executor, decode_instances, body, content_type, names,
+                              settings.max_rows)
     batcher = batcher_for(entry, settings, metrics, executor)
     outputs = await batcher.submit(rows, (PRIMARY_OUTPUT[operation],))
     metrics.rows.labels(entry.name, str(entry.version), operation).inc(len(rows))
-    if len(rows) <= INLINE_RESPONSE_ROWS:
+    if outputs[PRIMARY_OUTPUT[operation]].size <= INLINE_RESPONSE_VALUES or wants(accept) != \
+            "application/json":
         encoded = encode_response(operation, entry, outputs, accept)
     else:
-        encoded = await run_in_threadpool(encode_response, operation, entry, outputs, accept)
+        encoded = await off_loop(codec_executor, encode_response, operation, entry, outputs,
+                                 accept)
     return encoded, len(rows)

@@ -71,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         restore()
         app.state.executor.shutdown(wait=False)
+        app.state.codec_executor.shutdown(wait=False)
         if poller is not None:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):

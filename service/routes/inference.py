@@ -43,7 +43,8 @@ def operation_handler(operation: str):
         body = await read_body(headers, receive, settings.max_body_bytes)
         encoded, rows = await run_operation(
             operation, entry, body, _header(headers, b"content-type"),
-            _header(headers, b"accept"), settings, app_state.metrics, app_state.executor)
+            _header(headers, b"accept"), settings, app_state.metrics, app_state.executor,
+            app_state.codec_executor)
         state["rows"] = rows
         return encoded.body, encoded.media_type, encoded.headers
 

@@ -35,8 +35,9 @@ from service.errors import (
 )
 from service.inference import (
     INLINE_BODY_BYTES,
-    INLINE_RESPONSE_ROWS,
+    INLINE_RESPONSE_VALUES,
     batcher_for,
+    off_loop,
 )
 from service.repository import ModelRepository, ModelVersion
 
@@ -265,15 +266,17 @@ async def _infer(scope: Scope, headers: dict[bytes, bytes], receive: Receive
         return parsed, rows, requested_outputs(parsed)
 
     inline = len(body) <= INLINE_BODY_BYTES
-    parsed, rows, wanted = decode() if inline else await run_in_threadpool(decode)
+    parsed, rows, wanted = decode() if inline else await off_loop(app_state.codec_executor,
+                                                                   decode)
     batcher = batcher_for(entry, settings, metrics, app_state.executor)
     results = await batcher.submit(rows, [name for name, _ in wanted])
     metrics.rows.labels(entry.name, str(entry.version), "v2-infer").inc(len(rows))
     args = (entry, parsed, wanted, results)
-    if len(rows) <= INLINE_RESPONSE_ROWS:
+    if sum(results[name].size for name, binary in wanted if not binary) <= INLINE_RESPONSE_VALUES:
         payload, extra, kind = encode_inference_response(*args)
     else:
-        payload, extra, kind = await run_in_threadpool(encode_inference_response, *args)
+        payload, extra, kind = await off_loop(app_state.codec_executor,
+                                              encode_inference_response, *args)
     state["rows"] = len(rows)
     return payload, kind, extra
 
