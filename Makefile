@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-container lint models bench clean
+.PHONY: install serve test test-container lint models bench bench-serving clean
 
 install: $(STAMP)
 
@@ -47,6 +47,11 @@ models: install
 
 bench: install
 	$(PY) bench/decode.py
+	$(MAKE) bench-serving
+
+# Needs wrk (Debian/Ubuntu: apt-get install wrk) for a load generator outside the server.
+bench-serving: install
+	$(PY) bench/serving.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache *.egg-info
