@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	$(PIP) install --quiet -e '.[train,dev,bench]'
+	$(PIP) install --quiet -e '.[train,dev,bench,batch,ray,client]'
 	touch $(STAMP)
 
 # Serves ./models (or AESERVE_MODELS_DIR); every AESERVE_* variable passes through untouched.

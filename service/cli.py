@@ -1,7 +1,8 @@
-"""The `aeserve` command: `serve` runs here; `train` lives in training/ and needs the train extra.
+"""The `aeserve` command: `serve` runs here; `train` lives in training/ and needs the train extra;
+`score` (batch scoring of files) lives in scoring/ and needs the batch extra.
 
-The training code is imported only when its subcommand runs, so `aeserve serve` never loads torch
-and works in an image that has none.
+The training and scoring code is imported only when its subcommand runs, so `aeserve serve` and
+`aeserve score` never load torch and work in an image that has none.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import sys
 
 TRAINING_COMMANDS = {"train": "train a model and publish it to the repository (needs [train])"}
+SCORING_COMMANDS = {"score": "score a CSV or Parquet file in process, no server (needs [batch])"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model repository (default: AESERVE_MODELS_DIR, else ./models)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    for name, help_text in TRAINING_COMMANDS.items():
+    for name, help_text in {**TRAINING_COMMANDS, **SCORING_COMMANDS}.items():
         commands.add_parser(name, help=help_text, add_help=False)
     return parser
 
@@ -37,6 +39,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{exc}", file=sys.stderr)
             return 2
         return training_main(argv)
+    if argv and argv[0] in SCORING_COMMANDS:
+        try:
+            from scoring.cli import main as scoring_main
+        except ImportError as exc:
+            print(f"aeserve {argv[0]} needs the batch extra (pip install 'aeserve[batch]'): "
+                  f"{exc}", file=sys.stderr)
+            return 2
+        return scoring_main(argv[1:])
     args = build_parser().parse_args(argv)
     return serve(args)
 
