@@ -5,7 +5,7 @@ Trains the `vae` variant with default options once per data set, seed and settin
 graph (`score` is the negative ELBO per feature; the mean of `feature_errors` is the reconstruction
 score). Writes bench/results/vae_score.md.
 
-    python bench/vae_score.py [--datasets 6_cardio 14_glass ...]
+    python -m bench.vae_score [--datasets 6_cardio 14_glass ...]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> None:
     lines = ["# VAE: reconstruction score vs negative ELBO", "",
              "ROC-AUC, mean over seeds 0, 1, 2; protocol of bench/protocol.py; default VAE "
              "options; both scores from one exported ONNX graph. Reproduce: "
-             "`python bench/vae_score.py`.", ""]
+             "`python -m bench.vae_score`.", ""]
     for setting in ("one-class", "unsupervised"):
         lines += [f"## {setting}", "", "| dataset | reconstruction | negative ELBO |",
                   "|---|---:|---:|"]

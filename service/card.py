@@ -47,7 +47,7 @@ class Architecture(_Strict):
 class Preprocessing(_Strict):
     """Affine scaling folded into the ONNX graph: `z = (x - offset) / scale`."""
 
-    kind: Literal["standard", "minmax"]
+    kind: Literal["standard", "robust", "minmax"]
     offset: list[float]
     scale: list[float]
 
@@ -88,7 +88,8 @@ class TrainingSummary(_Strict):
     rows_validation: int
     data_fingerprint: str = Field(description="sha256 of the float64 feature matrix and names.")
     data_source: str = Field(description="File name of the training data (no directory).")
-    duration_s: float
+    fit_s: float = Field(description="Seconds spent in the training loop.")
+    duration_s: float = Field(description="Seconds for the whole run: training, export, checks.")
     command: str = Field(description="The command line that reproduces this model.")
     torch_version: str
 

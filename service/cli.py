@@ -11,7 +11,11 @@ import argparse
 import os
 import sys
 
-TRAINING_COMMANDS = {"train": "train a model and publish it to the repository (needs [train])"}
+TRAINING_COMMANDS = {
+    "train": "train a model and publish it to the repository (needs [train])",
+    "evaluate": "score a labelled file with a model: ROC-AUC, AP, precision, recall, plots "
+                "(needs [train])",
+}
 SCORING_COMMANDS = {"score": "score a CSV or Parquet file in process, no server (needs [batch])"}
 
 

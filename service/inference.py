@@ -19,7 +19,7 @@ from service.batching import MicroBatcher
 from service.codecs import BINARY_TYPE, NPY_TYPE, decode_instances, dumps, media_type
 from service.metrics import Metrics
 from service.repository import ModelVersion
-from service.scoring import percentiles, verdicts
+from service.scoring import explanations, percentiles, verdicts
 from service.settings import Settings
 
 #: JSON bodies up to this size are decoded on the event loop; larger ones in a worker thread.
@@ -30,6 +30,19 @@ INLINE_RESPONSE_VALUES = 16 * 1024
 
 PRIMARY_OUTPUT = {"encode": "embedding", "reconstruct": "reconstruction",
                   "anomaly-score": "score"}
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Query parameters of /anomaly-score: a threshold override and explanations."""
+
+    threshold: float | None = None
+    explain: bool = False
+    top_k: int = 3
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return ("score", "feature_errors") if self.explain else ("score",)
 
 
 @dataclass(frozen=True)
@@ -90,13 +103,21 @@ def wants(accept: str | None) -> str:
 
 
 def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.ndarray],
-                    accept: str | None) -> Encoded:
+                    accept: str | None, options: ScoreOptions = ScoreOptions()) -> Encoded:
     """JSON by default; raw float32 rows or `.npy` when the client's Accept header asks."""
     fmt = wants(accept)
     result: dict[str, Any]
+    threshold = entry.card.threshold
     if operation == "anomaly-score":
-        result = {"scores": outputs["score"], "threshold": entry.card.threshold,
-                  "is_anomaly": outputs["is_anomaly"], "percentiles": outputs["percentile"]}
+        flagged = outputs["is_anomaly"]
+        if options.threshold is not None:  # the request's own threshold, card left unchanged
+            threshold = options.threshold
+            flagged = verdicts(outputs["score"], threshold)
+        result = {"scores": outputs["score"], "threshold": threshold, "is_anomaly": flagged,
+                  "percentiles": outputs["percentile"]}
+        if options.explain:
+            result["explanations"] = explanations(outputs["feature_errors"],
+                                                  entry.card.feature_names, options.top_k)
     else:
         result = {{"encode": "embeddings", "reconstruct": "reconstructions"}[operation]:
                   outputs[PRIMARY_OUTPUT[operation]]}
@@ -107,7 +128,7 @@ def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.n
     primary = np.ascontiguousarray(outputs[PRIMARY_OUTPUT[operation]], dtype="<f4")
     headers["X-Shape"] = ",".join(str(n) for n in primary.shape)
     if operation == "anomaly-score":
-        headers["X-Threshold"] = repr(entry.card.threshold)
+        headers["X-Threshold"] = repr(threshold)
     if fmt == BINARY_TYPE:
         return Encoded(primary.tobytes(), BINARY_TYPE, headers)
     array: np.ndarray = primary
@@ -129,8 +150,8 @@ async def off_loop(executor: Executor, fn, *args):
 
 async def run_operation(operation: str, entry: ModelVersion, body: bytes,
                         content_type: str | None, accept: str | None, settings: Settings,
-                        metrics: Metrics, executor: Executor,
-                        codec_executor: Executor) -> tuple[Encoded, int]:
+                        metrics: Metrics, executor: Executor, codec_executor: Executor,
+                        options: ScoreOptions = ScoreOptions()) -> tuple[Encoded, int]:
     """Decode, infer through the batcher, encode; raises `service.errors` types on bad input."""
     names = entry.card.feature_names
     if len(body) <= INLINE_BODY_BYTES or media_type(content_type) == BINARY_TYPE:
@@ -139,12 +160,13 @@ async def run_operation(operation: str, entry: ModelVersion, body: bytes,
         rows = await off_loop(codec_executor, decode_instances, body, content_type, names,
                               settings.max_rows)
     batcher = batcher_for(entry, settings, metrics, executor)
-    outputs = await batcher.submit(rows, (PRIMARY_OUTPUT[operation],))
+    wanted = options.outputs if operation == "anomaly-score" else (PRIMARY_OUTPUT[operation],)
+    outputs = await batcher.submit(rows, wanted)
     metrics.rows.labels(entry.name, str(entry.version), operation).inc(len(rows))
     if outputs[PRIMARY_OUTPUT[operation]].size <= INLINE_RESPONSE_VALUES or wants(accept) != \
             "application/json":
-        encoded = encode_response(operation, entry, outputs, accept)
+        encoded = encode_response(operation, entry, outputs, accept, options)
     else:
         encoded = await off_loop(codec_executor, encode_response, operation, entry, outputs,
-                                 accept)
+                                 accept, options)
     return encoded, len(rows)

@@ -26,5 +26,24 @@ def percentiles(scores: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
 
 
 def verdicts(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """A row is anomalous when its score is strictly above the threshold."""
-    return np.asarray(scores) > threshold
+    """A row is anomalous when its score is strictly above the threshold (compared in float64,
+    so a float32 score is never rounded onto the threshold)."""
+    return np.asarray(scores, dtype=np.float64) > threshold
+
+
+def explanations(feature_errors: np.ndarray, feature_names: Sequence[str],
+                 top_k: int) -> list[dict]:
+    """Per row: every feature's error and the `top_k` features with their share of the score.
+
+    The score is the mean of the feature errors, so a feature's share of it is its error over the
+    row's total error: shares of all features add up to 1.
+    """
+    errors = np.asarray(feature_errors, dtype=np.float64)
+    totals = errors.sum(axis=1, keepdims=True)
+    shares = np.divide(errors, totals, out=np.zeros_like(errors), where=totals > 0)
+    k = min(top_k, errors.shape[1])
+    top = np.argsort(-errors, axis=1, kind="stable")[:, :k]
+    return [{"feature_errors": errors[i].astype(np.float32),
+             "top_features": [{"feature": feature_names[j], "error": float(errors[i, j]),
+                               "share": round(float(shares[i, j]), 4)} for j in top[i]]}
+            for i in range(len(errors))]

@@ -7,6 +7,7 @@ import sys
 
 import httpx
 import numpy as np
+import pytest
 
 from tests.helpers import ROOT, far_rows, manifold_data, running_server
 
@@ -85,3 +86,46 @@ def test_shipped_default_model_serves_and_flags_malignant_rows():
     assert np.asarray(answer["is_anomaly"])[~malignant].mean() < 0.05
     assert np.asarray(answer["is_anomaly"])[malignant].mean() > 0.3
     assert (ROOT / "models" / "breast-cancer" / "1" / "model.onnx").stat().st_size < 1_000_000
+
+
+def test_evaluate_reports_metrics_and_plots(tmp_path, trained, csv_file):
+    import json
+
+    import onnxruntime as ort
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from training.data import load_dataset
+
+    report = tmp_path / "report"
+    result = run_cli("evaluate", "--model", str(trained.path.parent), "--data", str(csv_file),
+                     "--label-column", "label", "--report", str(report))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    data = load_dataset(csv_file, "label")
+    scores = ort.InferenceSession(str(trained.path / "model.onnx")).run(
+        ["score"], {"x": data.X.astype(np.float32)})[0]
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(data.y, scores))
+    assert metrics["average_precision"] == pytest.approx(average_precision_score(data.y, scores))
+    at_model = metrics["at_model_threshold"]
+    assert at_model["threshold"] == pytest.approx(trained.card.threshold)
+    assert at_model["flagged"] == int((scores > trained.card.threshold).sum())
+    best = metrics["at_best_f1_threshold"]
+    assert best["f1"] >= at_model["f1"]
+    assert best["flagged"] == int((scores > best["threshold"]).sum())
+    for name in ("index.html", "loss_curves.png", "scores.png", "roc.png", "pr.png"):
+        assert (report / name).stat().st_size > 1000, name
+    assert (trained.path / "loss_curves.png").is_file()  # written at training
+
+
+def test_threshold_rules_from_the_cli(tmp_path, csv_file):
+    import json
+
+    result = run_cli("train", "--data", str(csv_file), "--name", "c", "--epochs", "30",
+                     "--threshold", "contamination:0.05", "--quiet", "--models-dir",
+                     str(tmp_path))  # labels left in as a feature-free file would be
+    assert result.returncode == 0, result.stderr
+    card = json.loads((tmp_path / "c" / "1" / "model.json").read_text())
+    assert card["threshold_rule"] == "contamination:0.05"
+    bad = run_cli("train", "--data", str(csv_file), "--name", "c", "--threshold", "top:5",
+                  "--models-dir", str(tmp_path))
+    assert bad.returncode == 2 and "unknown threshold rule" in bad.stderr

@@ -24,8 +24,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default="ae", choices=VARIANTS,
                         help="autoencoder variant; see docs/variants.md")
     parser.add_argument("--hidden", type=int, nargs="+", default=None, metavar="UNITS",
-                        help="encoder layer widths, outermost first (default: one layer of d/2)")
-    parser.add_argument("--activation", default="sigmoid", choices=["sigmoid", "relu", "tanh"])
+                        help="encoder layer widths, outermost first (default: 64 32 8)")
+    parser.add_argument("--activation", default=None, choices=["sigmoid", "relu", "tanh"],
+                        help="hidden activation s_f (default: relu; sigmoid for sparse-kl)")
     parser.add_argument("--decoder", default="identity", choices=["identity", "sigmoid"],
                         help="identity: squared error on standardized inputs; sigmoid: "
                              "cross-entropy on inputs min-max scaled to [0, 1]")
@@ -33,6 +34,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    parser.add_argument("--min-steps", type=int, default=TrainConfig.min_steps,
+                        help="train at least this many gradient steps (0: exactly --epochs)")
     parser.add_argument("--patience", type=int, default=TrainConfig.patience,
                         help="epochs without validation improvement before stopping")
     parser.add_argument("--val-fraction", type=float, default=0.2)
@@ -87,6 +90,7 @@ def run_train(args: argparse.Namespace) -> int:
         description=args.description,
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                           learning_rate=args.lr, patience=args.patience, seed=args.seed,
+                          min_steps=args.min_steps,
                           progress=not args.quiet),
         variant_options=variant_options,
     )
@@ -121,8 +125,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point for the training subcommands; `argv[0]` names the subcommand."""
+    from training import evaluate
+
     parser = argparse.ArgumentParser(prog="aeserve")
     commands = parser.add_subparsers(dest="command", required=True)
     add_train_arguments(commands.add_parser("train", help="train a model and publish it"))
+    evaluate.add_arguments(commands.add_parser(
+        "evaluate", help="score a labelled file and report ROC-AUC, AP, precision and recall"))
     args = parser.parse_args(argv)
-    return run_train(args)
+    return run_train(args) if args.command == "train" else evaluate.run(args)

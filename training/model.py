@@ -67,14 +67,21 @@ class AutoencoderConfig:
         return self.hidden_sizes[-1]
 
 
-def default_hidden_sizes(input_dim: int, variant: str = "ae") -> list[int]:
-    """One under-complete layer of half the input width (at least 2, at most 64 units).
+#: The default stack, chosen on the detection benchmark (bench/quality.py, docs/variants.md):
+#: a funnel of 64 and 32 units to a code of 8 units, or one fewer than the inputs when they are
+#: 8 or fewer, so that the code is always a bottleneck.
+DEFAULT_HIDDEN_SIZES = (64, 32, 8)
 
-    A VAE gets a hidden layer of that width and a latent code half as wide again: with a single
-    layer its Gaussian encoder would be linear in the inputs.
-    """
-    width = min(64, max(2, (input_dim + 1) // 2))
-    return [width, max(2, width // 2)] if variant == "vae" else [width]
+
+def default_hidden_sizes(input_dim: int, variant: str = "ae") -> list[int]:
+    """The benchmark-chosen funnel (for the VAE: a 64-32 trunk and the code as its latent)."""
+    *funnel, code = DEFAULT_HIDDEN_SIZES
+    return [*funnel, max(1, min(code, input_dim - 1))]
+
+
+def default_activation(variant: str) -> str:
+    """ReLU, chosen on the benchmark; the KL sparsity penalty needs sigmoid units."""
+    return "sigmoid" if variant == "sparse-kl" else "relu"
 
 
 class Autoencoder(nn.Module):

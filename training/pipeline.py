@@ -47,9 +47,15 @@ from training.export import (
     staging_dir,
     write_onnx,
 )
-from training.model import VARIANTS, AutoencoderConfig, default_hidden_sizes
+from training.model import (
+    VARIANTS,
+    AutoencoderConfig,
+    default_activation,
+    default_hidden_sizes,
+)
 from training.objectives import VariantOptions
 from training.preprocessing import fit_scaler
+from training.report import HISTORY_FILENAME, LOSS_PLOT_FILENAME, plot_losses, write_history
 from training.trainer import TrainConfig, train_autoencoder
 
 UNREGULARIZED = ("ae",)
@@ -65,10 +71,11 @@ class TrainOptions:
     models_dir: Path = Path("models")
     variant: str = "ae"
     hidden_sizes: list[int] | None = None
-    activation: str = "sigmoid"
+    activation: str | None = None  # None: default_activation(variant)
     decoder_activation: str = "identity"
     tied_weights: bool = False
     validation_fraction: float = 0.2
+    scaling: str | None = None  # None: standard for the identity decoder, minmax for sigmoid
     threshold_rule: str = "quantile:0.99"
     description: str = ""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -101,7 +108,7 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
         raise ValueError(f"invalid model name {options.name!r}: letters, digits, '.', '_', '-'")
     if options.variant not in VARIANTS:
         raise ValueError(f"unknown variant {options.variant!r}; choose from {', '.join(VARIANTS)}")
-    parse_threshold_rule(options.threshold_rule)
+    options.threshold_rule = str(parse_threshold_rule(options.threshold_rule))
     started = time.perf_counter()
 
     normal = data.X if data.y is None else data.X[data.y == 0]
@@ -109,14 +116,18 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
     train_idx, val_idx = split_normal_rows(len(normal), options.validation_fraction,
                                            options.train.seed)
     X_train, X_val = normal[train_idx], normal[val_idx]
-    scaling = "minmax" if options.decoder_activation == "sigmoid" else "standard"
+    scaling = options.scaling or ("minmax" if options.decoder_activation == "sigmoid"
+                                  else "standard")
+    if options.decoder_activation == "sigmoid" and scaling != "minmax":
+        raise ValueError("the sigmoid decoder's cross-entropy needs inputs in [0, 1]: "
+                         "use minmax scaling (the default for --decoder sigmoid)")
     scaler = fit_scaler(X_train, scaling)
 
     model_config = AutoencoderConfig(
         input_dim=data.X.shape[1],
         hidden_sizes=options.hidden_sizes or default_hidden_sizes(data.X.shape[1],
                                                                   options.variant),
-        activation=options.activation,
+        activation=options.activation or default_activation(options.variant),
         decoder_activation=options.decoder_activation,
         tied_weights=options.tied_weights,
         variant=options.variant,
@@ -144,7 +155,9 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
             return session.run(["score"], {"x": X.astype(np.float32)})[0].astype(np.float64)
 
         val_scores = scores(X_val)
-        threshold = threshold_from_rule(val_scores, options.threshold_rule)
+        fit_scores = (np.concatenate([scores(X_train), val_scores])
+                      if options.threshold_rule.startswith("contamination") else None)
+        threshold = threshold_from_rule(val_scores, options.threshold_rule, fit_scores)
         evaluation = None
         if anomalies is not None and len(anomalies):
             evaluation = evaluate(val_scores, scores(anomalies), threshold)
@@ -160,6 +173,7 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
             rows_validation=len(X_val),
             data_fingerprint=data.fingerprint(),
             data_source=data.source,
+            fit_s=round(result.duration_s, 3),
             duration_s=round(time.perf_counter() - started, 3),
             command=options.command,
             torch_version=torch.__version__,
@@ -201,6 +215,8 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
                 parity_rows=PARITY_ROWS,
             )
 
+        write_history(staging, result.train_losses, result.val_losses, result.best_epoch)
+        plot_losses(staging / HISTORY_FILENAME, staging / LOSS_PLOT_FILENAME)
         card = publish(staging, model_dir, card_for_version)
     except BaseException:
         discard(staging)
@@ -210,11 +226,16 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
 
 
 def warn_if_overcomplete(config: AutoencoderConfig) -> None:
-    """Warn when an unregularized model has a layer wide enough to learn the identity map."""
-    widest = max(config.hidden_sizes)
-    if config.variant in UNREGULARIZED and widest >= config.input_dim:
+    """Warn when an unregularized model has no layer narrower than its input.
+
+    Only then can it pass the input through unchanged: one bottleneck narrower than the input
+    is enough to force it to learn structure.
+    """
+    narrowest = min(config.hidden_sizes)
+    if config.variant in UNREGULARIZED and narrowest >= config.input_dim:
         warnings.warn(
-            f"hidden layer of {widest} units for {config.input_dim} inputs with no regularizer: "
+            f"no hidden layer is narrower than the input (narrowest {narrowest} units for "
+            f"{config.input_dim} inputs) and there is no regularizer: "
             f"the model can learn the identity and reconstruct anomalies as well as normal rows; "
             f"use a narrower layer or a regularized variant (sparse-l1, sparse-kl, denoising, "
             f"contractive, vae)", OvercompleteWarning, stacklevel=2)

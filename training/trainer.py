@@ -19,13 +19,25 @@ from training.objectives import VariantOptions, per_sample_objective
 
 @dataclass
 class TrainConfig:
-    epochs: int = 500
-    batch_size: int = 64
-    learning_rate: float = 1e-2
-    patience: int = 20
+    # Chosen on the detection benchmark (bench/quality.py; docs/variants.md has the comparison).
+    epochs: int = 80
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    patience: int = 80
     min_delta: float = 1e-5
     seed: int = 0
     progress: bool = True
+    #: Share of each batch's worst-reconstructed rows left out of the gradient (after warm-up):
+    #: anomalies hidden in unlabelled training data then do not teach the model to rebuild them.
+    trim_fraction: float = 0.0
+    trim_warmup_epochs: int = 5
+    #: When positive, cap the epochs so that training takes about this many gradient steps (but
+    #: at least `min_epochs`): small data sets get every epoch, large ones do not pay for them.
+    step_budget: int = 0
+    min_epochs: int = 10
+    #: When positive, raise the epochs until training takes at least this many gradient steps:
+    #: a few hundred rows make one or two batches an epoch, too few updates in `epochs` epochs.
+    min_steps: int = 1000
 
 
 @dataclass
@@ -39,6 +51,14 @@ class TrainResult:
     @property
     def epochs_run(self) -> int:
         return len(self.train_losses)
+
+
+def trimmed_mean(losses: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Mean of the per-sample losses without the largest `fraction` of them."""
+    keep = len(losses) - int(fraction * len(losses))
+    if fraction <= 0 or keep >= len(losses) or keep < 1:
+        return losses.mean()
+    return torch.topk(losses, keep, largest=False, sorted=False).values.mean()
 
 
 def train_autoencoder(
@@ -65,11 +85,17 @@ def train_autoencoder(
     x_val = torch.as_tensor(Z_val, dtype=torch.float32)
     batch_size = max(1, min(config.batch_size, len(x_train)))
 
+    epochs = config.epochs
+    steps_per_epoch = -(-len(x_train) // batch_size)
+    if config.step_budget > 0:
+        epochs = min(epochs, max(config.min_epochs, -(-config.step_budget // steps_per_epoch)))
+    if config.min_steps > 0:
+        epochs = max(epochs, -(-config.min_steps // steps_per_epoch))
     result = TrainResult(model=model)
     best_val = float("inf")
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     stale_epochs = 0
-    bar = tqdm(range(1, config.epochs + 1), desc="training", unit="epoch",
+    bar = tqdm(range(1, epochs + 1), desc="training", unit="epoch",
                disable=not config.progress, leave=False, mininterval=0.5)
     for epoch in bar:
         model.train()
@@ -77,7 +103,9 @@ def train_autoencoder(
         total, seen = 0.0, 0
         for start in range(0, len(order), batch_size):
             batch = x_train[order[start:start + batch_size]]
-            loss = per_sample_objective(model, batch, options, generator, training=True).mean()
+            losses = per_sample_objective(model, batch, options, generator, training=True)
+            loss = trimmed_mean(losses, config.trim_fraction if epoch > config.trim_warmup_epochs
+                                else 0.0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -5,13 +5,16 @@ Raw ASGI routes (see service/asgi.py); their OpenAPI description is built by `op
 
 from __future__ import annotations
 
+import math
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.routing import Route
 from starlette.types import Receive, Scope
 
 from service.asgi import Endpoint, parse_version, read_body
-from service.inference import run_operation
+from service.errors import InvalidParameter
+from service.inference import ScoreOptions, run_operation
 from service.schemas import (
     AnomalyScoreResponse,
     EncodeResponse,
@@ -44,11 +47,35 @@ def operation_handler(operation: str):
         encoded, rows = await run_operation(
             operation, entry, body, _header(headers, b"content-type"),
             _header(headers, b"accept"), settings, app_state.metrics, app_state.executor,
-            app_state.codec_executor)
+            app_state.codec_executor, score_options(scope["query_string"]))
         state["rows"] = rows
         return encoded.body, encoded.media_type, encoded.headers
 
     return handle
+
+
+def score_options(query_string: bytes) -> ScoreOptions:
+    """`threshold=`, `explain=` and `top_k=` from the query string, or a typed 422."""
+    if not query_string:
+        return ScoreOptions()
+    params = {k: v[-1] for k, v in parse_qs(query_string.decode("latin-1")).items()}
+    unknown = sorted(set(params) - {"threshold", "explain", "top_k"})
+    if unknown:
+        raise InvalidParameter(f"unknown query parameters {unknown}; known: threshold, "
+                               "explain, top_k")
+    try:
+        threshold = float(params["threshold"]) if "threshold" in params else None
+        top_k = int(params.get("top_k", 3))
+    except ValueError:
+        raise InvalidParameter("threshold must be a number and top_k an integer") from None
+    if threshold is not None and not math.isfinite(threshold):
+        raise InvalidParameter("threshold must be a finite number")
+    if top_k < 1:
+        raise InvalidParameter("top_k must be at least 1")
+    explain = params.get("explain", "false").lower()
+    if explain not in ("true", "false", "1", "0"):
+        raise InvalidParameter("explain must be true or false")
+    return ScoreOptions(threshold=threshold, explain=explain in ("true", "1"), top_k=top_k)
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
@@ -87,6 +114,16 @@ def openapi_paths() -> tuple[dict[str, Any], dict[str, Any]]:
             parameters = [{"name": p, "in": "path", "required": True,
                            "schema": {"type": "string"}}
                           for p in ("name", "version") if "{" + p + "}" in prefix]
+            if operation == "anomaly-score":
+                parameters += [
+                    {"name": "threshold", "in": "query", "required": False,
+                     "schema": {"type": "number"},
+                     "description": "Use this threshold instead of the model's."},
+                    {"name": "explain", "in": "query", "required": False,
+                     "schema": {"type": "boolean", "default": False},
+                     "description": "Add per-feature errors and the top features."},
+                    {"name": "top_k", "in": "query", "required": False,
+                     "schema": {"type": "integer", "default": 3, "minimum": 1}}]
             paths[f"{prefix}/{operation}"] = {"post": {
                 "tags": ["inference"],
                 "summary": f"{operation} ({scope})",

@@ -255,3 +255,34 @@ def test_concurrent_requests_are_batched_and_answered_in_order(server, normal_ro
         return 0.0
 
     assert runs(after) - runs(before) < 64  # fewer graph runs than requests
+
+
+def test_threshold_override_and_explanations(client, normal_rows, trained):
+    rows = np.vstack([normal_rows[:2], far_rows(normal_rows, 1)])
+    plain = client.post("/anomaly-score", json={"instances": rows.tolist()}).json()
+    low = client.post("/anomaly-score?threshold=0", json={"instances": rows.tolist()}).json()
+    assert low["threshold"] == 0.0 and low["is_anomaly"] == [True, True, True]
+    assert low["scores"] == plain["scores"]
+    assert plain["threshold"] == pytest.approx(trained.card.threshold)  # the card is unchanged
+
+    explained = client.post("/anomaly-score?explain=true&top_k=2",
+                            json={"instances": rows.tolist()}).json()
+    assert len(explained["explanations"]) == 3
+    for score, explanation in zip(explained["scores"], explained["explanations"], strict=True):
+        errors = explanation["feature_errors"]
+        assert len(errors) == 6
+        assert np.mean(errors) == pytest.approx(score, rel=1e-4)  # the score is their mean
+        top = explanation["top_features"]
+        assert len(top) == 2 and top[0]["error"] >= top[1]["error"]
+        assert top[1]["error"] == pytest.approx(sorted(errors)[-2], rel=1e-6)
+        assert top[0]["feature"] == f"f{int(np.argmax(errors))}"
+        assert top[0]["share"] == pytest.approx(max(errors) / sum(errors), abs=1e-4)
+    assert "explanations" not in plain
+
+
+@pytest.mark.parametrize("query", ["threshold=abc", "threshold=nan", "top_k=0", "explain=maybe",
+                                   "colour=red"])
+def test_bad_query_parameters(client, query):
+    response = client.post(f"/anomaly-score?{query}", json={"instances": [[0.0] * 6]})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_parameter"

@@ -112,7 +112,8 @@ def test_cli_trains_a_variant_and_prints_the_warning(tmp_path, csv_file):
     result = run_cli("train", "--data", str(csv_file), "--label-column", "label", "--name", "w",
                      "--hidden", "8", "--epochs", "3", "--quiet", "--models-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "warning: hidden layer of 8 units for 6 inputs" in result.stderr
+    assert "warning: no hidden layer is narrower than the input (narrowest 8 units for 6 " \
+        "inputs)" in result.stderr
     result = run_cli("train", "--data", str(csv_file), "--label-column", "label", "--name", "k",
                      "--variant", "sparse-kl", "--activation", "relu", "--epochs", "3",
                      "--quiet", "--models-dir", str(tmp_path))

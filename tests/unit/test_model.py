@@ -82,10 +82,12 @@ def test_invalid_hidden_sizes_refused(bad):
         AutoencoderConfig(input_dim=3, hidden_sizes=bad)
 
 
-def test_default_hidden_size_is_under_complete():
-    assert default_hidden_sizes(30) == [15]
-    assert default_hidden_sizes(3) == [2]
-    assert default_hidden_sizes(500) == [64]
+def test_defaults_are_the_benchmark_choice():
+    from training.model import default_activation
+
+    assert default_hidden_sizes(30) == [64, 32, 8] == default_hidden_sizes(9, "vae")
+    assert default_hidden_sizes(6) == [64, 32, 5] and default_hidden_sizes(1) == [64, 32, 1]
+    assert default_activation("ae") == "relu" and default_activation("sparse-kl") == "sigmoid"
 
 
 def test_same_seed_same_weights_different_seed_different_weights():
@@ -108,7 +110,8 @@ def test_training_reduces_loss_and_early_stopping_keeps_best_epoch():
     latent = rng.normal(size=(300, 1))
     Z = np.hstack([latent, 2 * latent, -latent]) + 0.01 * rng.normal(size=(300, 3))
     result = train_autoencoder(Z[:240], Z[240:], AutoencoderConfig(3, [1]),
-                               TrainConfig(epochs=400, patience=5, seed=0, progress=False))
+                               TrainConfig(epochs=400, patience=5, seed=0, progress=False,
+                                           learning_rate=1e-2, batch_size=32))
     assert result.val_losses[result.best_epoch - 1] == min(result.val_losses)
     assert min(result.val_losses) < 0.2 * result.val_losses[0]
     if result.epochs_run < 400:  # stopped early: exactly `patience` epochs without improvement

@@ -180,7 +180,8 @@ def test_sparse_kl_pulls_mean_activation_towards_target():
 
     rng = np.random.default_rng(0)
     Z = rng.normal(size=(400, 8))
-    config = TrainConfig(epochs=60, patience=60, seed=0, progress=False)
+    config = TrainConfig(epochs=60, patience=60, seed=0, progress=False, learning_rate=1e-2,
+                         batch_size=64)
 
     def mean_activation(variant: str) -> float:
         result = train_autoencoder(Z[:320], Z[320:],

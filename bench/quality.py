@@ -1,0 +1,245 @@
+"""Detection quality: aeserve against PyOD and scikit-learn, side by side, on real data.
+
+Protocol (bench/protocol.py, as in ../shared/data/README.md): every ADBench data set in
+../shared/data/adbench/ but 16_http; seeds 0, 1, 2; stratified 70/30 split; one-class (fit on the
+training part's normal rows) and unsupervised (fit on the whole training part) settings; ROC-AUC
+and average precision on the test part. Detectors:
+
+  aeserve            `aeserve train` with no tuning flags (the defaults), scored through the
+                     exported ONNX graph exactly as the service scores it
+  aeserve-<variant>  each variant of the family with its defaults, same path
+  pyod_ae, pyod_vae  PyOD's AutoEncoder and VAE with their defaults
+  iforest            scikit-learn's IsolationForest
+  pca_recon          PCA reconstruction error (components for 90% of the variance)
+
+Peers get a StandardScaler fit on their fitting rows (as in BASELINES.md); aeserve does its own
+preprocessing. Everything runs on one thread, so fit times compare with BASELINES.md. Rows go to a
+CSV as they are measured (a run can be resumed with --resume); the summary goes to
+bench/results/quality.md.
+
+    python -m bench.quality [--detectors aeserve iforest ...] [--datasets 6_cardio ...]
+                            [--seeds 0 1 2] [--resume]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
+
+from bench.protocol import SEEDS, Split, dataset_paths, splits  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+FIELDS = ["detector", "dataset", "seed", "setting", "roc_auc", "average_precision", "fit_s"]
+VARIANTS = ("ae", "sparse-l1", "sparse-kl", "denoising", "contractive", "vae")
+PEERS = ("pyod_ae", "pyod_vae", "iforest", "pca_recon")
+
+Scorer = Callable[[Split], tuple[np.ndarray, float]]  # test scores, fit seconds
+
+
+def _aeserve(variant: str | None) -> Scorer:
+    def run(split: Split) -> tuple[np.ndarray, float]:
+        import onnxruntime as ort
+
+        from training.data import Dataset
+        from training.pipeline import TrainOptions, train_and_export
+        from training.trainer import TrainConfig
+
+        data = Dataset(X=split.X_fit, y=None, source=split.dataset,
+                       feature_names=[f"x{i}" for i in range(split.X_fit.shape[1])])
+        options = TrainOptions(name="bench", command="bench/quality.py",
+                               train=TrainConfig(seed=split.seed, progress=False))
+        if variant is not None:
+            options.variant = variant
+        with tempfile.TemporaryDirectory() as models_dir, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            options.models_dir = Path(models_dir)
+            outcome = train_and_export(data, options)
+            fit_s = outcome.card.training.fit_s  # the training loop, as PyOD's fit()
+            session_options = ort.SessionOptions()
+            session_options.intra_op_num_threads = 1
+            session = ort.InferenceSession(str(outcome.path / "model.onnx"), session_options,
+                                           providers=["CPUExecutionProvider"])
+            scores = session.run(["score"], {"x": split.X_test.astype(np.float32)})[0]
+        return scores.astype(np.float64), fit_s
+
+    return run
+
+
+def _scaled(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(split.X_fit)
+    return scaler.transform(split.X_fit), scaler.transform(split.X_test)
+
+
+def _pyod(kind: str) -> Scorer:
+    def run(split: Split) -> tuple[np.ndarray, float]:
+        import torch
+
+        torch.manual_seed(split.seed)
+        torch.set_num_threads(1)
+        if kind == "ae":
+            from pyod.models.auto_encoder import AutoEncoder as Model
+        else:
+            from pyod.models.vae import VAE as Model
+        X_fit, X_test = _scaled(split)
+        model = Model(random_state=split.seed, verbose=0)
+        started = time.perf_counter()
+        model.fit(X_fit)
+        fit_s = time.perf_counter() - started
+        return model.decision_function(X_test), fit_s
+
+    return run
+
+
+def _iforest(split: Split) -> tuple[np.ndarray, float]:
+    from sklearn.ensemble import IsolationForest
+
+    X_fit, X_test = _scaled(split)
+    started = time.perf_counter()
+    model = IsolationForest(random_state=split.seed).fit(X_fit)
+    return -model.score_samples(X_test), time.perf_counter() - started
+
+
+def _pca(split: Split) -> tuple[np.ndarray, float]:
+    from sklearn.decomposition import PCA
+
+    X_fit, X_test = _scaled(split)
+    started = time.perf_counter()
+    pca = PCA(n_components=0.9, random_state=split.seed).fit(X_fit)
+    fit_s = time.perf_counter() - started
+    recon = pca.inverse_transform(pca.transform(X_test))
+    return ((X_test - recon) ** 2).sum(axis=1), fit_s
+
+
+DETECTORS: dict[str, Scorer] = {
+    "aeserve": _aeserve(None),
+    **{f"aeserve-{v}": _aeserve(v) for v in VARIANTS},
+    "pyod_ae": _pyod("ae"),
+    "pyod_vae": _pyod("vae"),
+    "iforest": _iforest,
+    "pca_recon": _pca,
+}
+
+
+def measure(detectors: list[str], datasets: list[str] | None, seeds: tuple[int, ...],
+            csv_path: Path, resume: bool) -> list[dict]:
+    done: set[tuple] = set()
+    rows: list[dict] = []
+    if resume and csv_path.exists():
+        with open(csv_path) as handle:
+            rows = list(csv.DictReader(handle))
+        done = {(r["detector"], r["dataset"], int(r["seed"]), r["setting"]) for r in rows}
+    else:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(csv_path, "w", newline="") as handle:
+            csv.DictWriter(handle, FIELDS).writeheader()
+    for path in dataset_paths(only=datasets):
+        for split in splits(path, seeds):
+            for name in detectors:
+                key = (name, split.dataset, split.seed, split.setting)
+                if key in done:
+                    continue
+                scores, fit_s = DETECTORS[name](split)
+                scores = np.nan_to_num(scores, nan=np.inf, posinf=np.inf)
+                scores = np.where(np.isinf(scores), np.finfo(np.float64).max, scores)
+                row = {"detector": name, "dataset": split.dataset, "seed": split.seed,
+                       "setting": split.setting,
+                       "roc_auc": roc_auc_score(split.y_test, scores),
+                       "average_precision": average_precision_score(split.y_test, scores),
+                       "fit_s": fit_s}
+                rows.append(row)
+                with open(csv_path, "a", newline="") as handle:
+                    csv.DictWriter(handle, FIELDS).writerow(row)
+                print(f"{split.dataset:16s} seed {split.seed} {split.setting:12s} {name:22s} "
+                      f"ROC-AUC {row['roc_auc']:.3f} AP {row['average_precision']:.3f} "
+                      f"fit {fit_s:6.2f} s", flush=True)
+    return rows
+
+
+def summarize(rows: list[dict], detectors: list[str]) -> str:
+    lines = ["# Detection quality", "",
+             "Protocol of bench/protocol.py (../shared/data/README.md): seeds "
+             f"{sorted({int(r['seed']) for r in rows})}, stratified 70/30, 20,000-row cap; "
+             "ROC-AUC and average precision on the test part, averaged over seeds; one thread; "
+             f"{platform.machine()}, Python {platform.python_version()}. Reproduce: "
+             "`make bench-quality` (`python -m bench.quality`); raw rows in "
+             "bench/results/quality.csv.", ""]
+    for setting in ("one-class", "unsupervised"):
+        picked = [r for r in rows if r["setting"] == setting]
+        if not picked:
+            continue
+        names = [d for d in detectors if any(r["detector"] == d for r in picked)]
+        datasets = list(dict.fromkeys(r["dataset"] for r in picked))
+
+        def mean(detector: str, dataset: str, field: str, rows=picked) -> float:
+            values = [float(r[field]) for r in rows
+                      if r["detector"] == detector and r["dataset"] == dataset]
+            return float(np.mean(values)) if values else float("nan")
+
+        auc = np.array([[mean(d, ds, "roc_auc") for d in names] for ds in datasets])
+        ap = np.array([[mean(d, ds, "average_precision") for d in names] for ds in datasets])
+        ranks = np.array([_ranks(row) for row in auc])
+        fit = [float(np.median([float(r["fit_s"]) for r in picked if r["detector"] == d]))
+               for d in names]
+        lines += [f"## {setting}", "", "| dataset | " + " | ".join(names) + " |",
+                  "|---|" + "---:|" * len(names)]
+        for i, dataset in enumerate(datasets):
+            best = np.nanmax(auc[i])
+            cells = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in auc[i]]
+            lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+        lines += [
+            "| **mean ROC-AUC** | " + " | ".join(f"**{v:.4f}**" for v in np.nanmean(auc, 0))
+            + " |",
+            "| mean AP | " + " | ".join(f"{v:.3f}" for v in np.nanmean(ap, 0)) + " |",
+            "| mean rank (ROC-AUC) | " + " | ".join(f"{v:.2f}" for v in ranks.mean(0)) + " |",
+            "| median fit s | " + " | ".join(f"{v:.2f}" for v in fit) + " |", ""]
+    return "\n".join(lines)
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Rank 1 = best (highest ROC-AUC); ties share their mean rank."""
+    order = (-values).argsort(kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    for value in np.unique(values):
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--detectors", nargs="+", default=list(DETECTORS),
+                        choices=list(DETECTORS))
+    parser.add_argument("--datasets", nargs="+", default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--resume", action="store_true", help="skip rows already in the CSV")
+    parser.add_argument("--csv", type=Path, default=RESULTS / "quality.csv")
+    parser.add_argument("--out", type=Path, default=RESULTS / "quality.md")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    rows = measure(args.detectors, args.datasets, tuple(args.seeds), args.csv, args.resume)
+    report = summarize(rows, args.detectors)
+    args.out.write_text(report + "\n")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
