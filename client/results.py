@@ -1,0 +1,103 @@
+"""What the client returns: plain dataclasses holding numpy arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AnomalyScores:
+    """One answer of `/anomaly-score`: per row, the score, the verdict and the percentile."""
+
+    model: str
+    version: int
+    threshold: float
+    scores: np.ndarray  # float32 [N]
+    is_anomaly: np.ndarray  # bool [N], score > threshold
+    percentiles: np.ndarray  # float64 [N], 0 to 100 among held-out normal scores
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def anomalies(self) -> np.ndarray:
+        """Indices of the rows above the threshold."""
+        return np.flatnonzero(self.is_anomaly)
+
+    def to_pandas(self, index: Any = None):
+        """A DataFrame with columns score, is_anomaly, percentile (needs pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame({"score": self.scores, "is_anomaly": self.is_anomaly,
+                             "percentile": self.percentiles}, index=index)
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """One answer of `/encode`: the innermost hidden layer of each row."""
+
+    model: str
+    version: int
+    embeddings: np.ndarray  # float32 [N, k]
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+
+@dataclass(frozen=True)
+class Reconstructions:
+    """One answer of `/reconstruct`: each row rebuilt by the model, in raw feature units."""
+
+    model: str
+    version: int
+    reconstructions: np.ndarray  # float32 [N, d]
+
+    def __len__(self) -> int:
+        return len(self.reconstructions)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    state: str  # "ready", "failed" or "unloaded"
+    error: str | None
+    providers: list[str]
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One model of `GET /models`."""
+
+    name: str
+    default: bool
+    active_version: int | None
+    version_policy: str
+    error: str | None
+    versions: list[VersionInfo]
+
+
+@dataclass(frozen=True)
+class ModelInfo(ModelSummary):
+    """`GET /models/{name}`: the summary, the active version's providers and its model card."""
+
+    providers: list[str] = field(default_factory=list)
+    card: dict[str, Any] | None = None
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.card["feature_names"]) if self.card else []
+
+    @property
+    def threshold(self) -> float | None:
+        return self.card["threshold"] if self.card else None
+
+
+def model_summary(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"name": payload["name"], "default": payload["default"],
+            "active_version": payload["active_version"],
+            "version_policy": payload["version_policy"], "error": payload["error"],
+            "versions": [VersionInfo(v["version"], v["state"], v["error"], v["providers"])
+                         for v in payload["versions"]]}
