@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-container lint models bench bench-serving clean
+.PHONY: install serve test test-container lint models bench bench-serving bench-quality clean bench-batch
 
 install: $(STAMP)
 
@@ -50,9 +50,19 @@ bench: install
 	$(PY) bench/decode.py
 	$(MAKE) bench-serving
 
+# Detection quality against PyOD and scikit-learn on ../shared/data/adbench (about an hour on 2
+# cores; `python -m bench.quality --help` to run a subset).
+bench-quality: install
+	$(PY) -m bench.quality
+
 # Needs wrk (Debian/Ubuntu: apt-get install wrk) for a load generator outside the server.
 bench-serving: install
 	$(PY) bench/serving.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache *.egg-info
+
+# Batch scoring (aeserve score) on ADBench's http data from ../shared/data/adbench: rows/s against
+# onnxruntime in process, peak memory on 1M- and 5M-row files. Writes bench/results/batch_scoring.md.
+bench-batch: install
+	$(PY) bench/batch_scoring.py

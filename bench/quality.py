@@ -231,11 +231,24 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="skip rows already in the CSV")
     parser.add_argument("--csv", type=Path, default=RESULTS / "quality.csv")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.md")
+    parser.add_argument("--summarize", nargs="+", type=Path, default=None, metavar="CSV",
+                        help="measure nothing: merge these CSVs (e.g. of runs split by data "
+                             "set across cores) into --csv and write the report")
     args = parser.parse_args()
-    import torch
+    if args.summarize:
+        rows = []
+        for path in args.summarize:
+            with open(path) as handle:
+                rows.extend(csv.DictReader(handle))
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        import torch
 
-    torch.set_num_threads(1)
-    rows = measure(args.detectors, args.datasets, tuple(args.seeds), args.csv, args.resume)
+        torch.set_num_threads(1)
+        rows = measure(args.detectors, args.datasets, tuple(args.seeds), args.csv, args.resume)
     report = summarize(rows, args.detectors)
     args.out.write_text(report + "\n")
     print(report)
