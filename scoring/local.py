@@ -92,7 +92,7 @@ def score_file(scorer: BatchScorer, source: Source, sink: Sink, *, progress: boo
     pending: deque[Future] = deque()
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="aeserve-score") as pool, \
-                _writer_thread(sink) as write:
+                _WriterThread(sink) as write:
 
             def finish_oldest() -> None:
                 nonlocal rows, anomalies
@@ -160,8 +160,8 @@ def _read_ahead(batches: Callable[[], Iterator[pa.RecordBatch]]) -> Iterator[pa.
         thread.join()
 
 
-class _writer_thread:
-    """`with _writer_thread(sink) as write:` hands tables to a thread that writes them in order;
+class _WriterThread:
+    """`with _WriterThread(sink) as write:` hands tables to a thread that writes them in order;
     leaving the block waits for every write and raises the first write error."""
 
     def __init__(self, sink: Sink) -> None:
