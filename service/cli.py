@@ -8,6 +8,7 @@ The training and scoring code is imported only when its subcommand runs, so `aes
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -36,23 +37,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in TRAINING_COMMANDS:
-        try:
-            from training.cli import main as training_main
-        except ImportError as exc:
-            print(f"aeserve {argv[0]} needs the training extra (pip install 'aeserve[train]'): "
-                  f"{exc}", file=sys.stderr)
-            return 2
-        return training_main(argv)
+        run = _load_main("training.cli", "training", "train", argv[0])
+        return 2 if run is None else run(argv)  # training's parser takes the subcommand too
     if argv and argv[0] in SCORING_COMMANDS:
-        try:
-            from scoring.cli import main as scoring_main
-        except ImportError as exc:
-            print(f"aeserve {argv[0]} needs the batch extra (pip install 'aeserve[batch]'): "
-                  f"{exc}", file=sys.stderr)
-            return 2
-        return scoring_main(argv[1:])
+        run = _load_main("scoring.cli", "batch", "batch", argv[0])
+        return 2 if run is None else run(argv[1:])
     args = build_parser().parse_args(argv)
     return serve(args)
+
+
+def _load_main(module: str, label: str, extra: str, command: str):
+    """The `main` of an optional part, or None after saying which extra installs it."""
+    try:
+        return importlib.import_module(module).main
+    except ImportError as exc:
+        print(f"aeserve {command} needs the {label} extra (pip install 'aeserve[{extra}]'): "
+              f"{exc}", file=sys.stderr)
+        return None
 
 
 def serve(args: argparse.Namespace) -> int:
