@@ -236,10 +236,13 @@ def main() -> None:
                              "set across cores) into --csv and write the report")
     args = parser.parse_args()
     if args.summarize:
-        rows = []
+        merged: dict[tuple, dict] = {}
         for path in args.summarize:
             with open(path) as handle:
-                rows.extend(csv.DictReader(handle))
+                for row in csv.DictReader(handle):  # a row measured twice counts once
+                    key = (row["detector"], row["dataset"], row["seed"], row["setting"])
+                    merged.setdefault(key, row)
+        rows = list(merged.values())
         with open(args.csv, "w", newline="") as handle:
             writer = csv.DictWriter(handle, FIELDS)
             writer.writeheader()
