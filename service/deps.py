@@ -1,11 +1,10 @@
-"""FastAPI dependencies: the app's repository and settings."""
+"""FastAPI dependencies: the app's model repository."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
 from service.repository import ModelRepository
-from service.settings import Settings
 
 
 # Dependencies are coroutines on purpose: FastAPI runs a plain `def` dependency in the thread
@@ -13,6 +12,3 @@ from service.settings import Settings
 async def get_repository(request: Request) -> ModelRepository:
     return request.app.state.repository
 
-
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -52,11 +51,6 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         0.0, ge=0, description="On SIGTERM, answer /readyz with 503 for this long before closing "
                                "the listener; in-flight requests always finish.")
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
 
 
 def intra_op_threads(settings: Settings) -> int:

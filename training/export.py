@@ -22,7 +22,6 @@ from torch import nn
 from service.card import (
     CARD_FILENAME,
     INPUT_NAME,
-    ONNX_FILENAME,
     OUTPUT_NAMES,
     ModelCard,
     ScoreKind,
@@ -170,18 +169,3 @@ def staging_dir(model_dir: Path) -> Path:
 def discard(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
-
-__all__ = [
-    "ONNX_FILENAME",
-    "ONNX_OPSET",
-    "PARITY_TOLERANCE",
-    "ExportError",
-    "ScoringGraph",
-    "discard",
-    "make_session",
-    "parity_error",
-    "parity_rows",
-    "publish",
-    "staging_dir",
-    "write_onnx",
-]

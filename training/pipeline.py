@@ -245,15 +245,17 @@ def evaluate(normal_scores: np.ndarray, anomaly_scores: np.ndarray, threshold: f
     """ROC-AUC, average precision and precision/recall at the threshold (anomaly = positive)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    y = np.concatenate([np.zeros(len(normal_scores)), np.ones(len(anomaly_scores))])
+    from training.evaluate import metrics_at
+
+    y = np.concatenate([np.zeros(len(normal_scores), dtype=np.int64),
+                        np.ones(len(anomaly_scores), dtype=np.int64)])
     s = np.concatenate([normal_scores, anomaly_scores])
-    flagged = s > threshold
-    true_positives = int((flagged & (y == 1)).sum())
+    at_threshold = metrics_at(y, s > threshold)
     return Evaluation(
         rows_normal=len(normal_scores),
         rows_anomalous=len(anomaly_scores),
         roc_auc=float(roc_auc_score(y, s)),
         average_precision=float(average_precision_score(y, s)),
-        precision_at_threshold=true_positives / max(1, int(flagged.sum())),
-        recall_at_threshold=true_positives / len(anomaly_scores),
+        precision_at_threshold=at_threshold["precision"],
+        recall_at_threshold=at_threshold["recall"],
     )
