@@ -12,9 +12,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
 from service.errors import InvalidParameter, MethodNotAllowed, NotFound, ServiceError
+from service.hotlane import HotLane
 from service.lifecycle import lifespan
 from service.logs import configure_logging
 from service.metrics import Metrics
@@ -30,7 +32,23 @@ class ProviderRefused(RuntimeError):
     """AESERVE_PROVIDER=cuda and a model could not run on CUDA: the server refuses to start."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class AeserveApp(FastAPI):
+    """FastAPI, with POSTs on the inference routes sent down the hot lane (service/hotlane.py)."""
+
+    hot_lane: HotLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.hot_lane is not None and scope["type"] == "http" and scope["method"] == "POST":
+            found = self.hot_lane.match(scope["path"])
+            if found is not None:
+                scope["app"] = self
+                scope["endpoint"], scope["path_params"] = found
+                await self.hot_lane.app(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> AeserveApp:
     """Build the app and load the model repository under `settings.models_dir`."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -44,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if refused:
         raise ProviderRefused("; ".join(f"{v.name}/{v.version}: {v.error}" for v in refused))
 
-    app = FastAPI(
+    app = AeserveApp(
         title="aeserve",
         summary="Autoencoder anomaly detection over HTTP: encode, reconstruct, score.",
         version=__version__,
@@ -85,6 +103,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"])
+
+    def hot_stack(endpoint: ASGIApp) -> ASGIApp:  # the same layers as above, in the same order
+        stack: ASGIApp = RequestMiddleware(endpoint, settings=settings, metrics=metrics)
+        if settings.cors_origins:
+            stack = CORSMiddleware(stack, allow_origins=settings.cors_origins,
+                                   allow_methods=["GET", "POST"], allow_headers=["*"])
+        return stack
+
+    app.hot_lane = HotLane([*inference.routes, *v2.infer_routes], hot_stack)
     return app
 
 

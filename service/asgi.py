@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import orjson
 from starlette.types import Receive, Scope, Send
 
-from service.errors import BodyTooLarge, UnknownVersion
+from service.errors import BodyTooLarge, ServiceError, UnknownVersion
 
 Handler = Callable[[Scope, dict[bytes, bytes], Receive], Awaitable[tuple[bytes, str, dict]]]
 
@@ -55,13 +56,20 @@ async def send_response(send: Send, body: bytes, media_type: str,
     await send({"type": "http.response.body", "body": body})
 
 
+def error_json(path: str, error: ServiceError) -> bytes:
+    """Our error body, or the Open Inference Protocol's `{"error": "..."}` under /v2."""
+    if path.startswith("/v2"):
+        return orjson.dumps({"error": error.message})
+    return orjson.dumps(error.body(), default=str)
+
+
 class Endpoint:
     """An ASGI endpoint around `handler(scope, headers, receive)`.
 
     The handler resolves the model, reads the body (`read_body`) and returns (body, media type,
-    extra headers), or raises a `ServiceError`, which the app's exception handlers render. It
-    leaves `endpoint`, `model`, `version` and `rows` in `scope["state"]` for the access log and
-    the metrics.
+    extra headers), or raises a `ServiceError`, which the endpoint renders itself, so it needs
+    none of the app's exception layers (see service/hotlane.py). It leaves `endpoint`, `model`,
+    `version` and `rows` in `scope["state"]` for the access log and the metrics.
     """
 
     def __init__(self, handler: Handler) -> None:
@@ -69,5 +77,10 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope.setdefault("state", {})
-        body, media_type, extra = await self.handler(scope, dict(scope["headers"]), receive)
+        try:
+            body, media_type, extra = await self.handler(scope, dict(scope["headers"]), receive)
+        except ServiceError as error:
+            await send_response(send, error_json(scope["path"], error), "application/json",
+                                status=error.status)
+            return
         await send_response(send, body, media_type, extra)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,8 +53,9 @@ def decode_instances(body: bytes, content_type: str | None, feature_names: Seque
     kind = media_type(content_type)
     if kind in JSON_TYPES:
         rows = _decode_json_fast(body, width, max_rows)
-        if rows is None:
-            rows = _decode_json_general(body, feature_names, max_rows)
+        if rows is not None:
+            return rows  # counted and checked on the way
+        rows = _decode_json_general(body, feature_names, max_rows)
     elif kind == BINARY_TYPE:
         rows = _decode_float32_rows(body, width)
     elif kind == NPY_TYPE:
@@ -68,27 +70,51 @@ def decode_instances(body: bytes, content_type: str | None, feature_names: Seque
 
 
 def _decode_json_fast(body: bytes, width: int, max_rows: int) -> np.ndarray | None:
-    """The matrix, or None when the body is anything but a clean `{"instances": [[numbers]]}`."""
-    parser = simdjson.Parser()
+    """The matrix, or None when the body is anything but a clean `{"instances": [[numbers]]}`.
+
+    The parser is reused per thread: making one allocates its buffers, which costs more than
+    parsing a one-row body. A parser refuses to parse while objects of its previous document are
+    alive, so none of them outlives this call (the row-count error is raised after they are gone).
+    """
+    parser = _thread_parser()
     try:
         document = parser.parse(body)
         instances = document["instances"]
         if not isinstance(instances, simdjson.Array):
             return None
         n_rows = len(instances)
-        if n_rows > max_rows:
-            raise TooManyRows(f"{n_rows} rows exceed the limit of {max_rows}",
-                              rows=n_rows, max_rows=max_rows)
-        if n_rows == 0:
-            return None
-        flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
-        if flat.size != n_rows * width or body.count(b"[") != n_rows + 1:
-            return None
-        if n_rows > 1 and any(len(row) != width for row in instances):  # one row: size says it
-            return None
-        return _to_float32(flat).reshape(n_rows, width)
+        if n_rows == 0 or n_rows > max_rows:
+            flat = None
+        else:
+            flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
+            if flat.size != n_rows * width or body.count(b"[") != n_rows + 1:
+                return None
+            if n_rows > 1 and any(len(row) != width for row in instances):  # one row: size
+                return None
     except (KeyError, TypeError, ValueError, RuntimeError):
         return None
+    finally:
+        document = instances = None
+    if n_rows > max_rows:
+        raise TooManyRows(f"{n_rows} rows exceed the limit of {max_rows}",
+                          rows=n_rows, max_rows=max_rows)
+    if flat is None:
+        return None
+    if np.abs(flat).max() <= _FLOAT32_MAX:  # false for NaN: every value is a finite float32
+        return flat.astype(np.float32).reshape(n_rows, width)
+    rows = _to_float32(flat).reshape(n_rows, width)
+    _check_rows(rows, max_rows)  # raises, naming the value
+    return rows
+
+
+_parsers = threading.local()
+
+
+def _thread_parser() -> simdjson.Parser:
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    return parser
 
 
 def _decode_json_general(body: bytes, feature_names: Sequence[str], max_rows: int) -> np.ndarray:

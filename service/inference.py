@@ -17,7 +17,7 @@ import numpy as np
 
 from service.batching import MicroBatcher
 from service.codecs import BINARY_TYPE, NPY_TYPE, decode_instances, dumps, media_type
-from service.metrics import Metrics
+from service.metrics import Metrics, observe_many
 from service.repository import ModelVersion
 from service.scoring import explanations, percentiles, verdicts
 from service.settings import Settings
@@ -60,12 +60,14 @@ def batcher_for(entry: ModelVersion, settings: Settings, metrics: Metrics,
     if batcher is None:
         labels = (entry.name, str(entry.version))
 
+        batch_rows = metrics.batch_rows.labels(*labels)
+        inference_seconds = metrics.inference_seconds.labels(*labels)
+        queue_seconds = metrics.queue_seconds.labels(*labels)
+
         def record(rows: int, seconds: float, waits: list[float]) -> None:
-            metrics.batch_rows.labels(*labels).observe(rows)
-            metrics.inference_seconds.labels(*labels).observe(seconds)
-            queue = metrics.queue_seconds.labels(*labels)
-            for wait in waits:
-                queue.observe(wait)
+            batch_rows.observe(rows)
+            inference_seconds.observe(seconds)
+            observe_many(queue_seconds, np.asarray(waits))
 
         def run(rows: np.ndarray, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
             results = session.run(rows, outputs)
@@ -162,7 +164,7 @@ async def run_operation(operation: str, entry: ModelVersion, body: bytes,
     batcher = batcher_for(entry, settings, metrics, executor)
     wanted = options.outputs if operation == "anomaly-score" else (PRIMARY_OUTPUT[operation],)
     outputs = await batcher.submit(rows, wanted)
-    metrics.rows.labels(entry.name, str(entry.version), operation).inc(len(rows))
+    metrics.rows_counter(entry.name, entry.version, operation).inc(len(rows))
     if outputs[PRIMARY_OUTPUT[operation]].size <= INLINE_RESPONSE_VALUES or wants(accept) != \
             "application/json":
         encoded = encode_response(operation, entry, outputs, accept, options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,8 @@ from types import FrameType
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+
+from service.logs import flush_access_log
 
 log = logging.getLogger("aeserve.lifecycle")
 
@@ -66,10 +69,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.poll_interval_s > 0:
         poller = asyncio.create_task(poll_repository(app, settings.poll_interval_s))
     restore = install_drain_handler(app, settings.drain_seconds)
+    # Everything built so far (FastAPI, pydantic, numpy, onnxruntime sessions: hundreds of
+    # thousands of objects) lives as long as the process. Frozen, the garbage collector stops
+    # walking it on every full collection, pauses that otherwise show up as the p99 latency.
+    gc.collect()
+    gc.freeze()
     try:
         yield
     finally:
         restore()
+        flush_access_log()
         app.state.executor.shutdown(wait=False)
         app.state.codec_executor.shutdown(wait=False)
         if poller is not None:

@@ -87,6 +87,15 @@ class Metrics:
             "aeserve_model_info", "1 for each ready model version, with its active providers.",
             ["model", "version", "providers"], registry=r, multiprocess_mode="max")
         self._info_series: set[tuple[str, str, str]] = set()
+        self._rows_children: dict[tuple[str, int, str], Counter] = {}
+
+    def rows_counter(self, model: str, version: int, endpoint: str) -> Counter:
+        """The `aeserve_rows` child, looked up once per series rather than once per request."""
+        key = (model, version, endpoint)
+        child = self._rows_children.get(key)
+        if child is None:
+            child = self._rows_children[key] = self.rows.labels(model, str(version), endpoint)
+        return child
 
     def observe_scores(self, model: str, version: int, scores: np.ndarray, threshold: float,
                        flagged: np.ndarray) -> None:

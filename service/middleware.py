@@ -9,9 +9,10 @@ reads them once the response is sent, so metric labels come from what was really
 from __future__ import annotations
 
 import hmac
+import itertools
 import re
+import secrets
 import time
-import uuid
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +24,21 @@ from service.settings import Settings
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 ADMIN_PREFIXES = ("/admin/", "/v2/repository/")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+class RequestIds:
+    """32 hex digits: a random per-process prefix and a counter.
+
+    Unique across processes and restarts like a uuid4, for a tenth of its cost (uuid4 reads the
+    OS's random source and builds a UUID object on every request).
+    """
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
 
 
 def is_admin(path: str) -> bool:
@@ -41,6 +57,10 @@ class RequestMiddleware:
         self.app = app
         self.metrics = metrics
         self.access_log = AccessLog()
+        self.ids = RequestIds()
+        # (model, version, endpoint, status) -> (request counter, latency histogram) children:
+        # `labels()` validates and hashes its arguments under a lock on every call.
+        self._series: dict[tuple[str, str, str, str], tuple] = {}
         key = settings.api_key.get_secret_value() if settings.api_key else None
         self.api_key = key.encode() if key else None
 
@@ -51,7 +71,7 @@ class RequestMiddleware:
         started = time.perf_counter()
         headers = dict(scope["headers"])
         supplied = headers.get(b"x-request-id", b"").decode("latin-1")
-        rid = supplied if _CLIENT_ID.match(supplied) else uuid.uuid4().hex
+        rid = supplied if supplied and _CLIENT_ID.match(supplied) else self.ids.next()
         token = request_id.set(rid)
         scope.setdefault("state", {})
         status = 500
@@ -112,8 +132,12 @@ class RequestMiddleware:
         model = state.get("model", "")
         version = str(state.get("version", ""))
         labels = (model, version, endpoint, str(status))
-        self.metrics.requests.labels(*labels).inc()
-        self.metrics.latency.labels(*labels).observe(elapsed)
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = (self.metrics.requests.labels(*labels),
+                                             self.metrics.latency.labels(*labels))
+        series[0].inc()
+        series[1].observe(elapsed)
         if endpoint != "health":
             self.access_log.write(f"{scope['method']} {scope['path']} {status}", {
                 "method": scope["method"], "path": scope["path"], "status": status,

@@ -270,7 +270,7 @@ async def _infer(scope: Scope, headers: dict[bytes, bytes], receive: Receive
                                                                    decode)
     batcher = batcher_for(entry, settings, metrics, app_state.executor)
     results = await batcher.submit(rows, [name for name, _ in wanted])
-    metrics.rows.labels(entry.name, str(entry.version), "v2-infer").inc(len(rows))
+    metrics.rows_counter(entry.name, entry.version, "v2-infer").inc(len(rows))
     args = (entry, parsed, wanted, results)
     if sum(results[name].size for name, binary in wanted if not binary) <= INLINE_RESPONSE_VALUES:
         payload, extra, kind = encode_inference_response(*args)

@@ -235,21 +235,33 @@ def test_metrics_move_with_traffic(client, normal_rows):
                   providers="CPUExecutionProvider") == 1
 
 
-def test_request_ids_and_json_logs(server, client):
+def test_request_ids_and_json_logs(server, client, normal_rows):
     response = client.get("/models", headers={"X-Request-ID": "trace-42"})
     assert response.headers["x-request-id"] == "trace-42"
     generated = client.get("/models").headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
+    assert client.get("/models").headers["x-request-id"] != generated
     assert client.get("/models", headers={"X-Request-ID": "bad id;x"}).headers[
         "x-request-id"] != "bad id;x"
+    scored = client.post("/anomaly-score", json={"instances": normal_rows[:2].tolist()},
+                         headers={"X-Request-ID": "trace-43"})
+    assert scored.headers["x-request-id"] == "trace-43"
+    refused = client.post("/anomaly-score", json={"instances": [[1.0]]},
+                          headers={"X-Request-ID": "trace-44"})
+    assert refused.status_code == 422 and refused.headers["x-request-id"] == "trace-44"
 
     def logged():
         entries = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
-        return [e for e in entries if e.get("request_id") == "trace-42"]
+        found = {e.get("request_id"): e for e in entries if e.get("logger") == "aeserve.access"}
+        return found if {"trace-42", "trace-43", "trace-44"} <= set(found) else None
 
     entries = wait_for(logged)
-    assert entries[0]["path"] == "/models" and entries[0]["status"] == 200
-    assert entries[0]["logger"] == "aeserve.access" and "duration_ms" in entries[0]
+    assert entries["trace-42"]["path"] == "/models" and entries["trace-42"]["status"] == 200
+    assert "duration_ms" in entries["trace-42"]
+    assert (entries["trace-43"]["endpoint"], entries["trace-43"]["model"],
+            entries["trace-43"]["rows"], entries["trace-43"]["status"]) == (
+        "anomaly-score", "sensors", 2, 200)
+    assert entries["trace-44"]["status"] == 422
 
 
 def test_cors_is_off_unless_configured(repo):
