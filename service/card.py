@@ -41,6 +41,8 @@ class Architecture(_Strict):
     activation: Literal["sigmoid", "relu", "tanh"]
     decoder_activation: Literal["identity", "sigmoid"]
     tied_weights: bool = False
+    members: int = Field(1, ge=1, description="Networks of this shape side by side; the score "
+                                              "is their mean, the embedding their codes joined.")
     embedding_dim: int = Field(gt=0)
 
 
@@ -86,6 +88,10 @@ class TrainingSummary(_Strict):
     batch_size: int
     rows_train: int
     rows_validation: int
+    calibration: Literal["holdout", "cross-fit"] = Field(
+        "holdout", description="holdout: a share of the normal rows is kept out of training and "
+                               "scored; cross-fit: every normal row trains all members but one "
+                               "and is scored by that one (see docs/architecture.md).")
     data_fingerprint: str = Field(description="sha256 of the float64 feature matrix and names.")
     data_source: str = Field(description="File name of the training data (no directory).")
     fit_s: float = Field(description="Seconds spent in the training loop.")

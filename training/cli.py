@@ -9,7 +9,7 @@ from pathlib import Path
 
 from training.data import DataError, load_dataset
 from training.export import ExportError
-from training.model import VARIANTS, DecoderActivation
+from training.model import DEFAULT_MEMBERS, MEMBER_VARIANTS, VARIANTS, DecoderActivation
 from training.objectives import VariantOptions
 from training.pipeline import OvercompleteWarning, TrainOptions, train_and_export
 from training.trainer import TrainConfig
@@ -31,6 +31,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="identity: squared error on standardized inputs; sigmoid: "
                              "cross-entropy on inputs min-max scaled to [0, 1]")
     parser.add_argument("--tied", action="store_true", help="tie decoder weights: W' = W^T")
+    parser.add_argument("--members", type=int, default=None,
+                        help="networks trained side by side, scores averaged (default: "
+                             f"{DEFAULT_MEMBERS} for {', '.join(MEMBER_VARIANTS)}; 1 otherwise)")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
@@ -38,7 +41,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train at least this many gradient steps (0: exactly --epochs)")
     parser.add_argument("--patience", type=int, default=TrainConfig.patience,
                         help="epochs without validation improvement before stopping")
-    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--val-fraction", type=float, default=None,
+                        help="hold this share of the normal rows out of training, to calibrate "
+                             "the threshold and stop early (default: cross-fit the members, see "
+                             "docs/architecture.md; 0.2 for a single network)")
     parser.add_argument("--threshold", default="quantile:0.99",
                         help="threshold rule on held-out normal scores, e.g. quantile:0.99")
     parser.add_argument("--seed", type=int, default=0)
@@ -85,6 +91,7 @@ def run_train(args: argparse.Namespace) -> int:
         activation=args.activation,
         decoder_activation=decoder,
         tied_weights=args.tied,
+        members=args.members,
         validation_fraction=args.val_fraction,
         threshold_rule=args.threshold,
         description=args.description,

@@ -43,9 +43,10 @@ class ScoringGraph(nn.Module):
     """Raw features in; embedding, raw-space reconstruction, score and per-feature errors out.
 
     Deterministic for every variant: the VAE is evaluated at its mean code `mu`. The score is the
-    mean squared error over features (`mse_scaled`), or for a VAE optionally the negative ELBO at
-    `mu` divided by the number of features (`neg_elbo_scaled`): squared error summed over features
-    plus beta times the closed-form KL of q(z | x) from N(0, I).
+    mean squared error over features (`mse_scaled`; with several members, averaged over them),
+    or for a VAE optionally the negative ELBO at `mu` divided by the number of features
+    (`neg_elbo_scaled`): squared error summed over features plus beta times the closed-form KL of
+    q(z | x) from N(0, I).
     """
 
     def __init__(self, model: Autoencoder, scaler: AffineScaler,
@@ -67,6 +68,10 @@ class ScoringGraph(nn.Module):
             embedding = self.model.encode(z)
         z_hat = self.model.decode(embedding)
         feature_errors = (z_hat - z) ** 2
+        if z_hat.dim() == 3:  # members [K, N, .]: mean errors and reconstruction; codes joined
+            feature_errors = feature_errors.mean(dim=0)
+            z_hat = z_hat.mean(dim=0)
+            embedding = embedding.transpose(0, 1).flatten(start_dim=1)
         if self.score_kind == "neg_elbo_scaled":
             kl = gaussian_kl(embedding, logvar)
             score = (feature_errors.sum(dim=1) + self.vae_beta * kl) / z.shape[1]

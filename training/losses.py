@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 def squared_error(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L(x, y) = sum_k (x_k - y_k)^2: the loss for a linear (identity) decoder."""
-    return ((reconstruction - target) ** 2).sum(dim=1)
+    return ((reconstruction - target) ** 2).sum(dim=-1)
 
 
 def cross_entropy_from_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -23,4 +23,4 @@ def cross_entropy_from_logits(logits: torch.Tensor, target: torch.Tensor) -> tor
     pre-activation) instead of y uses the log-sum-exp form, which stays finite where y
     saturates at 0 or 1.
     """
-    return F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(dim=1)
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(dim=-1)

@@ -1,9 +1,20 @@
 """From a dataset to a published model version: split, scale, train, export, calibrate, evaluate.
 
 Labelled anomalies (y = 1) never reach training; they join the held-out normal rows to evaluate the
-model. The held-out normal rows serve twice: as the early-stopping validation set and as the
-calibration set for the threshold. They are never trained on; early stopping reads only their mean
-loss, which moves the 0.99 quantile of their scores very little.
+model. Held-out normal scores serve twice: their mean loss is the early-stopping validation loss,
+and their distribution calibrates the threshold. Early stopping reads only their mean loss, which
+moves the 0.99 quantile of their scores very little.
+
+Where they come from:
+  cross-fit (the default for models of several members): the normal rows are dealt into one fold
+      per member; member k trains on every fold but k. Each row thus trains all members but one,
+      and its held-out score is that one member's. No row is withheld from the model: on the
+      detection benchmark, withholding a fifth of the rows cost 0.015 of mean ROC-AUC.
+  holdout (`validation_fraction`, and single networks): a random share of the normal rows is
+      kept out of training.
+A member's score varies more than the mean of all members, so the cross-fitted scores' upper
+quantiles lie a little above those of the served score on new normal rows: the threshold errs
+towards fewer false alarms.
 """
 
 from __future__ import annotations
@@ -52,17 +63,21 @@ from training.model import (
     AutoencoderConfig,
     default_activation,
     default_hidden_sizes,
+    default_members,
 )
 from training.objectives import VariantOptions
 from training.preprocessing import fit_scaler
 from training.report import HISTORY_FILENAME, LOSS_PLOT_FILENAME, plot_losses, write_history
-from training.trainer import TrainConfig, train_autoencoder
+from training.trainer import TrainConfig, fold_assignment, train_autoencoder
 
 UNREGULARIZED = ("ae",)
 
 
 class OvercompleteWarning(UserWarning):
     """A hidden layer at least as wide as the input, with nothing to stop it copying the input."""
+
+
+DEFAULT_VALIDATION = 0.2
 
 
 @dataclass
@@ -74,7 +89,9 @@ class TrainOptions:
     activation: str | None = None  # None: default_activation(variant)
     decoder_activation: str = "identity"
     tied_weights: bool = False
-    validation_fraction: float = 0.2
+    members: int | None = None  # None: default_members(variant)
+    #: None: cross-fit when the model has several members, else hold out DEFAULT_VALIDATION.
+    validation_fraction: float | None = None
     scaling: str | None = None  # None: standard for the identity decoder, minmax for sigmoid
     threshold_rule: str = "quantile:0.99"
     description: str = ""
@@ -113,16 +130,17 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
 
     normal = data.X if data.y is None else data.X[data.y == 0]
     anomalies = None if data.y is None else data.X[data.y == 1]
-    train_idx, val_idx = split_normal_rows(len(normal), options.validation_fraction,
-                                           options.train.seed)
-    X_train, X_val = normal[train_idx], normal[val_idx]
     scaling = options.scaling or ("minmax" if options.decoder_activation == "sigmoid"
                                   else "standard")
     if options.decoder_activation == "sigmoid" and scaling != "minmax":
         raise ValueError("the sigmoid decoder's cross-entropy needs inputs in [0, 1]: "
                          "use minmax scaling (the default for --decoder sigmoid)")
-    scaler = fit_scaler(X_train, scaling)
-
+    members = (options.members if options.members is not None
+               else default_members(options.variant, options.tied_weights))
+    cross_fit = options.validation_fraction is None and members >= 2
+    if cross_fit and len(normal) < 2 * members:  # too few rows for a fold per member
+        members = max(1, len(normal) // 2)
+        cross_fit = members >= 2
     model_config = AutoencoderConfig(
         input_dim=data.X.shape[1],
         hidden_sizes=options.hidden_sizes or default_hidden_sizes(data.X.shape[1],
@@ -131,13 +149,28 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
         decoder_activation=options.decoder_activation,
         tied_weights=options.tied_weights,
         variant=options.variant,
+        members=members,
     )
-    warn_if_overcomplete(model_config)
+    if options.hidden_sizes:  # the default stack is the benchmark's choice, not a slip
+        warn_if_overcomplete(model_config)
     variant_options = options.variant_options
     score_kind = ("neg_elbo_scaled" if options.variant == "vae"
                   and variant_options.vae_score == "elbo" else "mse_scaled")
-    result = train_autoencoder(scaler.transform(X_train), scaler.transform(X_val),
-                               model_config, options.train, variant_options)
+    if cross_fit:
+        folds = fold_assignment(len(normal), members, options.train.seed)
+        X_train, X_val = normal, normal
+        scaler = fit_scaler(X_train, scaling)
+        result = train_autoencoder(scaler.transform(X_train), None, model_config,
+                                   options.train, variant_options, folds=folds)
+    else:
+        folds = None
+        fraction = (options.validation_fraction if options.validation_fraction is not None
+                    else DEFAULT_VALIDATION)
+        train_idx, val_idx = split_normal_rows(len(normal), fraction, options.train.seed)
+        X_train, X_val = normal[train_idx], normal[val_idx]
+        scaler = fit_scaler(X_train, scaling)
+        result = train_autoencoder(scaler.transform(X_train), scaler.transform(X_val),
+                                   model_config, options.train, variant_options)
     graph = ScoringGraph(result.model, scaler, score_kind, variant_options.vae_beta)
 
     model_dir = Path(options.models_dir) / options.name
@@ -154,9 +187,13 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
         def scores(X: np.ndarray) -> np.ndarray:
             return session.run(["score"], {"x": X.astype(np.float32)})[0].astype(np.float64)
 
-        val_scores = scores(X_val)
-        fit_scores = (np.concatenate([scores(X_train), val_scores])
-                      if options.threshold_rule.startswith("contamination") else None)
+        if folds is not None:
+            val_scores = held_out_member_scores(graph, X_val, folds)
+            fit_scores = val_scores  # every normal row, each scored out of fold
+        else:
+            val_scores = scores(X_val)
+            fit_scores = (np.concatenate([scores(X_train), val_scores])
+                          if options.threshold_rule.startswith("contamination") else None)
         threshold = threshold_from_rule(val_scores, options.threshold_rule, fit_scores)
         evaluation = None
         if anomalies is not None and len(anomalies):
@@ -171,6 +208,7 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
             batch_size=options.train.batch_size,
             rows_train=len(X_train),
             rows_validation=len(X_val),
+            calibration="cross-fit" if folds is not None else "holdout",
             data_fingerprint=data.fingerprint(),
             data_source=data.source,
             fit_s=round(result.duration_s, 3),
@@ -191,12 +229,14 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
                     activation=model_config.activation,
                     decoder_activation=model_config.decoder_activation,
                     tied_weights=model_config.tied_weights,
+                    members=model_config.members,
                     embedding_dim=model_config.embedding_dim,
                 ),
                 hyperparameters={
                     "epochs": options.train.epochs,
                     "patience": options.train.patience,
-                    "validation_fraction": options.validation_fraction,
+                    "validation_fraction": (None if folds is not None else
+                                            len(X_val) / len(normal)),
                     **variant_options.relevant(options.variant),
                 },
                 input_dim=model_config.input_dim,
@@ -239,6 +279,19 @@ def warn_if_overcomplete(config: AutoencoderConfig) -> None:
             f"the model can learn the identity and reconstruct anomalies as well as normal rows; "
             f"use a narrower layer or a regularized variant (sparse-l1, sparse-kl, denoising, "
             f"contractive, vae)", OvercompleteWarning, stacklevel=2)
+
+
+def held_out_member_scores(graph: ScoringGraph, X: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Each row's score by the one member that did not train on it (its fold's member).
+
+    The same score as the exported graph's (mean squared error in the scaled space), for one
+    member instead of their mean; computed in torch, which the parity check ties to the graph.
+    """
+    with torch.no_grad():
+        z = (torch.as_tensor(X, dtype=torch.float32) - graph.offset) / graph.scale
+        per_member = ((graph.model(z)[1] - z) ** 2).mean(dim=-1)  # [K, N]
+    rows = torch.arange(len(X))
+    return per_member[torch.as_tensor(folds), rows].numpy().astype(np.float64)
 
 
 def evaluate(normal_scores: np.ndarray, anomaly_scores: np.ndarray, threshold: float) -> Evaluation:

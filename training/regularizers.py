@@ -17,7 +17,7 @@ KL_EPS = 1e-6
 
 def l1_activation_penalty(activations: torch.Tensor, weight: float) -> torch.Tensor:
     """lambda * sum_i |a_i| over the hidden units of each sample."""
-    return weight * activations.abs().sum(dim=1)
+    return weight * activations.abs().sum(dim=-1)
 
 
 def kl_sparsity_penalty(activations: torch.Tensor, target: float, weight: float) -> torch.Tensor:

@@ -118,7 +118,9 @@ def test_dataframes_and_records_are_matched_by_name(url, rows, trained, expected
     records = [dict(zip(reversed(names), values, strict=True))
                for values in rows[:, ::-1].tolist()]
     np.testing.assert_array_equal(client.anomaly_score(records).scores, from_frame.scores)
-    assert client.anomaly_score(records[3]).scores[0] == from_frame.scores[3]
+    # One row alone: the graph's batched products may round differently from a 10-row batch.
+    np.testing.assert_allclose(client.anomaly_score(records[3]).scores[0], from_frame.scores[3],
+                               rtol=1e-5)
     with pytest.raises(InvalidInstances) as missing:
         client.anomaly_score(frame.drop(columns=["f2"]))
     assert missing.value.code == "feature_mismatch" and missing.value.detail["missing"] == ["f2"]

@@ -11,6 +11,7 @@ import pytest
 from service.card import ModelCard
 from tests.helpers import far_rows, running_server
 from training.data import load_dataset
+from training.model import default_members
 from training.objectives import VariantOptions
 from training.pipeline import OvercompleteWarning, TrainOptions, train_and_export
 from training.trainer import TrainConfig
@@ -73,8 +74,9 @@ def test_each_variant_is_served(server, name, normal_rows):
         reconstruct = client.post(f"/models/{name}/reconstruct", json=payload)
     assert score.status_code == encode.status_code == reconstruct.status_code == 200
     body = score.json()
-    hidden = CASES[name][1]
-    assert np.asarray(encode.json()["embeddings"]).shape == (15, hidden[-1])
+    variant, hidden, tied, _ = CASES[name]
+    members = default_members(variant, tied)  # the members' codes side by side
+    assert np.asarray(encode.json()["embeddings"]).shape == (15, hidden[-1] * members)
     assert np.asarray(reconstruct.json()["reconstructions"]).shape == (15, 6)
     scores = np.asarray(body["scores"])
     # far rows score above the bulk of normal rows for every variant

@@ -86,7 +86,7 @@ def test_defaults_are_the_benchmark_choice():
     from training.model import default_activation
 
     assert default_hidden_sizes(30) == [64, 32, 8] == default_hidden_sizes(9, "vae")
-    assert default_hidden_sizes(6) == [64, 32, 5] and default_hidden_sizes(1) == [64, 32, 1]
+    assert default_hidden_sizes(6) == [64, 32, 8] == default_hidden_sizes(1)
     assert default_activation("ae") == "relu" and default_activation("sparse-kl") == "sigmoid"
 
 
