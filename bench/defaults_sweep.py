@@ -1,0 +1,103 @@
+"""One training configuration on the quality protocol: the sweep that chose the defaults.
+
+Cheaper than `bench/quality.py` for comparing configurations: it runs the training loop and scores
+the test rows in torch (the exported graph scores the same within the parity tolerance), with no
+export and no peers. docs/variants.md lists the configurations compared and their figures.
+
+    python -m bench.defaults_sweep '{"members": 5, "epochs": 20, "min_steps": 250}' [--settings
+        one-class unsupervised] [--seeds 0 1 2] [--csv out.csv]
+
+Configuration keys (anything absent takes the value in brackets): hidden ([64, 32, 8]),
+activation ("relu"), members (1), cross_fit (false: with a `holdout` share of the rows kept out,
+or none when 0), holdout (0.2), lr (3e-3), batch (128), epochs (80), min_steps (0),
+patience (100000), restore (true: keep the best validation epoch).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
+
+from bench.protocol import SEEDS, Split, dataset_paths, splits  # noqa: E402
+from training.model import AutoencoderConfig  # noqa: E402
+from training.pipeline import split_normal_rows  # noqa: E402
+from training.preprocessing import fit_scaler  # noqa: E402
+from training.trainer import TrainConfig, fold_assignment, train_autoencoder  # noqa: E402
+
+
+def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
+    """Test scores (mean over members of the scaled squared error) and training seconds."""
+    members = cfg.get("members", 1)
+    model_config = AutoencoderConfig(input_dim=split.X_fit.shape[1],
+                                     hidden_sizes=list(cfg.get("hidden", [64, 32, 8])),
+                                     activation=cfg.get("activation", "relu"), members=members)
+    train_config = TrainConfig(
+        seed=split.seed, progress=False, epochs=cfg.get("epochs", 80),
+        batch_size=cfg.get("batch", 128), learning_rate=cfg.get("lr", 3e-3),
+        patience=cfg.get("patience", 100_000), min_steps=cfg.get("min_steps", 0),
+        restore_best=cfg.get("restore", True))
+    if cfg.get("cross_fit", False):
+        X_train = split.X_fit
+        scaler = fit_scaler(X_train, "standard")
+        result = train_autoencoder(scaler.transform(X_train), None, model_config, train_config,
+                                   folds=fold_assignment(len(X_train), members, split.seed))
+    else:
+        holdout = cfg.get("holdout", 0.2)
+        if holdout > 0:
+            train_idx, val_idx = split_normal_rows(len(split.X_fit), holdout, split.seed)
+            X_train, X_val = split.X_fit[train_idx], split.X_fit[val_idx]
+        else:  # train on every row; the "validation" loss is then an in-sample one
+            X_train, X_val = split.X_fit, split.X_fit[:256]
+        scaler = fit_scaler(X_train, "standard")
+        result = train_autoencoder(scaler.transform(X_train), scaler.transform(X_val),
+                                   model_config, train_config)
+    z = torch.as_tensor(scaler.transform(split.X_test), dtype=torch.float32)
+    with torch.no_grad():
+        errors = ((result.model(z)[1] - z) ** 2).mean(dim=-1)
+    scores = errors.mean(dim=0) if errors.dim() == 2 else errors
+    return scores.numpy().astype(np.float64), result.duration_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="JSON object, keys as in the module docstring")
+    parser.add_argument("--settings", nargs="+", default=["one-class"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--datasets", nargs="+", default=None)
+    parser.add_argument("--csv", type=Path, default=None)
+    args = parser.parse_args()
+    cfg = json.loads(args.config)
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    rows = []
+    for path in dataset_paths(only=args.datasets):
+        for split in splits(path, tuple(args.seeds), tuple(args.settings)):
+            scores, fit_s = run(split, cfg)
+            rows.append({"dataset": split.dataset, "seed": split.seed, "setting": split.setting,
+                         "roc_auc": roc_auc_score(split.y_test, scores),
+                         "average_precision": average_precision_score(split.y_test, scores),
+                         "fit_s": fit_s})
+    frame = pd.DataFrame(rows)
+    if args.csv is not None:
+        frame.to_csv(args.csv, index=False)
+    for setting, group in frame.groupby("setting"):
+        per_dataset = group.groupby("dataset")[["roc_auc", "average_precision"]].mean()
+        print(f"{setting}: mean ROC-AUC {per_dataset.roc_auc.mean():.4f}, mean AP "
+              f"{per_dataset.average_precision.mean():.4f}, median fit "
+              f"{group.fit_s.median():.2f} s  {json.dumps(cfg)}")
+
+
+if __name__ == "__main__":
+    main()
