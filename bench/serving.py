@@ -63,6 +63,7 @@ def train_model(models_dir: Path) -> Path:
     data = Dataset(X=X, y=None, feature_names=[f"f{i}" for i in range(WIDTH)], source="bench")
     outcome = train_and_export(data, TrainOptions(
         name="bench", models_dir=models_dir, hidden_sizes=[32, 8], command="bench/serving.py",
+        members=1,  # the model: one 64-32-8 encoder and its mirror
         train=TrainConfig(epochs=20, progress=False)))
     return outcome.path / "model.onnx"
 
