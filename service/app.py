@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
+from service.decoder import DecoderProcess
 from service.errors import InvalidParameter, MethodNotAllowed, NotFound, ServiceError
 from service.hotlane import HotLane
 from service.lifecycle import lifespan
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> AeserveApp:
     # cores for this worker.
     app.state.codec_executor = ThreadPoolExecutor(max_workers=intra_op_threads(settings),
                                                   thread_name_prefix="codec")
+    app.state.decoder = DecoderProcess(settings.decode_process_min_bytes)
 
     def sync_model_metrics() -> None:
         metrics.set_models([(v.name, v.version, v.session.providers)

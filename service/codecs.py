@@ -69,6 +69,12 @@ def decode_instances(body: bytes, content_type: str | None, feature_names: Seque
     return rows
 
 
+def decode_json_matrix(body: bytes, width: int, max_rows: int) -> np.ndarray | None:
+    """The float32 matrix of a clean `{"instances": [[numbers]]}` body, or None for any other
+    body (which `decode_instances` then decodes or refuses by name)."""
+    return _decode_json_fast(body, width, max_rows)
+
+
 def _decode_json_fast(body: bytes, width: int, max_rows: int) -> np.ndarray | None:
     """The matrix, or None when the body is anything but a clean `{"instances": [[numbers]]}`.
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from service.batching import MicroBatcher
 from service.codecs import BINARY_TYPE, NPY_TYPE, decode_instances, dumps, media_type
+from service.decoder import DecoderProcess
 from service.metrics import Metrics, observe_many
 from service.repository import ModelVersion
 from service.scoring import explanations, percentiles, verdicts
@@ -153,11 +154,14 @@ async def off_loop(executor: Executor, fn, *args):
 async def run_operation(operation: str, entry: ModelVersion, body: bytes,
                         content_type: str | None, accept: str | None, settings: Settings,
                         metrics: Metrics, executor: Executor, codec_executor: Executor,
-                        options: ScoreOptions = ScoreOptions()) -> tuple[Encoded, int]:
+                        options: ScoreOptions = ScoreOptions(),
+                        decoder: DecoderProcess | None = None) -> tuple[Encoded, int]:
     """Decode, infer through the batcher, encode; raises `service.errors` types on bad input."""
     names = entry.card.feature_names
     if len(body) <= INLINE_BODY_BYTES or media_type(content_type) == BINARY_TYPE:
         rows = decode_instances(body, content_type, names, settings.max_rows)
+    elif decoder is not None and decoder.wants(body, content_type):
+        rows = await decoder.decode(body, content_type, names, settings.max_rows)
     else:
         rows = await off_loop(codec_executor, decode_instances, body, content_type, names,
                               settings.max_rows)

@@ -81,6 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         flush_access_log()
         app.state.executor.shutdown(wait=False)
         app.state.codec_executor.shutdown(wait=False)
+        app.state.decoder.shutdown()
         if poller is not None:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(1024, ge=1, description="Most rows merged into one run.")
     batch_max_delay_ms: float = Field(
         2.0, ge=0, description="Longest a request waits for neighbours while a run is busy.")
+    decode_process_min_bytes: int = Field(
+        1024 * 1024, ge=0, description="JSON bodies at least this large are parsed in a helper "
+                                       "process (simdjson holds the GIL while it parses); 0 = "
+                                       "never.")
     max_rows: int = Field(100_000, gt=0, description="Most rows accepted in one request.")
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest request body.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -47,7 +47,8 @@ def operation_handler(operation: str):
         encoded, rows = await run_operation(
             operation, entry, body, _header(headers, b"content-type"),
             _header(headers, b"accept"), settings, app_state.metrics, app_state.executor,
-            app_state.codec_executor, score_options(scope["query_string"]))
+            app_state.codec_executor, score_options(scope["query_string"]),
+            app_state.decoder)
         state["rows"] = rows
         return encoded.body, encoded.media_type, encoded.headers
 

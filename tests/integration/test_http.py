@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from tests.helpers import far_rows, running_server
@@ -30,7 +31,8 @@ def repository(tmp_path_factory, trained) -> Path:
 @pytest.fixture(scope="module")
 def server(repository):
     with running_server(repository, AESERVE_DEFAULT_MODEL="sensors",
-                        AESERVE_MAX_ROWS="500", AESERVE_MAX_BODY_BYTES="200000") as url:
+                        AESERVE_MAX_ROWS="500", AESERVE_MAX_BODY_BYTES="200000",
+                        AESERVE_DECODE_PROCESS_MIN_BYTES="70000") as url:
         yield url
 
 
@@ -98,6 +100,29 @@ def test_binary_bodies_equal_json(client, normal_rows):
     npy = client.post("/anomaly-score", content=buffer.getvalue(),
                       headers={"content-type": "application/x-npy"}).json()
     assert as_json["scores"] == raw["scores"] == npy["scores"]
+
+
+def test_large_json_bodies_equal_binary(client, normal_rows):
+    """Large JSON bodies (here over 70 kB) are parsed in the decoder process: the same scores
+    as the binary body, and the same typed refusal."""
+    rows = np.tile(normal_rows, (2, 1))[:450].astype("<f4")
+    indented = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+    payload = orjson.dumps({"instances": rows.astype(np.float64)}, option=indented)
+    assert 70_000 < len(payload) < 200_000
+    as_json = client.post("/anomaly-score", content=payload,
+                          headers={"content-type": "application/json"})
+    raw = client.post("/anomaly-score", content=rows.tobytes(),
+                      headers={"content-type": "application/octet-stream"})
+    assert as_json.status_code == raw.status_code == 200
+    assert as_json.json()["scores"] == raw.json()["scores"]
+    bad = rows.astype(np.float64)
+    bad[345, 2] = np.nan
+    refused = client.post("/anomaly-score", content=orjson.dumps(
+        {"instances": bad}, option=indented).replace(b"null", b"NaN"),
+        headers={"content-type": "application/json"})
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "non_finite"
+    assert refused.json()["error"]["row"] == 345
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,95 @@
+"""The JSON decoder process: the same matrices and the same typed errors as the worker's own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import numpy as np
+import orjson
+import pytest
+
+from service.codecs import decode_instances
+from service.decoder import DecoderProcess
+from service.errors import NonFinite, TooManyRows, WrongWidth
+
+NAMES = [f"f{i}" for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    process = DecoderProcess(min_bytes=1)
+    yield process
+    process.shutdown()
+
+
+def body(rows: np.ndarray) -> bytes:
+    return orjson.dumps({"instances": rows.tolist()})
+
+
+def decode(decoder: DecoderProcess, payload: bytes, max_rows: int = 100_000) -> np.ndarray:
+    return asyncio.run(decoder.decode(payload, "application/json", NAMES, max_rows))
+
+
+def test_the_same_matrix_as_the_worker_decodes(decoder):
+    rows = np.random.default_rng(0).normal(size=(3000, 6))
+    payload = body(rows)
+    np.testing.assert_array_equal(decode(decoder, payload),
+                                  decode_instances(payload, "application/json", NAMES, 100_000))
+    bigger = np.random.default_rng(1).normal(size=(30_000, 6))  # outgrows the first segments
+    np.testing.assert_array_equal(decode(decoder, body(bigger)), bigger.astype(np.float32))
+
+
+@pytest.mark.parametrize(("payload", "error"), [
+    (b'{"instances": [[1, 2, 3, 4, 5, NaN]]}', NonFinite),
+    (body(np.ones((2, 5))), WrongWidth),
+    (body(np.ones((20, 6))), TooManyRows),
+])
+def test_refusals_are_the_workers_typed_errors(decoder, payload, error):
+    with pytest.raises(error):
+        decode(decoder, payload, max_rows=10)
+
+
+def test_a_dead_helper_is_replaced(decoder):
+    rows = np.random.default_rng(2).normal(size=(50, 6))
+    decode(decoder, body(rows))
+    os.kill(decoder._process.pid, signal.SIGKILL)
+    decoder._process.join(timeout=5)
+    # The request that finds it dead is decoded by the worker; the next starts a new helper.
+    for _ in range(2):
+        np.testing.assert_array_equal(decode(decoder, body(rows)), rows.astype(np.float32))
+    assert decoder._process is not None and decoder._process.is_alive()
+
+
+def test_which_bodies_go_to_the_helper():
+    process = DecoderProcess(min_bytes=100)
+    assert process.wants(b"x" * 100, "application/json")
+    assert process.wants(b"x" * 100, None)
+    assert not process.wants(b"x" * 99, "application/json")
+    assert not process.wants(b"x" * 100, "application/octet-stream")
+    assert not DecoderProcess(min_bytes=0).wants(b"x" * 10**6, "application/json")
+
+
+def test_no_room_in_shared_memory_means_the_worker_decodes(monkeypatch):
+    import collections
+
+    import service.decoder as decoder_module
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(decoder_module.shutil, "disk_usage", lambda path: usage(10, 10, 0))
+    process = DecoderProcess(min_bytes=1)
+    try:
+        rows = np.random.default_rng(3).normal(size=(40, 6))
+        np.testing.assert_array_equal(decode(process, body(rows)), rows.astype(np.float32))
+        assert process._segments is None  # nothing was written to a full /dev/shm
+    finally:
+        process.shutdown()
+
+
+def test_bodies_beyond_the_segment_cap_stay_in_the_worker():
+    from service.decoder import MAX_BODY_BYTES
+
+    process = DecoderProcess(min_bytes=1)
+    assert process.wants(b"x" * MAX_BODY_BYTES, "application/json")
+    assert not process.wants(b"x" * (MAX_BODY_BYTES + 1), "application/json")
