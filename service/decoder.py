@@ -39,6 +39,8 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 _REQUEST = struct.Struct("<qqq")  # body bytes, width, max rows
 _REPLY = struct.Struct("<q")      # rows decoded, or -1: not decoded
+#: A helper that has not answered by then is taken for stuck: killed, and replaced later.
+REPLY_TIMEOUT_S = 60.0
 SHM_DIR = "/dev/shm"
 HAS_SHM = os.path.isdir(SHM_DIR)  # Linux; elsewhere every body is decoded in the worker
 
@@ -100,7 +102,8 @@ class DecoderProcess:
                 rows = await self._decode(body, len(feature_names), max_rows)
             except NoRoom as exc:
                 log.warning("%s; decoding in the worker", exc)
-            except (OSError, EOFError, ValueError):  # the helper died: the next body restarts it
+            except (OSError, EOFError, ValueError, TimeoutError):  # the helper died or hangs:
+                # this body is decoded here, the next one starts a new helper
                 log.warning("the JSON decoder process stopped; decoding in the worker")
                 self.shutdown()
         if rows is None:
@@ -116,7 +119,7 @@ class DecoderProcess:
         readable = loop.create_future()
         loop.add_reader(conn.fileno(), lambda: readable.done() or readable.set_result(None))
         try:
-            await readable
+            await asyncio.wait_for(readable, REPLY_TIMEOUT_S)
         finally:
             loop.remove_reader(conn.fileno())
         (n_rows,) = _REPLY.unpack(conn.recv_bytes())

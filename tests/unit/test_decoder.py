@@ -93,3 +93,20 @@ def test_bodies_beyond_the_segment_cap_stay_in_the_worker():
     process = DecoderProcess(min_bytes=1)
     assert process.wants(b"x" * MAX_BODY_BYTES, "application/json")
     assert not process.wants(b"x" * (MAX_BODY_BYTES + 1), "application/json")
+
+
+def test_a_stuck_helper_is_killed_and_the_worker_decodes(monkeypatch):
+    import service.decoder as decoder_module
+
+    process = DecoderProcess(min_bytes=1)
+    try:
+        rows = np.random.default_rng(4).normal(size=(30, 6))
+        decode(process, body(rows))  # starts the helper
+        stuck = process._process
+        os.kill(stuck.pid, signal.SIGSTOP)
+        monkeypatch.setattr(decoder_module, "REPLY_TIMEOUT_S", 0.5)
+        np.testing.assert_array_equal(decode(process, body(rows)), rows.astype(np.float32))
+        stuck.join(timeout=5)
+        assert not stuck.is_alive() and process._process is None
+    finally:
+        process.shutdown()
