@@ -25,6 +25,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, out: Path) -> Path:
+    """Lay out, write and close a figure (closed, so that reports in a loop do not pile up)."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def write_history(folder: Path, train_losses: list[float], val_losses: list[float],
                   best_epoch: int) -> None:
     (folder / HISTORY_FILENAME).write_text(json.dumps(
@@ -41,10 +49,7 @@ def plot_losses(history_path: Path, out: Path) -> Path:
     ax.axvline(history["best_epoch"], color="grey", linestyle=":", label="best epoch (kept)")
     ax.set(xlabel="epoch", ylabel="loss per row", title="Loss curves", yscale="log")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_scores(normal: np.ndarray, anomalous: np.ndarray, threshold: float, out: Path) -> Path:
@@ -61,10 +66,7 @@ def plot_scores(normal: np.ndarray, anomalous: np.ndarray, threshold: float, out
     ax.set(xlabel="score", ylabel="density", title="Score distributions",
            xscale="log" if log else "linear")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_curves(labels: np.ndarray, scores: np.ndarray, out_roc: Path, out_pr: Path) -> None:
@@ -76,18 +78,14 @@ def plot_curves(labels: np.ndarray, scores: np.ndarray, out_roc: Path, out_pr: P
     ax.plot(fpr, tpr)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve")
-    fig.tight_layout()
-    fig.savefig(out_roc, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, out_roc)
     precision, recall, _ = precision_recall_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot(recall, precision)
     ax.axhline(labels.mean(), color="grey", linestyle=":", label="anomaly share")
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall curve")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_pr, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, out_pr)
 
 
 def write_html(folder: Path, title: str, metrics: dict, images: list[str]) -> Path:
