@@ -155,7 +155,10 @@ def open_source(path: Path, features: list[str], id_column: str | None,
 
 
 class Sink:
-    """Streams result tables into one CSV or Parquet file, renamed into place on `commit`."""
+    """Streams result tables into one CSV or Parquet file, renamed into place on `commit`.
+
+    As a context manager it commits when its block succeeds and aborts otherwise.
+    """
 
     def __init__(self, path: Path) -> None:
         self.kind = file_kind(path)
@@ -190,3 +193,18 @@ class Sink:
         if self._writer is not None:
             self._writer.close()
         self.partial.unlink(missing_ok=True)
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        """Commit when the block succeeded; on any exception (interrupts too, and a commit
+        that fails), abort."""
+        if exc_type is None:
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()

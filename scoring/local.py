@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,37 +88,30 @@ def score_file(scorer: BatchScorer, source: Source, sink: Sink, *, progress: boo
     """Score every row of `source` into `sink`; the output file appears only on success."""
     started = time.perf_counter()
     workers = workers or default_workers()
-    bar = Progress(source, progress)
     rows = anomalies = 0
     pending: deque[Future] = deque()
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="aeserve-score") as pool, \
-                _WriterThread(sink) as write:
+    with closing(Progress(source, progress)) as bar, sink, \
+            ThreadPoolExecutor(workers, thread_name_prefix="aeserve-score") as pool, \
+            _WriterThread(sink) as write:
 
-            def finish_oldest() -> None:
-                nonlocal rows, anomalies
-                table = pending.popleft().result()
-                rows += table.num_rows
-                anomalies += count_anomalies(table)
-                write(table)
-                bar.update(rows, anomalies)
+        def finish_oldest() -> None:
+            nonlocal rows, anomalies
+            table = pending.popleft().result()
+            rows += table.num_rows
+            anomalies += count_anomalies(table)
+            write(table)
+            bar.update(rows, anomalies)
 
-            first_row = 0
-            for batch in _read_ahead(source.batches):
-                pending.append(pool.submit(scorer.score, batch, first_row))
-                first_row += batch.num_rows
-                if len(pending) > workers:
-                    finish_oldest()
-            while pending:
+        first_row = 0
+        for batch in _read_ahead(source.batches):
+            pending.append(pool.submit(scorer.score, batch, first_row))
+            first_row += batch.num_rows
+            if len(pending) > workers:
                 finish_oldest()
-            if rows == 0:  # an empty input still gets a file with the output columns
-                write(scorer.score(source.schema.empty_table()))
-        sink.commit()
-    except BaseException:
-        sink.abort()
-        raise
-    finally:
-        bar.close()
+        while pending:
+            finish_oldest()
+        if rows == 0:  # an empty input still gets a file with the output columns
+            write(scorer.score(source.schema.empty_table()))
     return Summary("local", name, version, scorer.card.threshold, rows, anomalies,
                    time.perf_counter() - started, sink.path)
 

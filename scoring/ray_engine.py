@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pyarrow as pa
@@ -146,9 +147,8 @@ def score_with_ray(loaded: LoadedModel, data: Path, out: Path, *, top_k: int = 0
 
 def _stream_to(sink: Sink, scored, total: int, progress: bool) -> tuple[int, int]:
     counter = _Counter(total)
-    bar = Progress(counter, progress)
     rows = anomalies = 0
-    try:
+    with closing(Progress(counter, progress)) as bar, sink:
         for table in scored.iter_batches(batch_format="pyarrow", batch_size=None):
             if table.num_rows == 0:
                 continue
@@ -157,12 +157,6 @@ def _stream_to(sink: Sink, scored, total: int, progress: bool) -> tuple[int, int
             anomalies += count_anomalies(table)
             counter.rows = rows
             bar.update(rows, anomalies)
-        sink.commit()
-    except BaseException:
-        sink.abort()
-        raise
-    finally:
-        bar.close()
     return rows, anomalies
 
 
