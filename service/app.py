@@ -10,11 +10,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
+from service.asgi import error_json
 from service.decoder import DecoderProcess
 from service.errors import InvalidParameter, MethodNotAllowed, NotFound, ServiceError
 from service.hotlane import HotLane
@@ -129,25 +129,24 @@ def _openapi(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
-def _error(request: Request, error: ServiceError) -> JSONResponse:
-    """Our error body, or the Open Inference Protocol's under /v2."""
-    if request.url.path.startswith("/v2"):
-        return JSONResponse({"error": error.message}, status_code=error.status)
-    return JSONResponse(error.body(), status_code=error.status)
+def _error(request: Request, error: ServiceError) -> Response:
+    """Our error body, or the Open Inference Protocol's under /v2 (as the raw routes render it)."""
+    return Response(error_json(request.url.path, error), status_code=error.status,
+                    media_type="application/json")
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    async def service_error(request: Request, exc: ServiceError) -> Response:
         return _error(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         return _error(request, InvalidParameter("; ".join(problems) or "invalid request"))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
             return _error(request, NotFound(f"no route {request.url.path}"))
         if exc.status_code == 405:
@@ -157,7 +156,7 @@ def _install_error_handlers(app: FastAPI) -> None:
                         status_code=exc.status_code, media_type="application/json")
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return Response(error_body(request.url.path, "internal_error",
                                    f"{type(exc).__name__}: {exc}"),
