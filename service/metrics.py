@@ -87,22 +87,33 @@ class Metrics:
             "aeserve_model_info", "1 for each ready model version, with its active providers.",
             ["model", "version", "providers"], registry=r, multiprocess_mode="max")
         self._info_series: set[tuple[str, str, str]] = set()
-        self._rows_children: dict[tuple[str, int, str], Counter] = {}
+        # Labelled children by (metric, labels): `labels()` validates and hashes its arguments
+        # under a lock on every call, which the per-request paths should not pay.
+        self._children: dict[tuple, object] = {}
+
+    def _child(self, metric, *labels: str):
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def rows_counter(self, model: str, version: int, endpoint: str) -> Counter:
-        """The `aeserve_rows` child, looked up once per series rather than once per request."""
-        key = (model, version, endpoint)
-        child = self._rows_children.get(key)
-        if child is None:
-            child = self._rows_children[key] = self.rows.labels(model, str(version), endpoint)
-        return child
+        """The `aeserve_rows` child of a model version and endpoint."""
+        return self._child(self.rows, model, str(version), endpoint)
+
+    def record_request(self, model: str, version: str, endpoint: str, status: str,
+                       seconds: float) -> None:
+        """Count one request and its duration."""
+        self._child(self.requests, model, version, endpoint, status).inc()
+        self._child(self.latency, model, version, endpoint, status).observe(seconds)
 
     def observe_scores(self, model: str, version: int, scores: np.ndarray, threshold: float,
                        flagged: np.ndarray) -> None:
         labels = (model, str(version))
-        self.scored.labels(*labels).inc(len(scores))
-        self.anomalies.labels(*labels).inc(int(np.count_nonzero(flagged)))
-        observe_many(self.score_ratio.labels(model),
+        self._child(self.scored, *labels).inc(len(scores))
+        self._child(self.anomalies, *labels).inc(int(np.count_nonzero(flagged)))
+        observe_many(self._child(self.score_ratio, model),
                      np.asarray(scores, dtype=np.float64) / max(threshold, 1e-12))
 
     def set_models(self, ready: list[tuple[str, int, list[str]]]) -> None:

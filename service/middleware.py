@@ -58,9 +58,6 @@ class RequestMiddleware:
         self.metrics = metrics
         self.access_log = AccessLog()
         self.ids = RequestIds()
-        # (model, version, endpoint, status) -> (request counter, latency histogram) children:
-        # `labels()` validates and hashes its arguments under a lock on every call.
-        self._series: dict[tuple[str, str, str, str], tuple] = {}
         key = settings.api_key.get_secret_value() if settings.api_key else None
         self.api_key = key.encode() if key else None
 
@@ -132,12 +129,7 @@ class RequestMiddleware:
         model = state.get("model", "")
         version = str(state.get("version", ""))
         labels = (model, version, endpoint, str(status))
-        series = self._series.get(labels)
-        if series is None:
-            series = self._series[labels] = (self.metrics.requests.labels(*labels),
-                                             self.metrics.latency.labels(*labels))
-        series[0].inc()
-        series[1].observe(elapsed)
+        self.metrics.record_request(*labels, elapsed)
         if endpoint != "health":
             self.access_log.write(f"{scope['method']} {scope['path']} {status}", {
                 "method": scope["method"], "path": scope["path"], "status": status,
