@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
 from bench.protocol import SEEDS, Split, dataset_paths, splits  # noqa: E402
+from training.export import ScoringGraph  # noqa: E402
 from training.model import AutoencoderConfig  # noqa: E402
 from training.pipeline import split_normal_rows  # noqa: E402
 from training.preprocessing import fit_scaler  # noqa: E402
@@ -63,10 +64,10 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
         scaler = fit_scaler(X_train, "standard")
         result = train_autoencoder(scaler.transform(X_train), scaler.transform(X_val),
                                    model_config, train_config)
-    z = torch.as_tensor(scaler.transform(split.X_test), dtype=torch.float32)
     with torch.no_grad():
-        errors = ((result.model(z)[1] - z) ** 2).mean(dim=-1)
-    scores = errors.mean(dim=0) if errors.dim() == 2 else errors
+        errors = ScoringGraph(result.model, scaler).member_scores(
+            torch.as_tensor(split.X_test, dtype=torch.float32))
+    scores = errors.mean(dim=0) if errors.dim() == 2 else errors  # the exported graph's mean
     return scores.numpy().astype(np.float64), result.duration_s
 
 

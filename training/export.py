@@ -60,8 +60,17 @@ class ScoringGraph(nn.Module):
         self.register_buffer("offset", torch.as_tensor(scaler.offset, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(scaler.scale, dtype=torch.float32))
 
+    def scaled(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.offset) / self.scale
+
+    def member_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """[K, N]: each member's `mse_scaled` score of each row, before `forward` averages them
+        (for the cross-fitted calibration, which needs one member's score)."""
+        z = self.scaled(x)
+        return ((self.model(z)[1] - z) ** 2).mean(dim=-1)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        z = (x - self.offset) / self.scale
+        z = self.scaled(x)
         if self.score_kind == "neg_elbo_scaled":
             embedding, logvar = self.model.encode_distribution(z)
         else:

@@ -288,8 +288,7 @@ def held_out_member_scores(graph: ScoringGraph, X: np.ndarray, folds: np.ndarray
     member instead of their mean; computed in torch, which the parity check ties to the graph.
     """
     with torch.no_grad():
-        z = (torch.as_tensor(X, dtype=torch.float32) - graph.offset) / graph.scale
-        per_member = ((graph.model(z)[1] - z) ** 2).mean(dim=-1)  # [K, N]
+        per_member = graph.member_scores(torch.as_tensor(X, dtype=torch.float32))  # [K, N]
     rows = torch.arange(len(X))
     return per_member[torch.as_tensor(folds), rows].numpy().astype(np.float64)
 
