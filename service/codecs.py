@@ -52,7 +52,7 @@ def decode_instances(body: bytes, content_type: str | None, feature_names: Seque
     width = len(feature_names)
     kind = media_type(content_type)
     if kind in JSON_TYPES:
-        rows = _decode_json_fast(body, width, max_rows)
+        rows = decode_json_matrix(body, width, max_rows)
         if rows is not None:
             return rows  # counted and checked on the way
         rows = _decode_json_general(body, feature_names, max_rows)
@@ -70,13 +70,8 @@ def decode_instances(body: bytes, content_type: str | None, feature_names: Seque
 
 
 def decode_json_matrix(body: bytes, width: int, max_rows: int) -> np.ndarray | None:
-    """The float32 matrix of a clean `{"instances": [[numbers]]}` body, or None for any other
-    body (which `decode_instances` then decodes or refuses by name)."""
-    return _decode_json_fast(body, width, max_rows)
-
-
-def _decode_json_fast(body: bytes, width: int, max_rows: int) -> np.ndarray | None:
-    """The matrix, or None when the body is anything but a clean `{"instances": [[numbers]]}`.
+    """The float32 matrix, or None when the body is anything but a clean
+    `{"instances": [[numbers]]}` (which `decode_instances` then decodes or refuses by name).
 
     The parser is reused per thread: making one allocates its buffers, which costs more than
     parsing a one-row body. A parser refuses to parse while objects of its previous document are
