@@ -6,11 +6,12 @@
 #                             --build-arg BASE_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04 \
 #                             --build-arg ONNXRUNTIME=onnxruntime-gpu .
 #                           (the base's CUDA and cuDNN majors must be onnxruntime-gpu's)
-#   training (torch, CPU):  docker build -t aeserve-train:0.1.0 --build-arg EXTRAS=train \
+#   training (torch, CPU):  docker build -t aeserve-train:0.1.0 --build-arg EXTRAS=serve,train \
 #                             --build-arg TORCH_INDEX=<PyTorch's CPU wheel index> .
 #
-# The default build installs the base dependencies of pyproject.toml only: onnxruntime, no torch,
-# no compiler. Every setting is an AESERVE_* environment variable (README, "Serve").
+# The default build installs the `serve` extra of pyproject.toml only: onnxruntime, no torch, no
+# compiler, and its wheel holds aeserve's serving code only (no training, no batch scoring).
+# Every setting is an AESERVE_* environment variable (README, "Serve").
 
 # A python:3.11-slim image, or an NVIDIA CUDA runtime image (its python3 comes from apt).
 ARG BASE_IMAGE=python:3.11-slim
@@ -18,8 +19,9 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS builder
 # onnxruntime (CPU) or onnxruntime-gpu (CUDA execution provider).
 ARG ONNXRUNTIME=onnxruntime
-# Empty: serving only. "train": the training extra (torch==2.13.0, onnx, scikit-learn, ...).
-ARG EXTRAS=
+# The extras to install: "serve" (the server only), or "serve,train" (plus torch==2.13.0, onnx,
+# scikit-learn, ... and the training code).
+ARG EXTRAS=serve
 # Optional extra index for torch; PyTorch's CPU wheel index keeps a training image free of CUDA.
 ARG TORCH_INDEX=
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
@@ -32,24 +34,27 @@ RUN if ! command -v python3 >/dev/null; then \
 WORKDIR /src
 # Dependencies first, from pyproject.toml alone (placeholder packages), so that a change to the
 # code or the README reuses this layer.
-COPY pyproject.toml ./
-RUN mkdir service training && touch README.md service/__init__.py training/__init__.py \
- && if [ "$EXTRAS" = train ]; then \
-      /opt/venv/bin/pip install torch==2.13.0 ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"}; \
-    fi \
- && /opt/venv/bin/pip install ".${EXTRAS:+[$EXTRAS]}" \
+COPY pyproject.toml LICENSE ./
+RUN mkdir aeserve && touch README.md aeserve/__init__.py \
+ && case ",$EXTRAS," in *,train,*) \
+      /opt/venv/bin/pip install torch==2.13.0 ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"};; \
+    esac \
+ && /opt/venv/bin/pip install ".[$EXTRAS]" \
  && if [ "$ONNXRUNTIME" != onnxruntime ]; then \
       /opt/venv/bin/pip uninstall -y onnxruntime && /opt/venv/bin/pip install "$ONNXRUNTIME"; \
     fi \
  && /opt/venv/bin/pip uninstall -y aeserve \
- && rm -rf service training README.md build *.egg-info
+ && rm -rf aeserve README.md build *.egg-info
 COPY README.md ./
-COPY service/ service/
-COPY training/ training/
+COPY aeserve/ aeserve/
+# The wheel holds the parts this image runs: the serving image none of the training code, nor
+# batch scoring (its pyarrow is not installed here).
 # The server needs neither pip nor setuptools (parts of torch import setuptools: kept for training).
-RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
+RUN case ",$EXTRAS," in *,train,*) ;; *) rm -rf aeserve/training aeserve/batch;; esac \
+ && /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --no-deps /wheels/aeserve-*.whl \
- && /opt/venv/bin/python -m pip uninstall -y pip $([ -n "$EXTRAS" ] || echo setuptools) \
+ && /opt/venv/bin/python -m pip uninstall -y pip \
+      $(case ",$EXTRAS," in *,train,*) ;; *) echo setuptools;; esac) \
  && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 
 FROM ${BASE_IMAGE} AS runtime

@@ -1,5 +1,6 @@
-# Every target sets up what it needs: on a fresh machine with Python 3.11, `make serve` and
-# `make test` create .venv, install torch (CPU build, pinned) before the rest, then run.
+# Every target sets up what it needs: on a fresh machine with Python 3.11, `make serve` creates
+# .venv and installs the serving extra only (no torch); `make install` and `make test` install
+# everything, torch (CPU build, pinned) before the rest.
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV ?= .venv
 HOST ?= 127.0.0.1
@@ -10,8 +11,10 @@ TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
 
-.PHONY: install serve test test-container lint models bench bench-serving bench-quality clean bench-batch
+.PHONY: install serve test test-fast test-container lint models bench bench-serving bench-quality \
+	clean bench-batch
 
 install: $(STAMP)
 
@@ -19,27 +22,41 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	$(PIP) install --quiet -e '.[train,dev,bench,batch,ray,client]'
-	touch $(STAMP)
+	$(PIP) install --quiet -e '.[serve,train,batch,ray,client,dev,bench]'
+	touch $(STAMP) $(SERVE_STAMP)
+
+# The serving extra alone: what `make serve` needs on a fresh clone (everything else is optional).
+$(SERVE_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[serve]'
+	touch $(SERVE_STAMP)
 
 # Serves ./models (or AESERVE_MODELS_DIR); every AESERVE_* variable passes through untouched.
-serve: install
+serve: $(SERVE_STAMP)
 	$(VENV)/bin/aeserve serve --host $(HOST) --port $(PORT)
 
+# Every tier: unit, integration, e2e, and gpu (skips without a GPU). Containers: test-container.
 test: install
 	$(PY) -m pytest
+
+# The fast tier alone (tests/unit, about half a minute).
+test-fast: install
+	$(PY) -m pytest -m unit
 
 # The serving image for real (tests/container): docker build, docker run, docker compose, over HTTP.
 # Skips when no docker daemon answers; REQUIRE_DOCKER=1 turns that into a failure.
 test-container: install
 	RUN_CONTAINER_TESTS=1 $(PY) -m pytest tests/container -v -s
 
+# Style, and the import rules between the parts (import-linter contracts in pyproject.toml).
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # Rebuilds the shipped default model from scikit-learn's breast-cancer data, reproducibly.
 models: install
-	$(PY) -m training.examples.breast_cancer --out build/breast_cancer.csv
+	$(PY) -m aeserve.training.examples.breast_cancer --out build/breast_cancer.csv
 	rm -rf models/breast-cancer
 	$(VENV)/bin/aeserve train --data build/breast_cancer.csv --label-column malignant \
 		--name breast-cancer --seed 0 --quiet --activation sigmoid --hidden 15 \

@@ -38,9 +38,9 @@ BATCH = 65536
 
 
 def train(folder: Path, epochs: int):
-    from training.data import load_dataset
-    from training.pipeline import TrainOptions, train_and_export
-    from training.trainer import TrainConfig
+    from aeserve.training.data import load_dataset
+    from aeserve.training.pipeline import TrainOptions, train_and_export
+    from aeserve.training.trainer import TrainConfig
 
     options = TrainOptions(name="http", models_dir=folder,
                            train=TrainConfig(epochs=epochs, batch_size=1024, seed=0,
@@ -51,8 +51,8 @@ def train(folder: Path, epochs: int):
 
 def ort_rows_per_s(model_path: Path, card, X32: np.ndarray) -> float:
     """The better of one session thread and every core's (the default) for this model."""
-    from service.runtime import ModelSession
-    from service.settings import Settings
+    from aeserve.artifact.session import ModelSession
+    from aeserve.serving.settings import Settings
 
     rates = []
     for threads in sorted({1, os.cpu_count() or 1}):
@@ -66,10 +66,10 @@ def ort_rows_per_s(model_path: Path, card, X32: np.ndarray) -> float:
 
 
 def engine_rows_per_s(model_path: Path, data: Path, out: Path, top_k: int = 0) -> float:
-    from scoring.files import Sink, open_source
-    from scoring.local import score_file
-    from scoring.model import BatchScorer, load_model
-    from service.settings import Settings
+    from aeserve.batch.files import Sink, open_source
+    from aeserve.batch.local import score_file
+    from aeserve.batch.model import BatchScorer, load_model
+    from aeserve.serving.settings import Settings
 
     entry = load_model(model_path, Settings(intra_op_threads=1)).entry
     scorer = BatchScorer(entry.card, entry.session, top_k=top_k)
@@ -83,9 +83,9 @@ def ray_rows_per_s(model_path: Path, data: Path, out: Path) -> tuple[float, floa
         import ray
     except ImportError:
         return None
-    from scoring.model import load_model
-    from scoring.ray_engine import score_with_ray
-    from service.settings import Settings
+    from aeserve.batch.model import load_model
+    from aeserve.batch.ray_engine import score_with_ray
+    from aeserve.serving.settings import Settings
 
     started = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -122,9 +122,10 @@ print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
 def peak_rss_mb(model_path: Path, data: Path, out: Path) -> tuple[float, float]:
     """(peak RSS in MB, seconds) of `aeserve score` in a child process."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-m", "scoring.cli",
-                           "--model", str(model_path), "--data", str(data), "--out", str(out),
-                           "--quiet"], cwd=ROOT, capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-m", "aeserve.cli",
+                           "score", "--model", str(model_path), "--data", str(data),
+                           "--out", str(out), "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
     code, max_rss_kib = map(int, done.stdout.split())
     if code != 0:
         raise RuntimeError(f"aeserve score failed on {data}: {done.stderr}")

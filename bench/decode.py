@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel
 
-from service.codecs import decode_instances, dumps
+from aeserve.serving.codecs import decode_instances, dumps
 
 
 class Instances(BaseModel):

@@ -30,12 +30,12 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
+from aeserve.training.export import ScoringGraph  # noqa: E402
+from aeserve.training.model import AutoencoderConfig  # noqa: E402
+from aeserve.training.pipeline import split_normal_rows  # noqa: E402
+from aeserve.training.preprocessing import fit_scaler  # noqa: E402
+from aeserve.training.trainer import TrainConfig, fold_assignment, train_autoencoder  # noqa: E402
 from bench.protocol import SEEDS, Split, dataset_paths, splits  # noqa: E402
-from training.export import ScoringGraph  # noqa: E402
-from training.model import AutoencoderConfig  # noqa: E402
-from training.pipeline import split_normal_rows  # noqa: E402
-from training.preprocessing import fit_scaler  # noqa: E402
-from training.trainer import TrainConfig, fold_assignment, train_autoencoder  # noqa: E402
 
 
 def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:

@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def wide_model(directory: Path) -> Path:
-    from training.data import Dataset
-    from training.pipeline import TrainOptions, train_and_export
-    from training.trainer import TrainConfig
+    from aeserve.training.data import Dataset
+    from aeserve.training.pipeline import TrainOptions, train_and_export
+    from aeserve.training.trainer import TrainConfig
 
     X = np.random.default_rng(0).normal(size=(4096, 64))
     data = Dataset(X=X, y=None, feature_names=[f"f{i}" for i in range(64)], source="synthetic")

@@ -54,9 +54,9 @@ def _aeserve(variant: str | None) -> Scorer:
     def run(split: Split) -> tuple[np.ndarray, float]:
         import onnxruntime as ort
 
-        from training.data import Dataset
-        from training.pipeline import TrainOptions, train_and_export
-        from training.trainer import TrainConfig
+        from aeserve.training.data import Dataset
+        from aeserve.training.pipeline import TrainOptions, train_and_export
+        from aeserve.training.trainer import TrainConfig
 
         data = Dataset(X=split.X_fit, y=None, source=split.dataset,
                        feature_names=[f"x{i}" for i in range(split.X_fit.shape[1])])

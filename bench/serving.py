@@ -53,9 +53,9 @@ class Result:
 
 
 def train_model(models_dir: Path) -> Path:
-    from training.data import Dataset
-    from training.pipeline import TrainOptions, train_and_export
-    from training.trainer import TrainConfig
+    from aeserve.training.data import Dataset
+    from aeserve.training.pipeline import TrainOptions, train_and_export
+    from aeserve.training.trainer import TrainConfig
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(4000, 8)) @ rng.normal(size=(8, WIDTH)) + 0.1 * rng.normal(
@@ -199,7 +199,7 @@ def main() -> None:
         (work / f"{name}.body").write_bytes(payload)
 
     servers = {
-        "aeserve": Server("aeserve", [sys.executable, "-m", "service.cli", "serve", "--host",
+        "aeserve": Server("aeserve", [sys.executable, "-m", "aeserve.cli", "serve", "--host",
                                       "127.0.0.1", "--port", "{port}"],
                           {"AESERVE_MODELS_DIR": str(work / "models"),
                            "AESERVE_POLL_INTERVAL_S": "0"}),

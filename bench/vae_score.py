@@ -19,11 +19,11 @@ import numpy as np
 import onnxruntime as ort
 from sklearn.metrics import roc_auc_score
 
+from aeserve.training.data import Dataset
+from aeserve.training.objectives import VariantOptions
+from aeserve.training.pipeline import TrainOptions, train_and_export
+from aeserve.training.trainer import TrainConfig
 from bench.protocol import dataset_paths, splits
-from training.data import Dataset
-from training.objectives import VariantOptions
-from training.pipeline import TrainOptions, train_and_export
-from training.trainer import TrainConfig
 
 
 def main() -> None:

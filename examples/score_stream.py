@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
-from client import Client, InvalidInstances
+from aeserve.client import Client, InvalidInstances
 
 _END = object()
 

@@ -31,9 +31,9 @@ def csv_file(tmp_path_factory: pytest.TempPathFactory, normal_rows: np.ndarray) 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, csv_file: Path):
     """One small model trained and exported through the pipeline (a few seconds on a CPU)."""
-    from training.data import load_dataset
-    from training.pipeline import TrainOptions, train_and_export
-    from training.trainer import TrainConfig
+    from aeserve.training.data import load_dataset
+    from aeserve.training.pipeline import TrainOptions, train_and_export
+    from aeserve.training.trainer import TrainConfig
 
     models_dir = tmp_path_factory.mktemp("models")
     options = TrainOptions(name="sensors", models_dir=models_dir, hidden_sizes=[4, 2],

@@ -63,7 +63,7 @@ def server_process(models_dir: Path, **env: str) -> Iterator[Server]:
     log_path = log_dir / "server.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1",
+            [sys.executable, "-m", "aeserve.cli", "serve", "--host", "127.0.0.1",
              "--port", str(port)],
             cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)

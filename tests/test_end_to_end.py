@@ -13,7 +13,7 @@ from tests.helpers import ROOT, far_rows, manifold_data, running_server
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "aeserve.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -54,9 +54,9 @@ def test_train_reports_bad_data_without_a_traceback(tmp_path):
 def test_serving_never_imports_torch(tmp_path):
     code = (
         "import sys\n"
-        "from service.app import create_app\n"
-        "from service.cli import build_parser\n"
-        "from service.settings import Settings\n"
+        "from aeserve.serving.app import create_app\n"
+        "from aeserve.cli import build_parser\n"
+        "from aeserve.serving.settings import Settings\n"
         f"create_app(Settings(models_dir={str(ROOT / 'models')!r}))\n"
         "build_parser()\n"
         "leaked = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
@@ -94,7 +94,7 @@ def test_evaluate_reports_metrics_and_plots(tmp_path, trained, csv_file):
     import onnxruntime as ort
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from training.data import load_dataset
+    from aeserve.training.data import load_dataset
 
     report = tmp_path / "report"
     result = run_cli("evaluate", "--model", str(trained.path.parent), "--data", str(csv_file),

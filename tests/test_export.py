@@ -8,12 +8,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.card import ModelCard, file_sha256
+from aeserve.artifact.card import ModelCard, file_sha256
+from aeserve.training import export
+from aeserve.training.data import load_dataset
+from aeserve.training.pipeline import TrainOptions, train_and_export
+from aeserve.training.trainer import TrainConfig
 from tests.helpers import far_rows
-from training import export
-from training.data import load_dataset
-from training.pipeline import TrainOptions, train_and_export
-from training.trainer import TrainConfig
 
 
 def test_graph_contract(trained):
@@ -79,7 +79,7 @@ def test_versions_increment_and_no_staging_left(tmp_path, csv_file):
 
 
 def test_failed_parity_publishes_nothing(tmp_path, csv_file, monkeypatch):
-    monkeypatch.setattr("training.pipeline.PARITY_TOLERANCE", -1.0)
+    monkeypatch.setattr("aeserve.training.pipeline.PARITY_TOLERANCE", -1.0)
     options = TrainOptions(name="strict", models_dir=tmp_path, hidden_sizes=[2],
                            train=TrainConfig(epochs=2, progress=False), command="test")
     with pytest.raises(export.ExportError, match="parity error"):
@@ -89,8 +89,8 @@ def test_failed_parity_publishes_nothing(tmp_path, csv_file, monkeypatch):
 
 def test_scoring_graph_matches_torch_model(trained):
     """The folded preprocessing is exactly (x - offset) / scale before the torch encoder."""
-    from training.model import Autoencoder, AutoencoderConfig
-    from training.preprocessing import AffineScaler
+    from aeserve.training.model import Autoencoder, AutoencoderConfig
+    from aeserve.training.preprocessing import AffineScaler
 
     model = Autoencoder(AutoencoderConfig(input_dim=3, hidden_sizes=[2]))
     scaler = AffineScaler("standard", np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 8.0]))

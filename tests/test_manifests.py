@@ -18,9 +18,9 @@ import pytest
 
 yaml = pytest.importorskip("yaml", reason="pyyaml parses the manifests")
 
-from service.metrics import Metrics  # noqa: E402
-from service.routes import health  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from aeserve.serving.metrics import Metrics  # noqa: E402
+from aeserve.serving.routes import health  # noqa: E402
+from aeserve.serving.settings import Settings  # noqa: E402
 from tests.container.commands import (  # noqa: E402
     README_COMMANDS,
     ROOT,
@@ -171,8 +171,8 @@ def test_dockerfile_runtime_stage():
     assert "AESERVE_MODELS_DIR=/models" in dockerfile_instruction("ENV")
     assert "ARG BASE_IMAGE=python:3.11-slim" in dockerfile()
     assert "COPY models/ /models/" in dockerfile()
-    # the default build installs the base dependencies only: torch needs EXTRAS=train
-    assert re.search(r"^ARG EXTRAS=$", dockerfile(), re.MULTILINE)
+    # the default build installs the serving extra only: torch needs EXTRAS=serve,train
+    assert re.search(r"^ARG EXTRAS=serve$", dockerfile(), re.MULTILINE)
 
 
 # --- docker compose ------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def test_compose_trainer_writes_where_the_server_reads():
     server, trainer = spec["services"]["aeserve"], spec["services"]["trainer"]
     assert trainer["profiles"] == ["train"]
     assert trainer["image"] == f"aeserve-train:{project_version()}"
-    assert trainer["build"]["args"]["EXTRAS"] == "train"
+    assert trainer["build"]["args"]["EXTRAS"] == "serve,train"
     server_models = next(m for m in map(split_volume, server["volumes"]) if m[2] == "ro")
     trainer_models = [m for m in map(split_volume, trainer["volumes"])
                       if m[0] == server_models[0]]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from training.data import Dataset
-from training.pipeline import TrainOptions, train_and_export
-from training.trainer import TrainConfig
+from aeserve.training.data import Dataset
+from aeserve.training.pipeline import TrainOptions, train_and_export
+from aeserve.training.trainer import TrainConfig
 
 
 def train(tmp_path, X: np.ndarray, **train_kw):

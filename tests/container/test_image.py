@@ -209,7 +209,12 @@ def test_image_contents(image):
                      "-c 'command -v gcc cc c++ g++ clang || true'")
     assert no_compiler.stdout.strip() == "", f"a compiler in the image: {no_compiler.stdout}"
     train = sh(f"docker run --rm {image} train --data /nowhere.csv --name x")
-    assert train.returncode == 2 and "needs the training extra" in train.stderr
+    assert train.returncode == 2 and "needs the train extra" in train.stderr
+    parts = sh(f"docker run --rm --entrypoint python {image} -c "
+               "'import aeserve, os; print(sorted(os.listdir(os.path.dirname(aeserve.__file__))))'",
+               check=True)
+    assert "serving" in parts.stdout and "artifact" in parts.stdout
+    assert "training" not in parts.stdout and "batch" not in parts.stdout, parts.stdout
 
     size = config["Size"]
     base = sh(f"docker image inspect --format '{{{{.Size}}}}' {BASE_IMAGE}")

@@ -13,20 +13,19 @@ import pyarrow.csv as pv
 import pyarrow.parquet as pq
 import pytest
 
-from scoring.cli import main as score_main
-from scoring.files import CSVSource, Sink
-from scoring.local import score_file
-from scoring.model import BatchScorer, load_model
-from service.card import CARD_FILENAME, ONNX_FILENAME
-from service.runtime import ModelSession
-from service.scoring import percentiles
-from service.settings import Settings
+from aeserve.artifact.card import CARD_FILENAME, ONNX_FILENAME
+from aeserve.artifact.scores import percentiles
+from aeserve.artifact.session import ModelSession
+from aeserve.batch.cli import main as score_main
+from aeserve.batch.files import CSVSource, Sink
+from aeserve.batch.local import score_file
+from aeserve.batch.model import BatchScorer, load_model
 from tests.helpers import ROOT
 
 
 def expected_results(trained, X: np.ndarray) -> dict[str, np.ndarray]:
     """What the model says about X, straight from onnxruntime and the server's functions."""
-    session = ModelSession(trained.path / ONNX_FILENAME, trained.card, Settings())
+    session = ModelSession(trained.path / ONNX_FILENAME, trained.card)
     out = session.run(X.astype(np.float32), ("score", "feature_errors"))
     scores = out["score"]
     return {"score": scores, "is_anomaly": scores.astype(np.float64) > trained.card.threshold,
@@ -99,7 +98,7 @@ def test_parquet_columns_matched_by_name_in_batches(trained, parquet_file, rows,
 
 
 def test_csv_read_in_small_blocks_gives_the_same_file(trained, csv_file, tmp_path):
-    loaded = load_model(trained.path, Settings(intra_op_threads=1))
+    loaded = load_model(trained.path)
     scorer = BatchScorer(loaded.card, loaded.entry.session, top_k=1)
     outputs = []
     for block_bytes, workers in ((1 << 20, 1), (2048, 2)):
@@ -171,7 +170,7 @@ def test_empty_input_gives_an_empty_result_file(trained, tmp_path):
 
 def test_the_aeserve_command_scores_without_torch(trained, csv_file, tmp_path):
     out = tmp_path / "out.csv"
-    code = ("import sys; from service.cli import main; "
+    code = ("import sys; from aeserve.cli import main; "
             f"rc = main(['score', '--model', {str(trained.path)!r}, '--data', "
             f"{str(csv_file)!r}, '--out', {str(out)!r}, '--quiet']); "
             "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")

@@ -11,7 +11,7 @@ import pyarrow.csv as pv
 import pyarrow.parquet as pq
 import pytest
 
-from scoring.cli import main as score_main
+from aeserve.batch.cli import main as score_main
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install "

@@ -15,7 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from client import (
+from aeserve.artifact.card import ONNX_FILENAME
+from aeserve.artifact.scores import percentiles
+from aeserve.artifact.session import ModelSession
+from aeserve.client import (
     AnomalyScores,
     AsyncClient,
     Client,
@@ -26,10 +29,6 @@ from client import (
     UnknownModel,
     UnknownVersion,
 )
-from service.card import ONNX_FILENAME
-from service.runtime import ModelSession
-from service.scoring import percentiles
-from service.settings import Settings
 from tests.helpers import ROOT, free_port, manifold_data, running_server
 
 
@@ -53,7 +52,7 @@ def rows() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def expected(trained, rows):
-    session = ModelSession(trained.path / ONNX_FILENAME, trained.card, Settings())
+    session = ModelSession(trained.path / ONNX_FILENAME, trained.card)
     out = session.run(rows.astype(np.float32), ("score", "embedding", "reconstruction"))
     out["percentile"] = percentiles(out["score"], trained.card.score_quantiles).round(3)
     return out
@@ -231,7 +230,7 @@ def test_connection_errors_are_retried_until_the_server_answers(models_dir, rows
         time.sleep(0.5)
         started.set()
         environment = {**os.environ, "AESERVE_MODELS_DIR": str(models_dir)}
-        process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host",
+        process = subprocess.Popen([sys.executable, "-m", "aeserve.cli", "serve", "--host",
                                     "127.0.0.1", "--port", str(port)], cwd=ROOT,
                                    env=environment, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
@@ -252,9 +251,10 @@ def test_connection_errors_are_retried_until_the_server_answers(models_dir, rows
 
 
 def test_importing_the_client_needs_no_torch_pandas_or_server():
-    code = ("import sys, client; assert not {'torch', 'pandas', 'service', 'onnxruntime'} & "
-            "set(sys.modules), sorted(m for m in sys.modules if m.split('.')[0] in "
-            "{'torch', 'pandas', 'service', 'onnxruntime'})")
+    heavy = "{'torch', 'pandas', 'fastapi', 'starlette', 'onnxruntime', 'pydantic'}"
+    code = (f"import sys, aeserve.client; loaded = {{m for m in sys.modules if m.startswith("
+            f"'aeserve.') and not m.startswith('aeserve.client')}} | ({heavy} & set(sys.modules)); "
+            "assert not loaded, sorted(loaded)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr

@@ -63,7 +63,7 @@ def test_worked_example_runs_as_documented(tmp_path):
         code = (code.replace(DATA, str(data)).replace("build/http", str(work))
                 .replace("--epochs 5", "--epochs 1 --min-steps 0")
                 .replace(".venv/bin/python", sys.executable)
-                .replace(".venv/bin/aeserve", f"{sys.executable} -m service.cli"))
+                .replace(".venv/bin/aeserve", f"{sys.executable} -m aeserve.cli"))
         if url:
             code = code.replace("http://127.0.0.1:8000", url).replace(
                 "localhost:8000", url.removeprefix("http://"))

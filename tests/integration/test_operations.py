@@ -280,7 +280,7 @@ def test_cuda_provider_refuses_to_start_without_cuda(repo):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("a CUDA provider is present; bench/gpu_check.sh covers this case")
     env = {**os.environ, "AESERVE_MODELS_DIR": str(repo), "AESERVE_PROVIDER": "cuda"}
-    result = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port",
+    result = subprocess.run([sys.executable, "-m", "aeserve.cli", "serve", "--port",
                              str(free_port())], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode != 0

@@ -8,13 +8,13 @@ import httpx
 import numpy as np
 import pytest
 
-from service.card import ModelCard
+from aeserve.artifact.card import ModelCard
+from aeserve.training.data import load_dataset
+from aeserve.training.model import default_members
+from aeserve.training.objectives import VariantOptions
+from aeserve.training.pipeline import OvercompleteWarning, TrainOptions, train_and_export
+from aeserve.training.trainer import TrainConfig
 from tests.helpers import far_rows, running_server
-from training.data import load_dataset
-from training.model import default_members
-from training.objectives import VariantOptions
-from training.pipeline import OvercompleteWarning, TrainOptions, train_and_export
-from training.trainer import TrainConfig
 
 # name -> (variant, hidden sizes, tied, variant options)
 CASES = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scoring.quantiles import Percentiles, ceil_float32
-from service.scoring import percentiles
+from aeserve.artifact.scores import percentiles
+from aeserve.batch.quantiles import Percentiles, ceil_float32
 
 
 def edge_scores(q: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batching import MicroBatcher
+from aeserve.serving.batching import MicroBatcher
 
 OUT = ("score", "embedding")
 

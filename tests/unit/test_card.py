@@ -5,7 +5,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from service.card import ModelCard
+from aeserve.artifact.card import ModelCard
 
 
 def card_dict(**overrides) -> dict:

@@ -8,9 +8,9 @@ import httpx
 import numpy as np
 import pytest
 
-from client import Client, InvalidInstances, ModelNotReady, ServerError, UnknownModel
-from client.errors import APIError, error_for
-from client.protocol import positional_rows, retry_delay
+from aeserve.client import Client, InvalidInstances, ModelNotReady, ServerError, UnknownModel
+from aeserve.client.errors import APIError, error_for
+from aeserve.client.protocol import positional_rows, retry_delay
 
 
 def json_only_server(requests: list[httpx.Request]) -> httpx.MockTransport:

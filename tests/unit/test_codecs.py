@@ -7,8 +7,8 @@ import numpy as np
 import orjson
 import pytest
 
-from service import codecs, errors
-from service.codecs import decode_instances
+from aeserve.serving import codecs, errors
+from aeserve.serving.codecs import decode_instances
 
 NAMES = ["a", "b", "c"]
 

@@ -3,7 +3,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from training.data import DataError, load_dataset
+from aeserve.training.data import DataError, load_dataset
 
 
 def write(path, text):

@@ -10,9 +10,9 @@ import numpy as np
 import orjson
 import pytest
 
-from service.codecs import decode_instances
-from service.decoder import DecoderProcess
-from service.errors import NonFinite, TooManyRows, WrongWidth
+from aeserve.serving.codecs import decode_instances
+from aeserve.serving.decoder import DecoderProcess
+from aeserve.serving.errors import NonFinite, TooManyRows, WrongWidth
 
 NAMES = [f"f{i}" for i in range(6)]
 
@@ -74,7 +74,7 @@ def test_which_bodies_go_to_the_helper():
 def test_no_room_in_shared_memory_means_the_worker_decodes(monkeypatch):
     import collections
 
-    import service.decoder as decoder_module
+    import aeserve.serving.decoder as decoder_module
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(decoder_module.shutil, "disk_usage", lambda path: usage(10, 10, 0))
@@ -88,7 +88,7 @@ def test_no_room_in_shared_memory_means_the_worker_decodes(monkeypatch):
 
 
 def test_bodies_beyond_the_segment_cap_stay_in_the_worker():
-    from service.decoder import MAX_BODY_BYTES
+    from aeserve.serving.decoder import MAX_BODY_BYTES
 
     process = DecoderProcess(min_bytes=1)
     assert process.wants(b"x" * MAX_BODY_BYTES, "application/json")
@@ -96,7 +96,7 @@ def test_bodies_beyond_the_segment_cap_stay_in_the_worker():
 
 
 def test_a_stuck_helper_is_killed_and_the_worker_decodes(monkeypatch):
-    import service.decoder as decoder_module
+    import aeserve.serving.decoder as decoder_module
 
     process = DecoderProcess(min_bytes=1)
     try:

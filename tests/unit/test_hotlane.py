@@ -8,8 +8,8 @@ import json
 import pytest
 from starlette.routing import Route
 
-from service.hotlane import HotLane
-from service.routes import inference, v2
+from aeserve.serving.hotlane import HotLane
+from aeserve.serving.routes import inference, v2
 
 
 def _lane() -> HotLane:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from training.losses import cross_entropy_from_logits, squared_error
+from aeserve.training.losses import cross_entropy_from_logits, squared_error
 
 
 def test_squared_error_sums_features_per_sample():

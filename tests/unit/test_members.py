@@ -7,10 +7,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from training.export import ScoringGraph, write_onnx
-from training.model import Autoencoder, AutoencoderConfig, MemberLinear, default_members
-from training.preprocessing import fit_scaler
-from training.trainer import TrainConfig, train_autoencoder
+from aeserve.training.export import ScoringGraph, write_onnx
+from aeserve.training.model import Autoencoder, AutoencoderConfig, MemberLinear, default_members
+from aeserve.training.preprocessing import fit_scaler
+from aeserve.training.trainer import TrainConfig, train_autoencoder
 
 
 def test_member_linear_is_k_independent_linear_layers():
@@ -114,7 +114,7 @@ def test_default_members():
 
 
 def test_each_row_is_scored_by_the_member_that_never_saw_it():
-    from training.pipeline import held_out_member_scores
+    from aeserve.training.pipeline import held_out_member_scores
 
     graph = ScoringGraph(_two_member_identity_model(),
                          fit_scaler(np.array([[0.0, 0.0], [2.0, 4.0]]), "standard"))
@@ -126,7 +126,7 @@ def test_each_row_is_scored_by_the_member_that_never_saw_it():
 
 
 def test_fold_assignment_is_balanced_and_seeded():
-    from training.trainer import fold_assignment
+    from aeserve.training.trainer import fold_assignment
 
     folds = fold_assignment(23, 5, seed=3)
     assert sorted(np.bincount(folds).tolist()) == [4, 4, 5, 5, 5]
@@ -142,8 +142,8 @@ def test_fold_assignment_is_balanced_and_seeded():
     (1, None, "holdout", (160, 40)),        # a single network holds out 0.2
 ])
 def test_calibration_follows_the_members(tmp_path, members, fraction, calibration, rows):
-    from training.data import Dataset
-    from training.pipeline import TrainOptions, train_and_export
+    from aeserve.training.data import Dataset
+    from aeserve.training.pipeline import TrainOptions, train_and_export
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 2)) @ rng.normal(size=(2, 5))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from service.metrics import RATIO_BUCKETS, Metrics, observe_many
+from aeserve.serving.metrics import RATIO_BUCKETS, Metrics, observe_many
 
 
 def exposition(fill) -> bytes:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.model import Autoencoder, AutoencoderConfig, default_hidden_sizes
-from training.trainer import TrainConfig, train_autoencoder
+from aeserve.training.model import Autoencoder, AutoencoderConfig, default_hidden_sizes
+from aeserve.training.trainer import TrainConfig, train_autoencoder
 
 
 def sigmoid(v: float) -> float:
@@ -83,7 +83,7 @@ def test_invalid_hidden_sizes_refused(bad):
 
 
 def test_defaults_are_the_benchmark_choice():
-    from training.model import default_activation
+    from aeserve.training.model import default_activation
 
     assert default_hidden_sizes(30) == [64, 32, 8] == default_hidden_sizes(9, "vae")
     assert default_hidden_sizes(6) == [64, 32, 8] == default_hidden_sizes(1)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training.preprocessing import fit_scaler
+from aeserve.training.preprocessing import fit_scaler
 
 
 def test_standard_scaling_by_hand():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.model import Autoencoder, AutoencoderConfig
-from training.objectives import VariantOptions, corrupt, per_sample_objective
-from training.regularizers import (
+from aeserve.training.model import Autoencoder, AutoencoderConfig
+from aeserve.training.objectives import VariantOptions, corrupt, per_sample_objective
+from aeserve.training.regularizers import (
     gaussian_kl,
     gaussian_noise,
     jacobian_frobenius,
@@ -176,7 +176,7 @@ def test_relevant_options_per_variant():
 
 
 def test_sparse_kl_pulls_mean_activation_towards_target():
-    from training.trainer import TrainConfig, train_autoencoder
+    from aeserve.training.trainer import TrainConfig, train_autoencoder
 
     rng = np.random.default_rng(0)
     Z = rng.normal(size=(400, 8))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from service.errors import ModelNotReady, UnknownModel, UnknownVersion
-from service.repository import ModelRepository
-from service.settings import Settings
+from aeserve.serving.batching import MicroBatcher
+from aeserve.serving.errors import ModelNotReady, UnknownModel, UnknownVersion
+from aeserve.serving.repository import ModelRepository
+from aeserve.serving.settings import Settings
 
 
 def add_version(root: Path, source: Path, name: str, version: int, tamper: bool = False) -> Path:
@@ -27,8 +29,12 @@ def add_version(root: Path, source: Path, name: str, version: int, tamper: bool 
     return target
 
 
+def batcher(name: str, version: int, card, session) -> MicroBatcher:
+    return MicroBatcher(session.run, ThreadPoolExecutor(1), max_rows=64, max_delay_s=0.001)
+
+
 def repository(root: Path) -> ModelRepository:
-    repo = ModelRepository(Settings(models_dir=root))
+    repo = ModelRepository(Settings(models_dir=root), make_batcher=batcher)
     repo.refresh()
     return repo
 
@@ -97,7 +103,8 @@ def test_refresh_reuses_unchanged_versions_and_drops_deleted_ones(tmp_path, trai
 def test_failed_version_retried_only_when_its_files_change(tmp_path, trained):
     failures = []
     add_version(tmp_path, trained.path, "m", 1, tamper=True)
-    repo = ModelRepository(Settings(models_dir=tmp_path), on_load_failure=failures.append)
+    repo = ModelRepository(Settings(models_dir=tmp_path), make_batcher=batcher,
+                           on_load_failure=failures.append)
     repo.refresh()
     repo.refresh()
     assert len(failures) == 1

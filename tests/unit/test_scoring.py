@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from service.scoring import percentiles, verdicts
-from training.calibration import parse_threshold_rule, score_quantiles, threshold_from_rule
+from aeserve.artifact.scores import percentiles, verdicts
+from aeserve.training.calibration import parse_threshold_rule, score_quantiles, threshold_from_rule
 
 
 def test_percentiles_interpolate_between_stored_quantiles():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from service import settings as settings_module
-from service.settings import Settings, intra_op_threads
+from aeserve.serving import settings as settings_module
+from aeserve.serving.settings import Settings, intra_op_threads
 
 
 @pytest.mark.parametrize(("cores", "workers", "expected"), [

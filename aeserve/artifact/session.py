@@ -1,0 +1,101 @@
+"""onnxruntime sessions: provider choice, thread settings, and the contract check of a graph.
+
+A CUDA provider that was asked for but is not active after the session is created is an error, not
+a silent fallback: onnxruntime quietly drops providers it cannot initialise, so the check reads
+`session.get_providers()`, not the list of providers the wheel was built with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from aeserve.artifact.card import INPUT_NAME, OUTPUT_NAMES, ModelCard
+from aeserve.artifact.errors import ModelLoadError, ProviderUnavailable
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+Provider = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """How one version's onnxruntime session runs. The server fills it from its settings, batch
+    scoring and training with their own choices: the artifact knows no server settings."""
+
+    provider: Provider = "auto"
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    spinning: bool = False
+
+
+#: One thread, provider chosen by what the machine has: a safe default for tools and tests.
+DEFAULT_SESSION = SessionConfig()
+
+
+def requested_providers(provider: str) -> list[str]:
+    if provider == "cpu":
+        return [CPU]
+    if provider == "cuda":
+        return [CUDA, CPU]
+    return [CUDA, CPU] if CUDA in ort.get_available_providers() else [CPU]
+
+
+class ModelSession:
+    """One onnxruntime session for one model version, checked against its card."""
+
+    def __init__(self, onnx_path: Path, card: ModelCard,
+                 config: SessionConfig = DEFAULT_SESSION) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = config.intra_op_threads
+        options.inter_op_num_threads = config.inter_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "1" if config.spinning else "0")
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(onnx_path), options, providers=requested_providers(config.provider))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelLoadError(f"onnxruntime cannot load the graph: {exc}") from exc
+        self.providers: list[str] = self._session.get_providers()
+        if config.provider == "cuda" and CUDA not in self.providers:
+            raise ProviderUnavailable(
+                f"the CUDA provider was required but the CUDA provider is not active (active: "
+                f"{self.providers}; available: {ort.get_available_providers()})")
+        self._check_signature(card.input_dim)
+        self._smoke_test(card)
+
+    def _check_signature(self, input_dim: int) -> None:
+        inputs = self._session.get_inputs()
+        if [i.name for i in inputs] != [INPUT_NAME]:
+            raise ModelLoadError(f"graph inputs {[i.name for i in inputs]} != [{INPUT_NAME!r}]")
+        if inputs[0].shape[1:] != [input_dim] or inputs[0].type != "tensor(float)":
+            raise ModelLoadError(f"input x is {inputs[0].type} {inputs[0].shape}; the card "
+                                 f"says float32 [N, {input_dim}]")
+        names = {o.name for o in self._session.get_outputs()}
+        missing = [name for name in OUTPUT_NAMES if name not in names]
+        if missing:
+            raise ModelLoadError(f"graph lacks outputs {missing}")
+
+    def _smoke_test(self, card: ModelCard) -> None:
+        """One inference on two rows at the training offset: shapes and finiteness."""
+        rows = np.tile(np.asarray(card.preprocessing.offset, dtype=np.float32), (2, 1))
+        out = self.run(rows, OUTPUT_NAMES)
+        expected = {"embedding": (2, card.architecture.embedding_dim),
+                    "reconstruction": (2, card.input_dim), "score": (2,),
+                    "feature_errors": (2, card.input_dim)}
+        for name, shape in expected.items():
+            if out[name].shape != shape:
+                raise ModelLoadError(f"test inference: {name} has shape {out[name].shape}, "
+                                     f"expected {shape}")
+            if not np.isfinite(out[name]).all():
+                raise ModelLoadError(f"test inference: {name} is not finite")
+
+    def run(self, rows: np.ndarray, outputs: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
+        values = self._session.run(list(outputs), {INPUT_NAME: rows})
+        return dict(zip(outputs, values, strict=True))

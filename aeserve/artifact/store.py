@@ -1,0 +1,147 @@
+"""The model store: `<root>/<name>/<version>/{model.onnx, model.json}` on disk.
+
+The one implementation of the repository layout that every part uses: training publishes into it,
+the server and the batch scorer list and load from it.
+
+Loading validates before anything runs on a version: the card against the schema and against its
+folder, the sha256 of model.onnx against the card, the graph's inputs and outputs, and one test
+inference (`ModelSession`). Publishing is atomic: a version is written into a hidden staging folder
+beside the versions (same filesystem) and renamed into place, so a reader never sees half a model;
+two writers never claim the same number.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from aeserve.artifact.card import (
+    CARD_FILENAME,
+    MODEL_NAME_PATTERN,
+    ONNX_FILENAME,
+    ModelCard,
+    file_sha256,
+)
+from aeserve.artifact.errors import ModelLoadError, PublishError
+from aeserve.artifact.session import DEFAULT_SESSION, ModelSession, SessionConfig
+
+Fingerprint = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """A validated model version with its onnxruntime session, ready to run."""
+
+    name: str
+    version: int
+    path: Path
+    card: ModelCard
+    session: ModelSession
+    fingerprint: Fingerprint
+
+
+def is_model_name(name: str) -> bool:
+    """Model names are path components: letters, digits, '.', '_', '-', not starting with '.'."""
+    return bool(MODEL_NAME_PATTERN.match(name))
+
+
+def version_folders(model_dir: Path) -> dict[int, Path]:
+    """Integer-named folders (1, 2, ...); staging folders and stray files are ignored."""
+    found = {}
+    for child in model_dir.iterdir():
+        if child.is_dir() and child.name.isdigit() and int(child.name) > 0:
+            found[int(child.name)] = child
+    return found
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    """Size and modification time of the two files: cheap to read on every poll."""
+    stats = []
+    for filename in (CARD_FILENAME, ONNX_FILENAME):
+        try:
+            stat = (path / filename).stat()
+            stats.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            stats.append((-1, -1))
+    return tuple(stats)
+
+
+def read_card(path: Path) -> ModelCard:
+    """The card of the version folder `path`, or a `ModelLoadError` naming what is wrong."""
+    card_path = path / CARD_FILENAME
+    if not card_path.is_file():
+        raise ModelLoadError(f"{CARD_FILENAME} is missing")
+    try:
+        return ModelCard.read(card_path)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}"
+                             for e in exc.errors()[:5])
+        raise ModelLoadError(f"{CARD_FILENAME} does not match the schema: {problems}") from None
+
+
+def load_version(name: str, version: int, path: Path,
+                 config: SessionConfig = DEFAULT_SESSION) -> LoadedVersion:
+    """Validate and load one version folder; raises `ModelLoadError` saying why it cannot run."""
+    stamp = fingerprint(path)
+    card = read_card(path)
+    if card.name != name or card.version != version:
+        raise ModelLoadError(f"card says {card.name}/{card.version}, folder is {name}/{version}")
+    onnx_path = path / ONNX_FILENAME
+    if not onnx_path.is_file():
+        raise ModelLoadError(f"{ONNX_FILENAME} is missing")
+    digest = file_sha256(onnx_path)
+    if digest != card.onnx_sha256:
+        raise ModelLoadError(f"sha256 of {ONNX_FILENAME} is {digest[:12]}..., the card says "
+                             f"{card.onnx_sha256[:12]}...")
+    session = ModelSession(onnx_path, card, config)
+    return LoadedVersion(name, version, path, card, session, stamp)
+
+
+# -- publishing ---------------------------------------------------------------------------------
+
+def next_version(model_dir: Path) -> int:
+    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def staging_dir(model_dir: Path) -> Path:
+    """A hidden temporary folder beside the versions (same filesystem, so rename is atomic)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published version is not
+    return staging
+
+
+def publish(staging: Path, model_dir: Path,
+            card_for_version: Callable[[int], ModelCard]) -> ModelCard:
+    """Write the card and rename the staging folder to the next free version, atomically.
+
+    `card_for_version(v)` builds the card once the version number is known; if another writer
+    takes that number first, the rename fails and the next number is tried.
+    """
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        version = next_version(model_dir)
+        card = card_for_version(version)
+        (staging / CARD_FILENAME).write_text(card.to_json())
+        target = model_dir / str(version)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if target.exists():
+                continue
+            raise
+        return card
+    raise PublishError(f"could not claim a version folder under {model_dir}")
+
+
+def discard(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)

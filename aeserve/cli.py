@@ -1,0 +1,83 @@
+"""The `aeserve` command: `serve`, `train`, `evaluate`, `score`.
+
+The only module that knows every part of aeserve. Each part is imported when its subcommand runs,
+so `aeserve serve` never loads torch, and a part whose extra is not installed is named with the
+extra that installs it instead of failing with an ImportError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+#: subcommand -> (what it does, the extra it needs)
+COMMANDS = {
+    "serve": ("serve the model repository over HTTP", "serve"),
+    "train": ("train a model and publish it to the repository", "train"),
+    "evaluate": ("score a labelled file with a model: ROC-AUC, AP, precision, recall, plots",
+                 "train"),
+    "score": ("score a CSV or Parquet file in process, no server", "batch"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aeserve", description="Autoencoders for anomaly detection: train, export, serve.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help=COMMANDS["serve"][0])
+    serve.add_argument("--models-dir", default=None,
+                       help="model repository (default: AESERVE_MODELS_DIR, else ./models)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    for name, (help_text, extra) in COMMANDS.items():
+        if name != "serve":
+            commands.add_parser(name, help=f"{help_text} (needs [{extra}])", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else None
+    if command in ("train", "evaluate"):
+        run = _part(command, _training_main)
+        return 2 if run is None else run(argv)  # training's parser takes the subcommand too
+    if command == "score":
+        run = _part(command, _batch_main)
+        return 2 if run is None else run(argv[1:])
+    args = build_parser().parse_args(argv)
+    serve = _part("serve", _serving_run)
+    return 2 if serve is None else serve(args.host, args.port, args.models_dir)
+
+
+def _training_main() -> Callable[[list[str]], int]:
+    from aeserve.training.cli import main as training_main
+
+    return training_main
+
+
+def _batch_main() -> Callable[[list[str]], int]:
+    from aeserve.batch.cli import main as batch_main
+
+    return batch_main
+
+
+def _serving_run() -> Callable[[str, int, str | None], int]:
+    from aeserve.serving.server import run
+
+    return run
+
+
+def _part(command: str, load: Callable[[], Callable]) -> Callable | None:
+    """The entry point of a part, or None after saying which extra installs it."""
+    try:
+        return load()
+    except ImportError as exc:
+        extra = COMMANDS[command][1]
+        print(f"aeserve {command} needs the {extra} extra (pip install 'aeserve[{extra}]'): "
+              f"{exc}", file=sys.stderr)
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The server: FastAPI + onnxruntime over the model store. Never imports torch."""

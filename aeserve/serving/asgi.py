@@ -1,0 +1,86 @@
+"""Raw ASGI endpoints for the hot routes (inference), and the helpers they share.
+
+FastAPI's per-request machinery (dependency resolution, the exit stack, the request object, the
+response class) costs more than scoring a one-row request. The inference routes are therefore plain
+Starlette `Route`s whose endpoint is an ASGI callable: the router matches them, the exception
+handlers still turn our typed errors into JSON, and everything else is done here directly. Their
+OpenAPI description is added by `openapi_paths` functions in the route modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from aeserve.serving.errors import BodyTooLarge, ServiceError
+
+Handler = Callable[[Scope, dict[bytes, bytes], Receive], Awaitable[tuple[bytes, str, dict]]]
+
+
+def header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    """One request header as text, or None."""
+    value = headers.get(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+async def read_body(headers: dict[bytes, bytes], receive: Receive, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    declared = headers.get(b"content-length", b"")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the body has {int(declared)} bytes; the limit is {limit}",
+                           limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the body exceeds the limit of {limit} bytes", limit=limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_response(send: Send, body: bytes, media_type: str,
+                        headers: dict[str, str] | None = None, status: int = 200) -> None:
+    raw = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw.extend((k.lower().encode(), v.encode()) for k, v in headers.items())
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_json(path: str, error: ServiceError) -> bytes:
+    """Our error body, or the Open Inference Protocol's `{"error": "..."}` under /v2."""
+    if path.startswith("/v2"):
+        return orjson.dumps({"error": error.message})
+    return orjson.dumps(error.body(), default=str)
+
+
+class Endpoint:
+    """An ASGI endpoint around `handler(scope, headers, receive)`.
+
+    The handler resolves the model, reads the body (`read_body`) and returns (body, media type,
+    extra headers), or raises a `ServiceError`, which the endpoint renders itself, so it needs
+    none of the app's exception layers (see service/hotlane.py). It leaves `endpoint`, `model`,
+    `version` and `rows` in `scope["state"]` for the access log and the metrics.
+    """
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("state", {})
+        try:
+            body, media_type, extra = await self.handler(scope, dict(scope["headers"]), receive)
+        except ServiceError as error:
+            await send_response(send, error_json(scope["path"], error), "application/json",
+                                status=error.status)
+            return
+        await send_response(send, body, media_type, extra)

@@ -1,0 +1,270 @@
+"""Request bodies to float32 matrices, and response payloads to JSON bytes.
+
+Hot path: `{"instances": [[...], ...]}` goes through simdjson's `as_buffer`, which fills one C
+buffer of doubles without creating a Python object per number; a handful of cheap checks
+(row count x width, one '[' per row, every row's length) prove the body was a clean matrix. Anything
+else (named features, mistakes) falls back to orjson, whose slower, explicit walk produces the error
+message that names the problem, its row and its column.
+
+Binary bodies: `application/octet-stream` (little-endian float32, row-major, width from the model)
+and `application/x-npy` (one 2-D numeric array) are read with `np.frombuffer` / `np.load`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import simdjson
+
+from aeserve.serving.errors import (
+    EmptyInstances,
+    FeatureMismatch,
+    InvalidInstances,
+    MalformedJSON,
+    MissingInstances,
+    NonFinite,
+    NonNumeric,
+    RaggedRows,
+    TooManyRows,
+    UnsupportedMediaType,
+    WrongWidth,
+)
+
+JSON_TYPES = {"application/json", ""}
+BINARY_TYPE = "application/octet-stream"
+NPY_TYPE = "application/x-npy"
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def decode_instances(body: bytes, content_type: str | None, feature_names: Sequence[str],
+                     max_rows: int) -> np.ndarray:
+    """Decode a request body into a C-contiguous float32 array of shape [N, len(feature_names)]."""
+    width = len(feature_names)
+    kind = media_type(content_type)
+    if kind in JSON_TYPES:
+        rows = decode_json_matrix(body, width, max_rows)
+        if rows is not None:
+            return rows  # counted and checked on the way
+        rows = _decode_json_general(body, feature_names, max_rows)
+    elif kind == BINARY_TYPE:
+        rows = _decode_float32_rows(body, width)
+    elif kind == NPY_TYPE:
+        rows = _decode_npy(body, width)
+    else:
+        raise UnsupportedMediaType(
+            f"content type {kind!r} is not supported; send application/json, "
+            f"{BINARY_TYPE} (float32 rows) or {NPY_TYPE}",
+            supported=["application/json", BINARY_TYPE, NPY_TYPE])
+    _check_rows(rows, max_rows)
+    return rows
+
+
+def decode_json_matrix(body: bytes, width: int, max_rows: int) -> np.ndarray | None:
+    """The float32 matrix, or None when the body is anything but a clean
+    `{"instances": [[numbers]]}` (which `decode_instances` then decodes or refuses by name).
+
+    The parser is reused per thread: making one allocates its buffers, which costs more than
+    parsing a one-row body. A parser refuses to parse while objects of its previous document are
+    alive, so none of them outlives this call (the row-count error is raised after they are gone).
+    """
+    parser = thread_parser()
+    try:
+        document = parser.parse(body)
+        instances = document["instances"]
+        if not isinstance(instances, simdjson.Array):
+            return None
+        n_rows = len(instances)
+        if n_rows == 0 or n_rows > max_rows:
+            flat = None
+        else:
+            flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
+            if flat.size != n_rows * width or count_brackets(body) != n_rows + 1:
+                return None
+            if n_rows > 1 and any(len(row) != width for row in instances):  # one row: size
+                return None
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        return None
+    finally:
+        document = instances = None
+    if n_rows > max_rows:
+        raise TooManyRows(f"{n_rows} rows exceed the limit of {max_rows}",
+                          rows=n_rows, max_rows=max_rows)
+    if flat is None:
+        return None
+    if np.abs(flat).max() <= _FLOAT32_MAX:  # false for NaN: every value is a finite float32
+        return flat.astype(np.float32).reshape(n_rows, width)
+    rows = _to_float32(flat).reshape(n_rows, width)
+    _check_rows(rows, max_rows)  # raises, naming the value
+    return rows
+
+
+def count_brackets(body: bytes) -> int:
+    """How many '[' the body holds (`bytes.count` walks byte by byte: 6x slower on 2.5 MB)."""
+    if len(body) < 4096:
+        return body.count(b"[")
+    return int(np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == ord("[")))
+
+
+_parsers = threading.local()
+
+
+def thread_parser() -> simdjson.Parser:
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    return parser
+
+
+def _decode_json_general(body: bytes, feature_names: Sequence[str], max_rows: int) -> np.ndarray:
+    payload = _parse_json(body)
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise MissingInstances('the body must be a JSON object with a list "instances"')
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise InvalidInstances(
+            f'"instances" must be a list of rows, got {type(instances).__name__}')
+    if not instances:
+        raise EmptyInstances('"instances" is empty: send at least one row')
+    if len(instances) > max_rows:
+        raise TooManyRows(f"{len(instances)} rows exceed the limit of {max_rows}",
+                          rows=len(instances), max_rows=max_rows)
+    if all(isinstance(row, dict) for row in instances):
+        values = _named_rows(instances, feature_names)
+    else:
+        values = _positional_rows(instances, len(feature_names))
+    return _to_float32(np.asarray(values, dtype=np.float64))
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _to_float32(values: np.ndarray) -> np.ndarray:
+    """Cast to float32; values beyond its range become inf, which `_check_rows` then names.
+
+    `np.errstate` costs more than a small request's whole decoding, so it is entered only when
+    a value is out of range.
+    """
+    if values.size == 0 or np.abs(values).max() <= _FLOAT32_MAX:
+        return values.astype(np.float32)
+    with np.errstate(over="ignore"):
+        return values.astype(np.float32)
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        # Python's parser also takes NaN, Infinity and overflowing literals such as 1e400; if it
+        # succeeds, the finiteness check names the offending cell instead of a vague syntax error.
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+
+
+def _positional_rows(instances: list, width: int) -> list:
+    lengths = set()
+    for i, row in enumerate(instances):
+        if not isinstance(row, list):
+            raise InvalidInstances(
+                f"row {i} is a {type(row).__name__}: every row must be a list of {width} numbers "
+                "(or every row an object of named features)", row=i)
+        lengths.add(len(row))
+    if len(lengths) > 1:
+        first = len(instances[0])
+        i = next(i for i, row in enumerate(instances) if len(row) != first)
+        raise RaggedRows(f"rows have different lengths: row 0 has {first} values, row {i} has "
+                         f"{len(instances[i])}; every row needs {width}", row=i, expected=width)
+    (length,) = lengths
+    if length != width:
+        raise WrongWidth(f"rows have {length} values but the model expects {width}",
+                         expected=width, received=length)
+    for i, row in enumerate(instances):
+        for j, value in enumerate(row):
+            _check_number(value, i, j)
+    return instances
+
+
+def _named_rows(instances: list[dict], feature_names: Sequence[str]) -> list[list[float]]:
+    expected = set(feature_names)
+    rows = []
+    for i, row in enumerate(instances):
+        if row.keys() != expected:
+            missing = sorted(expected - row.keys())
+            unknown = sorted(row.keys() - expected)
+            raise FeatureMismatch(
+                f"row {i} does not name exactly the model's features"
+                + (f"; missing: {missing}" if missing else "")
+                + (f"; unknown: {unknown}" if unknown else ""),
+                row=i, missing=missing, unknown=unknown)
+        values = [row[name] for name in feature_names]
+        for j, value in enumerate(values):
+            _check_number(value, i, j, feature_names[j])
+        rows.append(values)
+    return rows
+
+
+def _check_number(value: Any, row: int, column: int, name: str | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        where = f"feature {name!r}" if name is not None else f"column {column}"
+        raise NonNumeric(f"row {row}, {where}: {value!r} is not a number",
+                         row=row, column=column)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise NonFinite(f"row {row}, column {column}: {value} is not a finite number",
+                        row=row, column=column)
+
+
+def _decode_float32_rows(body: bytes, width: int) -> np.ndarray:
+    row_bytes = 4 * width
+    if len(body) == 0:
+        raise EmptyInstances("the body is empty: send at least one row")
+    if len(body) % row_bytes:
+        raise WrongWidth(f"{len(body)} bytes is not a whole number of rows of {width} float32 "
+                         f"values ({row_bytes} bytes each)", expected=width)
+    return np.frombuffer(body, dtype="<f4").reshape(-1, width)
+
+
+def _decode_npy(body: bytes, width: int) -> np.ndarray:
+    try:
+        array = np.load(io.BytesIO(body), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MalformedJSON(f"the body is not a valid .npy array: {exc}") from None
+    if array.dtype.kind not in "iuf":
+        raise NonNumeric(f".npy array has dtype {array.dtype}; send a numeric array")
+    if array.ndim != 2:
+        raise InvalidInstances(f".npy array must be 2-D [rows, {width}], got shape {array.shape}")
+    if array.shape[1] != width:
+        raise WrongWidth(f"rows have {array.shape[1]} values but the model expects {width}",
+                         expected=width, received=int(array.shape[1]))
+    if array.shape[0] == 0:
+        raise EmptyInstances("the array has no rows")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _check_rows(rows: np.ndarray, max_rows: int) -> None:
+    if rows.shape[0] > max_rows:
+        raise TooManyRows(f"{rows.shape[0]} rows exceed the limit of {max_rows}",
+                          rows=int(rows.shape[0]), max_rows=max_rows)
+    # A float64 sum of float32 values cannot overflow, so it is finite exactly when every value
+    # is: one pass, no temporary array. Only a failing body pays for locating the culprit.
+    if not np.isfinite(rows.sum(dtype=np.float64)):
+        finite = np.isfinite(rows)
+        row, column = (int(v) for v in np.argwhere(~finite)[0])
+        raise NonFinite(f"row {row}, column {column}: {rows[row, column]} is not a finite "
+                        "float32 number (NaN, infinity, or beyond float32's range)",
+                        row=row, column=column)
+
+
+def dumps(payload: dict[str, Any]) -> bytes:
+    """JSON bytes; numpy arrays serialize natively, with no per-element Python objects."""
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)

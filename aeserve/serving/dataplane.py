@@ -1,0 +1,197 @@
+"""The data plane: every inference request, whatever its protocol, takes the same steps.
+
+    resolve the version -> decode the body -> batch -> run -> annotate -> encode the answer
+
+The core routes (`/encode`, `/reconstruct`, `/anomaly-score`) and the Open Inference Protocol's
+`infer` call `DataPlane.infer` and `DataPlane.infer_v2`; they differ only in their codecs. Where a
+body is decoded (event loop, decoder process, codec thread) is `BodyDecoder`'s business; the graph
+runs in a worker thread, merged with concurrent requests by the version's `MicroBatcher`, which is
+made when the version loads (`batcher_factory`) and closed when it goes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aeserve.artifact.card import ModelCard
+from aeserve.artifact.scores import explanations, percentiles, verdicts
+from aeserve.artifact.session import ModelSession
+from aeserve.serving import v2_codec
+from aeserve.serving.batching import MicroBatcher
+from aeserve.serving.codecs import BINARY_TYPE, NPY_TYPE, dumps, media_type
+from aeserve.serving.decoding import BodyDecoder
+from aeserve.serving.errors import UnknownVersion
+from aeserve.serving.metrics import Metrics, observe_many
+from aeserve.serving.repository import ModelRepository, ModelVersion
+from aeserve.serving.settings import Settings
+
+PRIMARY_OUTPUT = {"encode": "embedding", "reconstruct": "reconstruction",
+                  "anomaly-score": "score"}
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Query parameters of /anomaly-score: a threshold override and explanations."""
+
+    threshold: float | None = None
+    explain: bool = False
+    top_k: int = 3
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return ("score", "feature_errors") if self.explain else ("score",)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    body: bytes
+    media_type: str
+    headers: dict[str, str]
+
+
+def batcher_factory(settings: Settings, metrics: Metrics, executor: Executor
+                    ) -> Callable[[str, int, ModelCard, ModelSession], MicroBatcher]:
+    """What the repository calls when a version loads: the version's own batcher, whose runs
+    happen in `executor` and are annotated and counted once per merged batch."""
+
+    def make(name: str, version: int, card: ModelCard, session: ModelSession) -> MicroBatcher:
+        labels = (name, str(version))
+        batch_rows = metrics.batch_rows.labels(*labels)
+        inference_seconds = metrics.inference_seconds.labels(*labels)
+        queue_seconds = metrics.queue_seconds.labels(*labels)
+
+        def record(rows: int, seconds: float, waits: list[float]) -> None:
+            batch_rows.observe(rows)
+            inference_seconds.observe(seconds)
+            observe_many(queue_seconds, np.asarray(waits))
+
+        def run(rows: np.ndarray, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+            results = session.run(rows, outputs)
+            if "score" not in results:
+                return results
+            return annotate_scores(name, version, card, results, metrics)
+
+        return MicroBatcher(run, executor, max_rows=settings.batch_max_rows,
+                            max_delay_s=settings.batch_max_delay_ms / 1000.0, on_batch=record)
+
+    return make
+
+
+def annotate_scores(name: str, version: int, card: ModelCard, outputs: dict[str, np.ndarray],
+                    metrics: Metrics) -> dict[str, np.ndarray]:
+    """Add what the scores mean (verdicts, percentiles) and count them for alerting.
+
+    Runs once per merged batch in the worker thread, not once per request on the event loop.
+    """
+    scores = outputs["score"]
+    flagged = verdicts(scores, card.threshold)
+    metrics.observe_scores(name, version, scores, card.threshold, flagged)
+    return {**outputs, "is_anomaly": flagged,
+            "percentile": percentiles(scores, card.score_quantiles).round(3)}
+
+
+def wants(accept: str | None) -> str:
+    """The response format the client asked for: JSON unless it names a binary type."""
+    for part in (accept or "").split(","):
+        kind = media_type(part)
+        if kind in (BINARY_TYPE, NPY_TYPE):
+            return kind
+    return "application/json"
+
+
+def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.ndarray],
+                    accept: str | None, options: ScoreOptions = ScoreOptions()) -> Encoded:
+    """JSON by default; raw float32 rows or `.npy` when the client's Accept header asks."""
+    fmt = wants(accept)
+    result: dict[str, Any]
+    threshold = entry.card.threshold
+    if operation == "anomaly-score":
+        flagged = outputs["is_anomaly"]
+        if options.threshold is not None:  # the request's own threshold, card left unchanged
+            threshold = options.threshold
+            flagged = verdicts(outputs["score"], threshold)
+        result = {"scores": outputs["score"], "threshold": threshold, "is_anomaly": flagged,
+                  "percentiles": outputs["percentile"]}
+        if options.explain:
+            result["explanations"] = explanations(outputs["feature_errors"],
+                                                  entry.card.feature_names, options.top_k)
+    else:
+        result = {{"encode": "embeddings", "reconstruct": "reconstructions"}[operation]:
+                  outputs[PRIMARY_OUTPUT[operation]]}
+    headers = {"X-Model": entry.name, "X-Model-Version": str(entry.version)}
+    if fmt == "application/json":
+        return Encoded(dumps({"model": entry.name, "version": entry.version, **result}),
+                       "application/json", headers)
+    primary = np.ascontiguousarray(outputs[PRIMARY_OUTPUT[operation]], dtype="<f4")
+    headers["X-Shape"] = ",".join(str(n) for n in primary.shape)
+    if operation == "anomaly-score":
+        headers["X-Threshold"] = repr(threshold)
+    if fmt == BINARY_TYPE:
+        return Encoded(primary.tobytes(), BINARY_TYPE, headers)
+    array: np.ndarray = primary
+    if operation == "anomaly-score":  # one record per row: score, verdict, percentile
+        array = np.empty(len(primary), dtype=[("score", "<f4"), ("is_anomaly", "?"),
+                                              ("percentile", "<f4")])
+        array["score"], array["is_anomaly"] = primary, result["is_anomaly"]
+        array["percentile"] = result["percentiles"]
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return Encoded(buffer.getvalue(), NPY_TYPE, headers)
+
+
+class DataPlane:
+    """Resolve, decode, batch, run, annotate, encode: the one implementation every protocol's
+    inference route calls. Routes only read the body and render the answer."""
+
+    def __init__(self, settings: Settings, repository: ModelRepository, metrics: Metrics,
+                 decoder: BodyDecoder) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.metrics = metrics
+        self.decoder = decoder
+
+    def resolve(self, name: str | None, version: str | None) -> ModelVersion:
+        """The ready version a request addresses (default model, active version, or pinned)."""
+        return self.repository.get(name, parse_version(version) if version else None)
+
+    async def infer(self, operation: str, entry: ModelVersion, body: bytes,
+                    content_type: str | None, accept: str | None,
+                    options: ScoreOptions = ScoreOptions()) -> tuple[Encoded, int]:
+        """`/encode`, `/reconstruct` or `/anomaly-score` on `entry`: (the answer, rows)."""
+        rows = await self.decoder.instances(body, content_type, entry.card.feature_names,
+                                            self.settings.max_rows)
+        wanted = options.outputs if operation == "anomaly-score" else (PRIMARY_OUTPUT[operation],)
+        outputs = await entry.batcher.submit(rows, wanted)
+        self.metrics.rows_counter(entry.name, entry.version, operation).inc(len(rows))
+        size = outputs[PRIMARY_OUTPUT[operation]].size
+        if wants(accept) != "application/json":
+            size = 0  # binary answers are one copy of an array: never worth a thread
+        encoded = await self.decoder.encode(size, encode_response, operation, entry, outputs,
+                                            accept, options)
+        return encoded, len(rows)
+
+    async def infer_v2(self, entry: ModelVersion, body: bytes,
+                       header_length: str | None) -> tuple[Encoded, int]:
+        """The Open Inference Protocol's `infer` on `entry`: (the answer, rows)."""
+        request = await self.decoder.v2(body, header_length, entry.card.input_dim,
+                                        self.settings.max_rows)
+        results = await entry.batcher.submit(request.rows, [name for name, _ in request.wanted])
+        self.metrics.rows_counter(entry.name, entry.version, "v2-infer").inc(len(request.rows))
+        size = sum(results[name].size for name, binary in request.wanted if not binary)
+        payload, headers, kind = await self.decoder.encode(
+            size, v2_codec.encode_response, entry.name, entry.version, entry.card.threshold,
+            request, results)
+        return Encoded(payload, kind, headers), len(request.rows)
+
+
+def parse_version(version: str) -> int:
+    """A version path segment as a number, or a typed 404."""
+    if not version.isdigit() or int(version) < 1:
+        raise UnknownVersion(f"version {version!r} is not a positive integer", version=version)
+    return int(version)

@@ -1,0 +1,195 @@
+"""Large JSON bodies parsed in a helper process, beside the worker's event loop.
+
+Why a process: simdjson's parse holds the GIL from start to end (pysimdjson releases it nowhere),
+so a thread does not let the event loop run meanwhile. Under 4,096-row JSON load the parse alone
+held the GIL 59% of the time (py-spy `--gil`) while a core sat a third idle. Why shared memory:
+feeding the body through a pipe (ProcessPoolExecutor) halved throughput instead, since 2.5 MB
+then cross the pipe in 64 kB pieces; here the body and the matrix are copied once each into
+shared memory and only a few bytes cross the pipe.
+
+Only clean bodies are decoded there: the matrix of `{"instances": [[numbers]]}`, and the flat
+tensor of an Open Inference Protocol request (`v2_codec.split_json`). Anything else, any
+refusal (too many rows, NaN), and a helper that died come back as "not decoded", and the worker
+decodes the body itself with `decode_instances`, whose typed errors name the problem: the
+answers are the same either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import struct
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.shared_memory import SharedMemory
+
+import numpy as np
+
+from aeserve.serving.codecs import JSON_TYPES, decode_instances, decode_json_matrix, media_type
+from aeserve.serving.errors import ServiceError
+from aeserve.serving.v2_codec import split_json
+
+log = logging.getLogger("aeserve")
+
+#: Larger bodies are decoded in the worker: the segments (the body, and twice its size for the
+#: matrix) live in /dev/shm, which containers get 64 MB of unless told otherwise.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+_REQUEST = struct.Struct("<qqqq")  # kind, body bytes, width, max rows
+_REPLY = struct.Struct("<q")       # values decoded, or -1: not decoded (then, for V2: envelope)
+INSTANCES, V2 = 0, 1  # the body's protocol: {"instances": ...} or an Open Inference request
+#: A helper that has not answered by then is taken for stuck: killed, and replaced later.
+REPLY_TIMEOUT_S = 60.0
+SHM_DIR = "/dev/shm"
+HAS_SHM = os.path.isdir(SHM_DIR)  # Linux; elsewhere every body is decoded in the worker
+
+
+def _serve(conn: Connection) -> None:
+    """The helper's loop: attach to the segments it is told of, decode, reply."""
+    segments: tuple[SharedMemory, SharedMemory] | None = None
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except EOFError:
+            return
+        if message.startswith(b"attach "):
+            names = message[len(b"attach "):].decode().split()
+            if segments is not None:
+                for segment in segments:
+                    segment.close()
+            segments = (SharedMemory(names[0]), SharedMemory(names[1]))
+            continue
+        kind, length, width, max_rows = _REQUEST.unpack(message)
+        assert segments is not None
+        body = bytes(segments[0].buf[:length])
+        envelope = b""
+        try:
+            if kind == V2:
+                split = split_json(body)
+                envelope, values = split if split is not None else (b"", None)
+            else:
+                values = decode_json_matrix(body, width, max_rows)
+        except ServiceError:
+            values = None
+        if values is None:
+            conn.send_bytes(_REPLY.pack(-1))
+            continue
+        out = np.frombuffer(segments[1].buf, dtype=np.float32, count=values.size)
+        out[:] = values.ravel()
+        del out
+        conn.send_bytes(_REPLY.pack(values.size) + envelope)
+
+
+class NoRoom(Exception):
+    """Shared memory is too full for this body's segments: the worker decodes it."""
+
+
+class DecoderProcess:
+    """One helper process per worker, started on the first body that needs it."""
+
+    def __init__(self, min_bytes: int) -> None:
+        self.min_bytes = min_bytes  # 0: never
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._segments: tuple[SharedMemory, SharedMemory] | None = None
+        self._lock = asyncio.Lock()
+
+    def wants(self, body: bytes, content_type: str | None) -> bool:
+        return (0 < self.min_bytes <= len(body) <= MAX_BODY_BYTES and HAS_SHM
+                and media_type(content_type) in JSON_TYPES)
+
+    async def decode(self, body: bytes, content_type: str | None, feature_names: Sequence[str],
+                     max_rows: int) -> np.ndarray:
+        """Like `decode_instances`, with the parse of a clean matrix in the helper process."""
+        width = len(feature_names)
+        reply = await self._run(INSTANCES, body, width, max_rows)
+        if reply is None:
+            return decode_instances(body, content_type, feature_names, max_rows)
+        values, _ = reply
+        return values.reshape(-1, width)
+
+    async def split_v2(self, body: bytes) -> tuple[bytes, np.ndarray] | None:
+        """`v2_codec.split_json(body)`, computed in the helper process (None: not decoded)."""
+        reply = await self._run(V2, body, 0, 0)
+        return None if reply is None else (reply[1], reply[0])
+
+    async def _run(self, kind: int, body: bytes, width: int, max_rows: int
+                   ) -> tuple[np.ndarray, bytes] | None:
+        """(the values, the rest of the reply), or None when the helper declined or failed."""
+        async with self._lock:  # one body at a time in the helper; the others wait here
+            try:
+                return await self._decode(kind, body, width, max_rows)
+            except NoRoom as exc:
+                log.warning("%s; decoding in the worker", exc)
+            except (OSError, EOFError, ValueError, TimeoutError):  # the helper died or hangs:
+                # this body is decoded here, the next one starts a new helper
+                log.warning("the JSON decoder process stopped; decoding in the worker")
+                self.shutdown()
+        return None
+
+    async def _decode(self, kind: int, body: bytes, width: int, max_rows: int
+                      ) -> tuple[np.ndarray, bytes] | None:
+        conn = self._ready(len(body))
+        body_segment, out_segment = self._segments
+        body_segment.buf[:len(body)] = body
+        conn.send_bytes(_REQUEST.pack(kind, len(body), width, max_rows))
+        loop = asyncio.get_running_loop()
+        readable = loop.create_future()
+        loop.add_reader(conn.fileno(), lambda: readable.done() or readable.set_result(None))
+        try:
+            await asyncio.wait_for(readable, REPLY_TIMEOUT_S)
+        finally:
+            loop.remove_reader(conn.fileno())
+        reply = conn.recv_bytes()
+        (n_values,) = _REPLY.unpack_from(reply)
+        if n_values < 0:
+            return None
+        values = np.frombuffer(out_segment.buf, dtype=np.float32, count=n_values).copy()
+        return values, reply[_REPLY.size:]
+
+    def _ready(self, body_bytes: int) -> Connection:
+        """The connection to a running helper whose segments hold `body_bytes`."""
+        if self._process is None or not self._process.is_alive():
+            self.shutdown()
+            context = multiprocessing.get_context("spawn")  # the worker has threads by now
+            self._conn, child = context.Pipe()
+            self._process = context.Process(target=_serve, args=(child,), daemon=True,
+                                            name="aeserve-json-decoder")
+            self._process.start()
+            child.close()
+        if self._segments is None or self._segments[0].size < body_bytes:
+            self._release_segments()
+            size = max(body_bytes, 1 << 20)
+            # Writing past a full /dev/shm would kill the process (SIGBUS), not raise: check.
+            if shutil.disk_usage(SHM_DIR).free < 4 * size:
+                raise NoRoom(f"{SHM_DIR} has no room for {3 * size} bytes of segments")
+            # A number takes at least two bytes of JSON ("1,") and four as float32.
+            self._segments = (SharedMemory(create=True, size=size),
+                              SharedMemory(create=True, size=2 * size))
+            self._conn.send_bytes(
+                f"attach {self._segments[0].name} {self._segments[1].name}".encode())
+        return self._conn
+
+    def _release_segments(self) -> None:
+        if self._segments is not None:
+            for segment in self._segments:
+                with contextlib.suppress(OSError, BufferError):
+                    segment.close()
+                    segment.unlink()
+            self._segments = None
+
+    def shutdown(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            self._process.join(timeout=2)
+            if self._process.is_alive():
+                self._process.kill()
+            self._process = None
+        self._release_segments()

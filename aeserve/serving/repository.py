@@ -1,0 +1,238 @@
+"""The model repository: `models/<name>/<version>/{model.onnx, model.json}` on disk, loaded.
+
+Every version is validated before it serves: the card against the schema and against its folder,
+the sha256 of model.onnx against the card, the graph's inputs and outputs, and one test inference.
+A version that fails is listed with its reason and never takes down another model or version.
+
+`refresh()` rescans the folder (at start-up, on each poll, on demand) and builds a new table of
+models that replaces the old one in a single assignment. Unchanged versions (same file sizes and
+modification times) are reused, not reloaded; a failed version is retried only when its files
+change. A request holds its `ModelVersion` for its whole life, so a version deleted meanwhile stops
+serving new requests while in-flight ones finish on the session they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from aeserve.artifact import store
+from aeserve.artifact.card import ModelCard
+from aeserve.artifact.errors import ModelLoadError, ProviderUnavailable
+from aeserve.artifact.session import ModelSession, SessionConfig
+from aeserve.artifact.store import Fingerprint
+from aeserve.serving.batching import MicroBatcher
+from aeserve.serving.errors import ModelNotReady, UnknownModel, UnknownVersion
+from aeserve.serving.policy import PolicyError, VersionPolicy, read_model_config
+from aeserve.serving.settings import Settings, session_config
+
+log = logging.getLogger("aeserve.repository")
+
+State = Literal["ready", "failed", "unloaded"]
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    path: Path
+    state: State
+    card: ModelCard | None = None
+    session: ModelSession | None = None
+    error: str | None = None
+    fingerprint: Fingerprint = ()
+    provider_error: bool = False
+    #: Made when the version loads (ready versions only), closed when it stops serving.
+    batcher: MicroBatcher | None = None
+
+    def summary(self) -> dict:
+        return {"version": self.version, "state": self.state, "error": self.error,
+                "providers": self.session.providers if self.session else []}
+
+
+@dataclass
+class Model:
+    name: str
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    policy: str = "latest 1"
+    error: str | None = None
+
+    @cached_property
+    def active(self) -> ModelVersion | None:
+        """The highest ready version (a Model is rebuilt, never edited, on each refresh)."""
+        ready = [v for v in self.versions.values() if v.state == "ready"]
+        return max(ready, key=lambda v: v.version, default=None)
+
+
+def load_version(name: str, version: int, path: Path, config: SessionConfig) -> ModelVersion:
+    """Validate and load one version folder; never raises, a failure is returned as state."""
+    try:
+        loaded = store.load_version(name, version, path, config)
+    except ModelLoadError as exc:
+        log.error("model %s version %s failed to load: %s", name, version, exc,
+                  extra={"model": name, "version": version})
+        return ModelVersion(name, version, path, "failed", error=str(exc),
+                            fingerprint=store.fingerprint(path),
+                            provider_error=isinstance(exc, ProviderUnavailable))
+    log.info("model %s version %s ready on %s", name, version, loaded.session.providers,
+             extra={"model": name, "version": version, "providers": loaded.session.providers})
+    return ModelVersion(name, version, path, "ready", card=loaded.card, session=loaded.session,
+                        fingerprint=loaded.fingerprint)
+
+
+class ModelRepository:
+    """All models under one folder; lookups by name and optional version; rescans on demand."""
+
+    def __init__(self, settings: Settings,
+                 make_batcher: Callable[[str, int, ModelCard, ModelSession], MicroBatcher],
+                 on_load_failure: Callable[[ModelVersion], None] | None = None) -> None:
+        self.settings = settings
+        self.root = Path(settings.models_dir)
+        self.session_config = session_config(settings)
+        self.models: dict[str, Model] = {}
+        self.unloaded: set[str] = set()
+        self._make_batcher = make_batcher
+        self._on_load_failure = on_load_failure
+        self._lock = threading.Lock()
+
+    # -- scanning -----------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Rescan the repository and swap in the new table of models."""
+        with self._lock:
+            if not self.root.is_dir():
+                log.error("model repository %s does not exist", self.root)
+                previous, self.models = self.models, {}
+                _close_gone(previous, self.models)
+                return
+            table = {}
+            for model_dir in sorted(self.root.iterdir()):
+                name = model_dir.name
+                if (not model_dir.is_dir() or not store.is_model_name(name)
+                        or name in self.unloaded):
+                    continue
+                model = self._scan_model(name, model_dir, self.models.get(name))
+                if model.versions or model.error:
+                    table[name] = model
+            previous, self.models = self.models, table
+            _close_gone(previous, table)
+
+    def _scan_model(self, name: str, model_dir: Path, previous: Model | None) -> Model:
+        try:
+            policy = read_model_config(model_dir).version_policy
+        except PolicyError as exc:
+            if previous is not None:  # keep serving what was loaded under the last valid policy
+                log.error("model %s: %s; keeping the loaded versions", name, exc)
+                return replace(previous, error=str(exc))
+            log.error("model %s: %s", name, exc)
+            policy = VersionPolicy()
+        on_disk = store.version_folders(model_dir)
+        candidates, wanted = policy.candidates(list(on_disk))
+        versions: dict[int, ModelVersion] = {}
+        ready = 0
+        for number in candidates:
+            if wanted is not None and ready >= wanted:
+                break
+            path = on_disk.get(number)
+            if path is None:
+                versions[number] = ModelVersion(name, number, model_dir / str(number), "failed",
+                                                error="version folder not found")
+                continue
+            entry = self._load_or_reuse(name, number, path, previous)
+            versions[number] = entry
+            ready += entry.state == "ready"
+        for number, path in on_disk.items():
+            if number not in versions:
+                versions[number] = ModelVersion(
+                    name, number, path, "unloaded",
+                    error=f"not served under version policy {policy.describe()}")
+        return Model(name, versions, policy.describe())
+
+    def _load_or_reuse(self, name: str, number: int, path: Path,
+                       previous: Model | None) -> ModelVersion:
+        old = previous.versions.get(number) if previous else None
+        if (old is not None and old.state != "unloaded"
+                and old.fingerprint == store.fingerprint(path)):
+            return old
+        entry = load_version(name, number, path, self.session_config)
+        if entry.state == "ready":
+            return replace(entry, batcher=self._make_batcher(name, number, entry.card,
+                                                             entry.session))
+        if self._on_load_failure is not None:
+            self._on_load_failure(entry)
+        return entry
+
+    def load_model(self, name: str) -> Model:
+        """Load (or reload) one model by name: the repository extension's `load`."""
+        if not store.is_model_name(name) or not (self.root / name).is_dir():
+            raise UnknownModel(f"no model folder {name!r} in the repository", model=name)
+        self.unloaded.discard(name)
+        self.refresh()
+        return self.models[name]
+
+    def unload_model(self, name: str) -> None:
+        """Stop serving a model until it is loaded again; polling leaves it alone."""
+        if name not in self.models:
+            raise UnknownModel(f"model {name!r} is not loaded", model=name,
+                               available=sorted(self.models))
+        with self._lock:
+            self.unloaded.add(name)
+            previous = self.models
+            self.models = {k: v for k, v in previous.items() if k != name}
+            _close_gone(previous, self.models)
+
+    def provider_failures(self) -> list[ModelVersion]:
+        return [v for m in self.models.values() for v in m.versions.values() if v.provider_error]
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    @property
+    def default_name(self) -> str | None:
+        if self.settings.default_model is not None:
+            return self.settings.default_model
+        return next(iter(sorted(self.models)), None)
+
+    def get(self, name: str | None = None, version: int | None = None) -> ModelVersion:
+        """The ready version to serve, or a typed 404/503 naming what is missing."""
+        models = self.models  # one read: a concurrent refresh swaps the whole table
+        if name is None:
+            name = self.default_name
+            if name is None:
+                raise UnknownModel(f"no model is loaded from {self.root.name!r}; the repository "
+                                   "is empty", available=[])
+        model = models.get(name)
+        if model is None:
+            raise UnknownModel(f"unknown model {name!r}", model=name, available=sorted(models))
+        if version is None:
+            active = model.active
+            if active is None:
+                raise ModelNotReady(f"model {name!r} has no ready version", model=name,
+                                    versions=[v.summary() for v in model.versions.values()])
+            return active
+        entry = model.versions.get(version)
+        if entry is None:
+            raise UnknownVersion(f"model {name!r} has no version {version}", model=name,
+                                 available=sorted(model.versions))
+        if entry.state != "ready":
+            raise ModelNotReady(f"model {name!r} version {version} is {entry.state}: "
+                                f"{entry.error}", model=name, version=version)
+        return entry
+
+    def is_ready(self) -> bool:
+        name = self.default_name
+        model = self.models.get(name) if name is not None else None
+        return model is not None and model.active is not None
+
+
+def _close_gone(before: dict[str, Model], after: dict[str, Model]) -> None:
+    """Close the batchers of the versions that no longer serve (replaced, removed, unloaded)."""
+    kept = {id(v) for m in after.values() for v in m.versions.values()}
+    for model in before.values():
+        for entry in model.versions.values():
+            if entry.batcher is not None and id(entry) not in kept:
+                entry.batcher.close()

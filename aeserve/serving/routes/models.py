@@ -1,0 +1,66 @@
+"""GET /models, /models/{name}, /models/{name}/versions/{version}: what is loaded, and its card."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from aeserve.serving.dataplane import parse_version
+from aeserve.serving.deps import get_repository
+from aeserve.serving.errors import UnknownModel, UnknownVersion
+from aeserve.serving.repository import Model, ModelRepository, ModelVersion
+
+router = APIRouter(tags=["models"])
+Repo = Annotated[ModelRepository, Depends(get_repository)]
+
+
+def model_summary(model: Model, default: str | None) -> dict[str, Any]:
+    active = model.active
+    return {
+        "name": model.name,
+        "default": model.name == default,
+        "active_version": active.version if active else None,
+        "version_policy": model.policy,
+        "error": model.error,
+        "versions": [v.summary() for v in sorted(model.versions.values(),
+                                                  key=lambda v: v.version)],
+    }
+
+
+def _version_detail(entry: ModelVersion) -> dict[str, Any]:
+    return {**entry.summary(), "name": entry.name,
+            "card": entry.card.model_dump(mode="json") if entry.card else None}
+
+
+@router.get("/models", summary="List models, their versions and states")
+async def list_models(repository: Repo) -> dict[str, Any]:
+    default = repository.default_name
+    return {"default_model": default,
+            "models": [model_summary(m, default) for _, m in sorted(repository.models.items())]}
+
+
+@router.get("/models/{name}", summary="One model: versions, states and the active card")
+async def get_model(name: str, repository: Repo) -> dict[str, Any]:
+    model = repository.models.get(name)
+    if model is None:
+        raise UnknownModel(f"unknown model {name!r}", model=name,
+                           available=sorted(repository.models))
+    summary = model_summary(model, repository.default_name)
+    active = model.active
+    summary["providers"] = active.session.providers if active else []
+    summary["card"] = active.card.model_dump(mode="json") if active else None
+    return summary
+
+
+@router.get("/models/{name}/versions/{version}", summary="One version: state and card")
+async def get_version(name: str, version: str, repository: Repo) -> dict[str, Any]:
+    if name not in repository.models:
+        raise UnknownModel(f"unknown model {name!r}", model=name,
+                           available=sorted(repository.models))
+    number = parse_version(version)
+    entry = repository.models[name].versions.get(number)
+    if entry is None:
+        raise UnknownVersion(f"model {name!r} has no version {number}", model=name,
+                             available=sorted(repository.models[name].versions))
+    return _version_detail(entry)

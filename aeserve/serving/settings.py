@@ -1,0 +1,79 @@
+"""Service settings, read from `AESERVE_*` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aeserve.artifact.session import SessionConfig
+
+
+class Settings(BaseSettings):
+    """Every setting of the server; its variable is `AESERVE_` + the upper-cased field name."""
+
+    model_config = SettingsConfigDict(env_prefix="AESERVE_", extra="ignore")
+
+    models_dir: Path = Field(Path("models"), description="The model repository.")
+    default_model: str | None = Field(
+        None, description="Model behind the un-prefixed routes; default: the first name in order.")
+    provider: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when onnxruntime-gpu sees a GPU, else CPU.")
+    workers: int = Field(1, ge=1, description="Server processes (uvicorn workers).")
+    intra_op_threads: int = Field(
+        0, ge=0, description="onnxruntime threads per session run; 0 = cores // workers - 1 (at "
+                             "least 1): each worker keeps a core for its event loop, so workers "
+                             "x (threads + 1) never exceeds the cores.")
+    inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads.")
+    ort_spinning: bool = Field(
+        False, description="Let onnxruntime's idle threads spin: lower latency on dedicated "
+                           "cores, stolen CPU on shared ones.")
+    gil_switch_interval_ms: float = Field(
+        0.2, gt=0, description="Python's thread switch interval (default 5 ms): a finished "
+                               "onnxruntime run waits at most this long to hand its result back "
+                               "to a busy event loop.")
+    batch_max_rows: int = Field(1024, ge=1, description="Most rows merged into one run.")
+    batch_max_delay_ms: float = Field(
+        2.0, ge=0, description="Longest a request waits for neighbours while a run is busy.")
+    decode_process_min_bytes: int = Field(
+        1024 * 1024, ge=0, description="JSON bodies at least this large are parsed in a helper "
+                                       "process (simdjson holds the GIL while it parses); 0 = "
+                                       "never.")
+    max_rows: int = Field(100_000, gt=0, description="Most rows accepted in one request.")
+    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest request body.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object per line, with the request id.")
+    poll_interval_s: float = Field(
+        10.0, ge=0, description="Seconds between scans of the repository for new versions; 0 = "
+                                "scan only at start-up and on POST /admin/reload.")
+    api_key: SecretStr | None = Field(
+        None, description="When set, every route but health needs it (Authorization: Bearer or "
+                          "X-API-Key); admin and repository routes refuse to run without it.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (JSON list); none = CORS off.")
+    drain_seconds: float = Field(
+        0.0, ge=0, description="On SIGTERM, answer /readyz with 503 for this long before closing "
+                               "the listener; in-flight requests always finish.")
+
+
+def intra_op_threads(settings: Settings) -> int:
+    """Threads per onnxruntime run: the setting, or this worker's share of the cores less one.
+
+    The one is for the worker's event loop, which reads the next bodies while a run is under way:
+    on 2 cores, runs on both cores made 4,096-row requests 10-20% slower (bench/serving.py
+    cases, A/B against one thread), and one-row requests no faster.
+    """
+    if settings.intra_op_threads > 0:
+        return settings.intra_op_threads
+    return max(1, (os.cpu_count() or 1) // settings.workers - 1)
+
+
+def session_config(settings: Settings) -> SessionConfig:
+    """The onnxruntime session of every version this server loads."""
+    return SessionConfig(provider=settings.provider, intra_op_threads=intra_op_threads(settings),
+                         inter_op_threads=settings.inter_op_threads,
+                         spinning=settings.ort_spinning)

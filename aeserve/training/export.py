@@ -1,0 +1,138 @@
+"""Export a trained autoencoder as one ONNX graph with preprocessing and scoring folded in.
+
+The graph takes raw features `x` [N, d] and returns `embedding` [N, k], `reconstruction` [N, d] (raw
+feature space), `score` [N] and `feature_errors` [N, d] (squared errors in the scaled space, whose
+mean is the score). Parity with torch is checked before anything is written; the version folder
+appears in one rename, so a reader never sees half a model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from aeserve.artifact.card import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    ScoreKind,
+)
+from aeserve.training.model import Autoencoder
+from aeserve.training.preprocessing import AffineScaler
+from aeserve.training.regularizers import gaussian_kl
+
+ONNX_OPSET = 17
+PARITY_ROWS = 1000
+PARITY_TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """The exported graph disagrees with torch, or the artifact cannot be written."""
+
+
+class ScoringGraph(nn.Module):
+    """Raw features in; embedding, raw-space reconstruction, score and per-feature errors out.
+
+    Deterministic for every variant: the VAE is evaluated at its mean code `mu`. The score is the
+    mean squared error over features (`mse_scaled`; with several members, averaged over them),
+    or for a VAE optionally the negative ELBO at `mu` divided by the number of features
+    (`neg_elbo_scaled`): squared error summed over features plus beta times the closed-form KL of
+    q(z | x) from N(0, I).
+    """
+
+    def __init__(self, model: Autoencoder, scaler: AffineScaler,
+                 score_kind: ScoreKind = "mse_scaled", vae_beta: float = 1.0) -> None:
+        super().__init__()
+        if score_kind == "neg_elbo_scaled" and model.config.variant != "vae":
+            raise ValueError("the neg_elbo_scaled score needs the vae variant")
+        self.model = model
+        self.score_kind = score_kind
+        self.vae_beta = vae_beta
+        self.register_buffer("offset", torch.as_tensor(scaler.offset, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scaler.scale, dtype=torch.float32))
+
+    def scaled(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.offset) / self.scale
+
+    def member_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """[K, N]: each member's `mse_scaled` score of each row, before `forward` averages them
+        (for the cross-fitted calibration, which needs one member's score)."""
+        z = self.scaled(x)
+        return ((self.model(z)[1] - z) ** 2).mean(dim=-1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z = self.scaled(x)
+        if self.score_kind == "neg_elbo_scaled":
+            embedding, logvar = self.model.encode_distribution(z)
+        else:
+            embedding = self.model.encode(z)
+        z_hat = self.model.decode(embedding)
+        feature_errors = (z_hat - z) ** 2
+        if z_hat.dim() == 3:  # members [K, N, .]: mean errors and reconstruction; codes joined
+            feature_errors = feature_errors.mean(dim=0)
+            z_hat = z_hat.mean(dim=0)
+            embedding = embedding.transpose(0, 1).flatten(start_dim=1)
+        if self.score_kind == "neg_elbo_scaled":
+            kl = gaussian_kl(embedding, logvar)
+            score = (feature_errors.sum(dim=1) + self.vae_beta * kl) / z.shape[1]
+        else:
+            score = feature_errors.mean(dim=1)
+        return embedding, z_hat * self.scale + self.offset, score, feature_errors
+
+
+def write_onnx(graph: ScoringGraph, input_dim: int, path: Path) -> None:
+    graph.eval()
+    example = torch.zeros(2, input_dim, dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+
+
+def parity_rows(X: np.ndarray, seed: int, n_rows: int = PARITY_ROWS) -> np.ndarray:
+    """Half resampled data rows, half Gaussian rows at the data's scale (checks extrapolation)."""
+    rng = np.random.default_rng(seed)
+    n_data = n_rows // 2
+    resampled = X[rng.integers(0, len(X), size=n_data)]
+    mean, std = X.mean(axis=0), X.std(axis=0) + 1e-3 * (np.abs(X).mean(axis=0) + 1.0)
+    synthetic = rng.normal(mean, 2.0 * std, size=(n_rows - n_data, X.shape[1]))
+    return np.vstack([resampled, synthetic]).astype(np.float32)
+
+
+def parity_error(graph: ScoringGraph, session: ort.InferenceSession, rows: np.ndarray,
+                 scale: np.ndarray) -> float:
+    """Largest difference between torch and onnxruntime over all outputs and elements.
+
+    Absolute for values up to 1 and relative above, `|t - o| / max(1, |t|)` (numpy's `isclose`
+    with atol = rtol): float32 keeps about 7 significant digits, so a score of 500 cannot agree
+    to 1e-4 in absolute terms even when both engines are right. The reconstruction is compared in
+    the scaled space, where every feature has unit spread.
+    """
+    with torch.no_grad():
+        expected = [t.numpy().astype(np.float64) for t in graph(torch.from_numpy(rows))]
+    actual = [a.astype(np.float64) for a in session.run(list(OUTPUT_NAMES), {INPUT_NAME: rows})]
+    worst = 0.0
+    for name, want, got in zip(OUTPUT_NAMES, expected, actual, strict=True):
+        if name == "reconstruction":
+            want, got = want / scale, got / scale
+        diff = np.abs(want - got) / np.maximum(1.0, np.abs(want))
+        worst = max(worst, float(diff.max()))
+    return worst
+
+
+def make_session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
