@@ -1,3 +1,12 @@
+"""Shared fixtures, and the tier of each test: its folder under tests/ is its marker.
+
+    tests/unit/<part>/   unit         one part, no server process (`make test-fast`: -m unit)
+    tests/integration/   integration  a real server on 127.0.0.1, real files, parts together
+    tests/e2e/           e2e          the command line and the docs' commands, as a user runs them
+    tests/container/     container    the serving image (RUN_CONTAINER_TESTS=1, a docker daemon)
+    tests/gpu/           gpu          an NVIDIA GPU and onnxruntime-gpu (skip elsewhere)
+"""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -5,7 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import manifold_data
+from tests.helpers import ROOT, manifold_data
+
+TIERS = ("unit", "integration", "e2e", "container", "gpu")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = Path(item.fspath).relative_to(ROOT / "tests").parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: every test lives in a tier folder {TIERS}")
+        item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")

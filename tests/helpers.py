@@ -113,3 +113,7 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+#: The model shipped in the repository: what serving and artifact unit tests run, with no torch.
+SHIPPED_MODEL = ROOT / "models" / "breast-cancer" / "1"

@@ -14,6 +14,7 @@ from aeserve.serving.batching import MicroBatcher
 from aeserve.serving.errors import ModelNotReady, UnknownModel, UnknownVersion
 from aeserve.serving.repository import ModelRepository
 from aeserve.serving.settings import Settings
+from tests.helpers import SHIPPED_MODEL
 
 
 def add_version(root: Path, source: Path, name: str, version: int, tamper: bool = False) -> Path:
@@ -43,10 +44,10 @@ def states(repo: ModelRepository, name: str) -> dict[int, str]:
     return {v: e.state for v, e in sorted(repo.models[name].versions.items())}
 
 
-def test_latest_policy_serves_newest_and_falls_back_past_a_broken_one(tmp_path, trained):
+def test_latest_policy_serves_newest_and_falls_back_past_a_broken_one(tmp_path):
     for version in (1, 2):
-        add_version(tmp_path, trained.path, "m", version)
-    add_version(tmp_path, trained.path, "m", 3, tamper=True)
+        add_version(tmp_path, SHIPPED_MODEL, "m", version)
+    add_version(tmp_path, SHIPPED_MODEL, "m", 3, tamper=True)
     repo = repository(tmp_path)
     assert states(repo, "m") == {1: "unloaded", 2: "ready", 3: "failed"}
     assert repo.get("m").version == 2
@@ -56,9 +57,9 @@ def test_latest_policy_serves_newest_and_falls_back_past_a_broken_one(tmp_path, 
         repo.get("m", 1)
 
 
-def test_specific_and_all_policies(tmp_path, trained):
+def test_specific_and_all_policies(tmp_path):
     for version in (1, 2, 3):
-        add_version(tmp_path, trained.path, "m", version)
+        add_version(tmp_path, SHIPPED_MODEL, "m", version)
     config = tmp_path / "m" / "config.json"
     config.write_text('{"version_policy": {"specific": {"versions": [1, 3, 7]}}}')
     repo = repository(tmp_path)
@@ -72,8 +73,8 @@ def test_specific_and_all_policies(tmp_path, trained):
     assert states(repo, "m") == {1: "unloaded", 2: "ready", 3: "ready"}
 
 
-def test_invalid_policy_keeps_loaded_versions(tmp_path, trained):
-    add_version(tmp_path, trained.path, "m", 1)
+def test_invalid_policy_keeps_loaded_versions(tmp_path):
+    add_version(tmp_path, SHIPPED_MODEL, "m", 1)
     repo = repository(tmp_path)
     (tmp_path / "m" / "config.json").write_text('{"version_policy": {"newest": {}}}')
     repo.refresh()
@@ -81,13 +82,13 @@ def test_invalid_policy_keeps_loaded_versions(tmp_path, trained):
     assert "config.json is invalid" in repo.models["m"].error
 
 
-def test_refresh_reuses_unchanged_versions_and_drops_deleted_ones(tmp_path, trained):
-    add_version(tmp_path, trained.path, "m", 1)
+def test_refresh_reuses_unchanged_versions_and_drops_deleted_ones(tmp_path):
+    add_version(tmp_path, SHIPPED_MODEL, "m", 1)
     repo = repository(tmp_path)
     first = repo.get("m")
     repo.refresh()
     assert repo.get("m") is first  # same object: not reloaded
-    add_version(tmp_path, trained.path, "m", 2)
+    add_version(tmp_path, SHIPPED_MODEL, "m", 2)
     repo.refresh()
     assert repo.get("m").version == 2
     # v1 left memory under "latest 1"; a request that still holds it finishes on its session
@@ -100,21 +101,21 @@ def test_refresh_reuses_unchanged_versions_and_drops_deleted_ones(tmp_path, trai
     assert sorted(repo.models["m"].versions) == [1]
 
 
-def test_failed_version_retried_only_when_its_files_change(tmp_path, trained):
+def test_failed_version_retried_only_when_its_files_change(tmp_path):
     failures = []
-    add_version(tmp_path, trained.path, "m", 1, tamper=True)
+    add_version(tmp_path, SHIPPED_MODEL, "m", 1, tamper=True)
     repo = ModelRepository(Settings(models_dir=tmp_path), make_batcher=batcher,
                            on_load_failure=failures.append)
     repo.refresh()
     repo.refresh()
     assert len(failures) == 1
-    shutil.copy(trained.path / "model.onnx", tmp_path / "m" / "1" / "model.onnx")
+    shutil.copy(SHIPPED_MODEL / "model.onnx", tmp_path / "m" / "1" / "model.onnx")
     repo.refresh()
     assert repo.get("m").version == 1 and len(failures) == 1
 
 
-def test_unload_and_load(tmp_path, trained):
-    add_version(tmp_path, trained.path, "m", 1)
+def test_unload_and_load(tmp_path):
+    add_version(tmp_path, SHIPPED_MODEL, "m", 1)
     repo = repository(tmp_path)
     repo.unload_model("m")
     with pytest.raises(UnknownModel):
@@ -128,8 +129,8 @@ def test_unload_and_load(tmp_path, trained):
         repo.unload_model("absent")
 
 
-def test_lookups_name_what_is_missing(tmp_path, trained):
-    add_version(tmp_path, trained.path, "m", 1)
+def test_lookups_name_what_is_missing(tmp_path):
+    add_version(tmp_path, SHIPPED_MODEL, "m", 1)
     repo = repository(tmp_path)
     with pytest.raises(UnknownVersion, match="no version 4"):
         repo.get("m", 4)
