@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -117,3 +118,16 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.1):
 
 #: The model shipped in the repository: what serving and artifact unit tests run, with no torch.
 SHIPPED_MODEL = ROOT / "models" / "breast-cancer" / "1"
+
+
+def add_version(root: Path, source: Path, name: str, version: int, tamper: bool = False) -> Path:
+    """Copy a published version under a new name/number, editing the card to match."""
+    target = root / name / str(version)
+    shutil.copytree(source, target)
+    card = json.loads((target / "model.json").read_text())
+    card["name"], card["version"] = name, version
+    (target / "model.json").write_text(json.dumps(card))
+    if tamper:
+        with open(target / "model.onnx", "ab") as handle:
+            handle.write(b"x")
+    return target

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -38,7 +39,13 @@ async def poll_repository(app: AeserveApp, interval: float) -> None:
 
 
 def install_drain_handler(app: AeserveApp, drain_seconds: float) -> Callable[[], None]:
-    """Chain a SIGTERM handler in front of the server's; returns a function that removes it."""
+    """Chain a SIGTERM handler in front of the server's; returns a function that removes it.
+
+    Signal handlers belong to the main thread: an app served from another thread (embedded in
+    a test or a host program) drains with whatever server runs it, and installs nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
     loop = asyncio.get_running_loop()
     previous = signal.getsignal(signal.SIGTERM)
 

@@ -164,7 +164,8 @@ def input_matrix(request: InferenceRequest, binary: bytes, width: int, max_rows:
         values = decoded
     else:
         try:
-            values = np.asarray(tensor.data, dtype=dtype)
+            with np.errstate(over="ignore"):  # beyond float32: inf, refused by name below
+                values = np.asarray(tensor.data, dtype=dtype)
         except (TypeError, ValueError):
             raise NonNumeric("input data must be numbers, flat or nested in the given "
                              "shape") from None

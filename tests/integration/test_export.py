@@ -37,7 +37,7 @@ def test_outputs_for_any_batch_size_and_consistent(trained, normal_rows):
         np.testing.assert_allclose(score, feature_errors.mean(axis=1), rtol=1e-5)
     # Feature errors are squared errors in the scaled space averaged over the members, so they
     # are at least the squared error of the members' mean reconstruction (Jensen), which is
-    # recomputed here from the card; tests/unit/test_members.py checks the exact values.
+    # recomputed here from the card; tests/unit/training/test_members.py checks the exact values.
     scale = np.array(trained.card.preprocessing.scale)
     of_the_mean = ((reconstruction - rows) / scale) ** 2
     assert np.all(feature_errors >= of_the_mean * (1 - 1e-3) - 1e-6)

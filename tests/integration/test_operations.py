@@ -14,10 +14,10 @@ import time
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
-from tests.helpers import ROOT, free_port, server_process, wait_for
-from tests.unit.test_repository import add_version
+from tests.helpers import ROOT, add_version, free_port, server_process, wait_for
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -191,6 +191,25 @@ def test_v2_json_fp64_versions_and_errors(client, normal_rows):
     assert "unknown model" in error(request, "/v2/models/nope/infer")
     assert client.get("/v2/models/nope/ready").status_code == 404
     assert client.get("/v2/models/sensors/versions/1/ready").json()["ready"] is True
+
+
+def test_v2_large_json_bodies_answer_as_small_ones(client, normal_rows):
+    """Above AESERVE_DECODE_PROCESS_MIN_BYTES (1 MB) a flat V2 tensor is split in the decoder
+    process, a nested one parsed in a codec thread; both answer as the rows do one by one."""
+    rows = np.tile(normal_rows, (30, 1))[:12_000]  # 72,000 values: over 1 MB of JSON
+    flat = {"id": "big", "inputs": [{"name": "x", "shape": list(rows.shape), "datatype": "FP64",
+                                     "data": rows.ravel().tolist()}],
+            "outputs": [{"name": "score"}, {"name": "embedding"}]}
+    nested = dict(flat, inputs=[dict(flat["inputs"][0], data=rows.tolist())])
+    assert len(orjson.dumps(flat)) > 1024 * 1024
+    big = client.post("/v2/models/sensors/infer", json=flat).json()
+    assert big["id"] == "big" and big["outputs"][0]["shape"] == [12_000]
+    assert client.post("/v2/models/sensors/infer", json=nested).json()["outputs"] == \
+        big["outputs"]
+    small = dict(flat, inputs=[dict(flat["inputs"][0], shape=[5, 6],
+                                    data=rows[:5].ravel().tolist())])
+    assert client.post("/v2/models/sensors/infer", json=small).json()["outputs"][0]["data"] == \
+        big["outputs"][0]["data"][:5]
 
 
 def test_v2_repository_extension(client, normal_rows):

@@ -167,3 +167,21 @@ def test_a_merged_run_computes_the_union_of_requested_outputs():
     assert set(alone) == {"score"}
     assert graph.requested == [("score",), ("score", "embedding")]
     assert score["score"].tolist() == [6.0] and embedding["embedding"].shape == (1, 3)
+
+
+def test_close_runs_what_is_queued_and_stops_merging():
+    graph = FakeGraph(delay=0.05)
+    b = batcher(graph, delay_s=10.0)  # a queued request would wait for the run or 10 s
+
+    async def main():
+        busy = asyncio.ensure_future(b.submit(rows(1.0), OUT))  # runs at once
+        await asyncio.sleep(0.01)
+        queued = asyncio.ensure_future(b.submit(rows(2.0), OUT))  # waits behind it
+        await asyncio.sleep(0.01)
+        b.close()
+        late = [asyncio.ensure_future(b.submit(rows(3.0), OUT)) for _ in range(2)]
+        return await asyncio.gather(busy, queued, *late)
+
+    results = asyncio.run(main())
+    assert [float(r["score"][0]) for r in results] == [3.0, 6.0, 9.0, 9.0]
+    assert b.closed and graph.batches == [1, 1, 1, 1]  # after close, nothing merges

@@ -110,3 +110,18 @@ def test_a_stuck_helper_is_killed_and_the_worker_decodes(monkeypatch):
         assert not stuck.is_alive() and process._process is None
     finally:
         process.shutdown()
+
+
+def test_v2_requests_split_in_the_helper_as_in_the_worker(decoder):
+    from aeserve.serving.v2_codec import split_json
+
+    values = np.random.default_rng(2).normal(size=(2000, 6))
+    payload = orjson.dumps({"inputs": [{"name": "x", "shape": [2000, 6], "datatype": "FP64",
+                                        "data": values.ravel().tolist()}]})
+    envelope, rows = asyncio.run(decoder.split_v2(payload))
+    expected_envelope, expected_rows = split_json(payload)
+    assert orjson.loads(envelope) == orjson.loads(expected_envelope)
+    np.testing.assert_array_equal(rows, expected_rows)
+    nested = orjson.dumps({"inputs": [{"name": "x", "shape": [2000, 6], "datatype": "FP64",
+                                       "data": values.tolist()}]})
+    assert asyncio.run(decoder.split_v2(nested)) is None  # declined: decoded in the worker

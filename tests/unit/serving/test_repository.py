@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,20 +14,7 @@ from aeserve.serving.batching import MicroBatcher
 from aeserve.serving.errors import ModelNotReady, UnknownModel, UnknownVersion
 from aeserve.serving.repository import ModelRepository
 from aeserve.serving.settings import Settings
-from tests.helpers import SHIPPED_MODEL
-
-
-def add_version(root: Path, source: Path, name: str, version: int, tamper: bool = False) -> Path:
-    """Copy a published version under a new name/number, editing the card to match."""
-    target = root / name / str(version)
-    shutil.copytree(source, target)
-    card = json.loads((target / "model.json").read_text())
-    card["name"], card["version"] = name, version
-    (target / "model.json").write_text(json.dumps(card))
-    if tamper:
-        with open(target / "model.onnx", "ab") as handle:
-            handle.write(b"x")
-    return target
+from tests.helpers import SHIPPED_MODEL, add_version
 
 
 def batcher(name: str, version: int, card, session) -> MicroBatcher:
@@ -95,6 +82,12 @@ def test_refresh_reuses_unchanged_versions_and_drops_deleted_ones(tmp_path):
     assert repo.models["m"].versions[1].state == "unloaded"
     rows = np.zeros((2, first.card.input_dim), dtype=np.float32)
     assert first.session.run(rows, ("score",))["score"].shape == (2,)
+    # the batcher was made when v1 loaded and closed when it stopped serving; a request that
+    # still holds v1 runs alone on it
+    assert first.batcher.closed and repo.get("m").batcher is not None
+    assert not repo.get("m").batcher.closed
+    result = asyncio.run(first.batcher.submit(rows, ("score",)))
+    assert result["score"].shape == (2,)
     shutil.rmtree(tmp_path / "m" / "2")
     repo.refresh()
     assert repo.get("m").version == 1
