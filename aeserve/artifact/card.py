@@ -1,8 +1,8 @@
-"""The model card: the one contract between training and serving.
+"""The model card: what a model version is and what its scores mean.
 
-`model.json` sits next to `model.onnx` in `models/<name>/<version>/`. Training writes it, the
-service validates it before a model serves. It is the only module that both `training/` and
-`service/` import, so it depends on pydantic alone.
+`model.json` sits next to `model.onnx` in `models/<name>/<version>/`. Training writes it; the
+model store validates it before a version runs anywhere (server, batch scoring, evaluation). It
+depends on pydantic alone.
 
 The schema is versioned (`schema_version`); a reader refuses a card whose version it does not know
 rather than guessing at its meaning.

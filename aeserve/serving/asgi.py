@@ -68,8 +68,8 @@ class Endpoint:
 
     The handler resolves the model, reads the body (`read_body`) and returns (body, media type,
     extra headers), or raises a `ServiceError`, which the endpoint renders itself, so it needs
-    none of the app's exception layers (see service/hotlane.py). It leaves `endpoint`, `model`,
-    `version` and `rows` in `scope["state"]` for the access log and the metrics.
+    none of the app's exception layers (see aeserve/serving/hotlane.py). It leaves `endpoint`,
+    `model`, `version` and `rows` in `scope["state"]` for the access log and the metrics.
     """
 
     def __init__(self, handler: Handler) -> None:

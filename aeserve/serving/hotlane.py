@@ -3,10 +3,11 @@
 Why: every request FastAPI serves passes ServerErrorMiddleware, FastAPI's telemetry and body-limit
 layers, ExceptionMiddleware, an AsyncExitStack and the router's regular expressions, one route after
 another. Together they cost more than decoding, scoring and encoding a one-row request. The
-inference routes are POST-only raw ASGI endpoints (service/asgi.py) that render their own typed
-errors, so none of those layers does anything for them. The app hands them straight to the
-request middleware (request id, API key, metrics, access log) and the endpoint; every other
-request, and every other method on these paths, goes through FastAPI as before.
+inference routes are POST-only raw ASGI endpoints (aeserve/serving/asgi.py) that render their own
+typed errors, so none of those layers does anything for them. The app hands them straight to its
+own middleware (the same list FastAPI wraps around its router: request id, API key, metrics,
+access log, CORS) and the endpoint; every other request, and every other method on these paths,
+goes through FastAPI as before.
 
 Matching is by path segments against the same `Route` templates FastAPI knows, so the two lanes
 cannot disagree about which paths exist.

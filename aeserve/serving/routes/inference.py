@@ -1,6 +1,6 @@
 """POST /encode, /reconstruct, /anomaly-score: on the default model, a named model, or a version.
 
-Raw ASGI routes (see service/asgi.py); their OpenAPI description is built by `openapi_paths`.
+Raw ASGI routes (see aeserve/serving/asgi.py); their OpenAPI description is built by `openapi_paths`.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def openapi_paths() -> dict[str, Any]:
     return paths
 
 
-# -- repository extension (needs AESERVE_API_KEY; see service/middleware.py) ----------------------
+# -- repository extension (needs AESERVE_API_KEY; see aeserve/serving/middleware.py) ------------
 
 @router.post("/repository/index", summary="List every model version and its state")
 async def repository_index(request: Request, repository: Repo) -> list[dict[str, Any]]:
