@@ -1,6 +1,7 @@
 """POST /encode, /reconstruct, /anomaly-score: on the default model, a named model, or a version.
 
-Raw ASGI routes (see aeserve/serving/asgi.py); their OpenAPI description is built by `openapi_paths`.
+Thin raw ASGI routes (aeserve/serving/asgi.py) over the data plane (`DataPlane.infer`); their
+OpenAPI description is built by `openapi_paths`.
 """
 
 from __future__ import annotations
