@@ -51,13 +51,12 @@ def train(folder: Path, epochs: int):
 
 def ort_rows_per_s(model_path: Path, card, X32: np.ndarray) -> float:
     """The better of one session thread and every core's (the default) for this model."""
-    from aeserve.artifact.session import ModelSession
-    from aeserve.serving.settings import Settings
+    from aeserve.artifact.session import ModelSession, SessionConfig
 
     rates = []
     for threads in sorted({1, os.cpu_count() or 1}):
         session = ModelSession(model_path / "model.onnx", card,
-                               Settings(intra_op_threads=threads))
+                               SessionConfig(intra_op_threads=threads))
         started = time.perf_counter()
         for start in range(0, len(X32), BATCH):
             session.run(X32[start:start + BATCH], ("score",))
@@ -69,9 +68,8 @@ def engine_rows_per_s(model_path: Path, data: Path, out: Path, top_k: int = 0) -
     from aeserve.batch.files import Sink, open_source
     from aeserve.batch.local import score_file
     from aeserve.batch.model import BatchScorer, load_model
-    from aeserve.serving.settings import Settings
 
-    entry = load_model(model_path, Settings(intra_op_threads=1)).entry
+    entry = load_model(model_path).entry  # one onnxruntime thread per run, as `aeserve score`
     scorer = BatchScorer(entry.card, entry.session, top_k=top_k)
     source = open_source(data, entry.card.feature_names, None, BATCH)
     return score_file(scorer, source, Sink(out), progress=False).rows_per_s
@@ -85,12 +83,11 @@ def ray_rows_per_s(model_path: Path, data: Path, out: Path) -> tuple[float, floa
         return None
     from aeserve.batch.model import load_model
     from aeserve.batch.ray_engine import score_with_ray
-    from aeserve.serving.settings import Settings
 
     started = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
-        loaded = load_model(model_path, Settings(intra_op_threads=1))
+        loaded = load_model(model_path)
         summary = score_with_ray(loaded, data, out, progress=False)
     finally:
         ray.shutdown()
