@@ -26,7 +26,9 @@ class ThresholdRule:
     value: float
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.value:g}"
+        """`kind:value`, the value as short as `:g` writes it unless that would round it."""
+        short = f"{self.value:g}"
+        return f"{self.kind}:{short if float(short) == self.value else repr(self.value)}"
 
 
 def parse_threshold_rule(rule: str) -> ThresholdRule:
@@ -48,14 +50,14 @@ def parse_threshold_rule(rule: str) -> ThresholdRule:
     return ThresholdRule(kind, number)
 
 
-def threshold_from_rule(normal_scores: np.ndarray, rule: str,
+def threshold_from_rule(normal_scores: np.ndarray, rule: str | ThresholdRule,
                         fit_scores: np.ndarray | None = None) -> float:
     """The score above which a row is called anomalous.
 
     `normal_scores`: held-out normal rows; `fit_scores`: every row the model was fit on (needed by
     `contamination`, which counts on anomalies being among them).
     """
-    parsed = parse_threshold_rule(rule)
+    parsed = rule if isinstance(rule, ThresholdRule) else parse_threshold_rule(rule)
     normal = np.asarray(normal_scores, dtype=np.float64)
     if parsed.kind == "quantile":
         return float(np.quantile(normal, parsed.value))

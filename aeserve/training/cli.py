@@ -7,100 +7,133 @@ import sys
 import warnings
 from pathlib import Path
 
+from aeserve.training import defaults
 from aeserve.training.data import DataError, load_dataset
 from aeserve.training.export import ExportError
-from aeserve.training.model import DEFAULT_MEMBERS, MEMBER_VARIANTS, VARIANTS, DecoderActivation
+from aeserve.training.model import MEMBER_VARIANTS, VARIANTS
 from aeserve.training.objectives import VariantOptions
-from aeserve.training.pipeline import OvercompleteWarning, TrainOptions, train_and_export
+from aeserve.training.pipeline import train_and_export
+from aeserve.training.plan import OvercompleteWarning, TrainOptions
 from aeserve.training.trainer import TrainConfig
 
 
+def _default(value: object) -> str:
+    """` (default: VALUE)` for a help string, VALUE from training/defaults.py."""
+    shown = " ".join(map(str, value)) if isinstance(value, tuple | list) else value
+    return f" (default: {shown})"
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `aeserve train` options. None of them states a default: an option left out is None,
+    and is left to the option dataclasses and the training plan (training/defaults.py, which
+    the help text quotes)."""
     parser.add_argument("--data", required=True, type=Path, help="CSV, Parquet or NPZ file")
     parser.add_argument("--name", required=True, help="model name (folder under --models-dir)")
-    parser.add_argument("--label-column", default=None,
+    parser.add_argument("--label-column",
                         help="0/1 column (1 = anomaly): anomalies are kept out of training "
-                             "and used for evaluation")
-    parser.add_argument("--variant", default="ae", choices=VARIANTS,
-                        help="autoencoder variant; see docs/variants.md")
-    parser.add_argument("--hidden", type=int, nargs="+", default=None, metavar="UNITS",
-                        help="encoder layer widths, outermost first (default: 64 32 8)")
-    parser.add_argument("--activation", default=None, choices=["sigmoid", "relu", "tanh"],
-                        help="hidden activation s_f (default: relu; sigmoid for sparse-kl)")
-    parser.add_argument("--decoder", default="identity", choices=["identity", "sigmoid"],
+                             "and used for evaluation (default: none, every row is normal)")
+    parser.add_argument("--variant", choices=VARIANTS,
+                        help="autoencoder variant; see docs/variants.md"
+                             + _default(defaults.VARIANT))
+    parser.add_argument("--hidden", type=int, nargs="+", metavar="UNITS",
+                        help="encoder layer widths, outermost first"
+                             + _default(defaults.HIDDEN_SIZES))
+    parser.add_argument("--activation", choices=["sigmoid", "relu", "tanh"],
+                        help="hidden activation s_f (default: "
+                             f"{defaults.ACTIVATION}; {defaults.KL_SPARSITY_ACTIVATION} for "
+                             "sparse-kl)")
+    parser.add_argument("--decoder", choices=["identity", "sigmoid"],
                         help="identity: squared error on standardized inputs; sigmoid: "
-                             "cross-entropy on inputs min-max scaled to [0, 1]")
-    parser.add_argument("--tied", action="store_true", help="tie decoder weights: W' = W^T")
-    parser.add_argument("--members", type=int, default=None,
+                             "cross-entropy on inputs min-max scaled to [0, 1]"
+                             + _default(defaults.DECODER_ACTIVATION))
+    parser.add_argument("--tied", action="store_true", default=None,
+                        help="tie decoder weights: W' = W^T (default: "
+                             f"{'tied' if defaults.TIED_WEIGHTS else 'untied'})")
+    parser.add_argument("--members", type=int,
                         help="networks trained side by side, scores averaged (default: "
-                             f"{DEFAULT_MEMBERS} for {', '.join(MEMBER_VARIANTS)}; 1 otherwise)")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
-    parser.add_argument("--min-steps", type=int, default=TrainConfig.min_steps,
-                        help="train at least this many gradient steps (0: exactly --epochs)")
-    parser.add_argument("--patience", type=int, default=TrainConfig.patience,
-                        help="epochs without validation improvement before stopping")
-    parser.add_argument("--val-fraction", type=float, default=None,
+                             f"{defaults.MEMBERS} for {', '.join(MEMBER_VARIANTS)} without "
+                             "--tied; 1 otherwise)")
+    parser.add_argument("--epochs", type=int, help="training epochs" + _default(defaults.EPOCHS))
+    parser.add_argument("--batch-size", type=int, help="rows per mini-batch"
+                        + _default(defaults.BATCH_SIZE))
+    parser.add_argument("--lr", type=float, help="Adam's learning rate"
+                        + _default(defaults.LEARNING_RATE))
+    parser.add_argument("--min-steps", type=int,
+                        help="train at least this many gradient steps; 0: exactly --epochs"
+                             + _default(defaults.MIN_STEPS))
+    parser.add_argument("--patience", type=int,
+                        help="epochs without validation improvement before stopping"
+                             + _default(defaults.PATIENCE))
+    parser.add_argument("--val-fraction", type=float,
                         help="hold this share of the normal rows out of training, to calibrate "
                              "the threshold and stop early (default: cross-fit the members, see "
-                             "docs/architecture.md; 0.2 for a single network)")
-    parser.add_argument("--threshold", default="quantile:0.99",
-                        help="threshold rule on held-out normal scores, e.g. quantile:0.99")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
-    parser.add_argument("--description", default="")
-    defaults = VariantOptions()
+                             f"docs/architecture.md; {defaults.VALIDATION_FRACTION} for a single "
+                             "network)")
+    parser.add_argument("--threshold",
+                        help="threshold rule on held-out normal scores: quantile:Q, "
+                             "contamination:C or sigma:K" + _default(defaults.THRESHOLD_RULE))
+    parser.add_argument("--seed", type=int, help="seed of initialisation, shuffling and splits"
+                        + _default(defaults.SEED))
+    parser.add_argument("--models-dir", type=Path,
+                        help="model repository" + _default(defaults.MODELS_DIR))
+    parser.add_argument("--description", help="free text for the model card (default: none)")
     variants = parser.add_argument_group("variant options (each read by its own variant only)")
-    variants.add_argument("--l1", type=float, default=defaults.l1_weight, metavar="LAMBDA",
-                          help="sparse-l1: weight of lambda * sum |a_i| on the code layer")
-    variants.add_argument("--sparsity-target", type=float, default=defaults.sparsity_target,
-                          metavar="P", help="sparse-kl: target mean activation p")
-    variants.add_argument("--sparsity-weight", type=float, default=defaults.sparsity_weight,
-                          metavar="BETA", help="sparse-kl: weight of the KL penalty")
-    variants.add_argument("--noise", default=defaults.noise, choices=["gaussian", "masking"],
-                          help="denoising: corruption during training")
-    variants.add_argument("--noise-level", type=float, default=defaults.noise_level,
-                          help="denoising: gaussian sigma (scaled units) or masking fraction")
-    variants.add_argument("--contraction", type=float, default=defaults.contraction_weight,
-                          metavar="LAMBDA", help="contractive: weight of ||J_f(x)||_F^2")
-    variants.add_argument("--beta", type=float, default=defaults.vae_beta,
-                          help="vae: weight of the KL term of the ELBO")
-    variants.add_argument("--vae-score", default=defaults.vae_score,
-                          choices=["reconstruction", "elbo"],
-                          help="vae: score by reconstruction error at mu, or negative ELBO")
+    variants.add_argument("--l1", type=float, metavar="LAMBDA",
+                          help="sparse-l1: weight of lambda * sum |a_i| on the code layer"
+                               + _default(defaults.L1_WEIGHT))
+    variants.add_argument("--sparsity-target", type=float, metavar="P",
+                          help="sparse-kl: target mean activation p"
+                               + _default(defaults.SPARSITY_TARGET))
+    variants.add_argument("--sparsity-weight", type=float, metavar="BETA",
+                          help="sparse-kl: weight of the KL penalty"
+                               + _default(defaults.SPARSITY_WEIGHT))
+    variants.add_argument("--noise", choices=["gaussian", "masking"],
+                          help="denoising: corruption during training" + _default(defaults.NOISE))
+    variants.add_argument("--noise-level", type=float,
+                          help="denoising: gaussian sigma (scaled units) or masking fraction"
+                               + _default(defaults.NOISE_LEVEL))
+    variants.add_argument("--contraction", type=float, metavar="LAMBDA",
+                          help="contractive: weight of ||J_f(x)||_F^2"
+                               + _default(defaults.CONTRACTION_WEIGHT))
+    variants.add_argument("--beta", type=float,
+                          help="vae: weight of the KL term of the ELBO"
+                               + _default(defaults.VAE_BETA))
+    variants.add_argument("--vae-score", choices=["reconstruction", "elbo"],
+                          help="vae: score by reconstruction error at mu, or negative ELBO"
+                               + _default(defaults.VAE_SCORE))
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _given(**values: object) -> dict[str, object]:
+    """The options set on the command line; the rest stay with the dataclasses' defaults."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def train_options(args: argparse.Namespace) -> TrainOptions:
+    """The parsed command line as `TrainOptions`, unset options left to their defaults.
+
+    Raises ValueError for invalid variant options."""
+    variant_options = VariantOptions(**_given(
+        l1_weight=args.l1, sparsity_target=args.sparsity_target,
+        sparsity_weight=args.sparsity_weight, noise=args.noise, noise_level=args.noise_level,
+        contraction_weight=args.contraction, vae_beta=args.beta, vae_score=args.vae_score))
+    train = TrainConfig(**_given(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        patience=args.patience, seed=args.seed, min_steps=args.min_steps,
+        progress=False if args.quiet else None))
+    return TrainOptions(name=args.name, train=train, variant_options=variant_options, **_given(
+        models_dir=args.models_dir, variant=args.variant, hidden_sizes=args.hidden,
+        activation=args.activation, decoder_activation=args.decoder, tied_weights=args.tied,
+        members=args.members, validation_fraction=args.val_fraction,
+        threshold_rule=args.threshold, description=args.description))
+
+
 def run_train(args: argparse.Namespace) -> int:
-    decoder: DecoderActivation = args.decoder
     try:
-        variant_options = VariantOptions(
-            l1_weight=args.l1, sparsity_target=args.sparsity_target,
-            sparsity_weight=args.sparsity_weight, noise=args.noise,
-            noise_level=args.noise_level, contraction_weight=args.contraction,
-            vae_beta=args.beta, vae_score=args.vae_score)
+        options = train_options(args)
     except ValueError as exc:
         print(f"aeserve train: error: {exc}", file=sys.stderr)
         return 2
-    options = TrainOptions(
-        name=args.name,
-        models_dir=args.models_dir,
-        variant=args.variant,
-        hidden_sizes=args.hidden,
-        activation=args.activation,
-        decoder_activation=decoder,
-        tied_weights=args.tied,
-        members=args.members,
-        validation_fraction=args.val_fraction,
-        threshold_rule=args.threshold,
-        description=args.description,
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                          learning_rate=args.lr, patience=args.patience, seed=args.seed,
-                          min_steps=args.min_steps,
-                          progress=not args.quiet),
-        variant_options=variant_options,
-    )
     try:
         data = load_dataset(args.data, args.label_column)
         with warnings.catch_warnings(record=True) as caught:
@@ -130,8 +163,8 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
-    """Entry point for the training subcommands; `argv[0]` names the subcommand."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the training subcommands, `train` and `evaluate`."""
     from aeserve.training import evaluate
 
     parser = argparse.ArgumentParser(prog="aeserve")
@@ -139,5 +172,12 @@ def main(argv: list[str]) -> int:
     add_train_arguments(commands.add_parser("train", help="train a model and publish it"))
     evaluate.add_arguments(commands.add_parser(
         "evaluate", help="score a labelled file and report ROC-AUC, AP, precision and recall"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Entry point for the training subcommands; `argv[0]` names the subcommand."""
+    from aeserve.training import evaluate
+
+    args = build_parser().parse_args(argv)
     return run_train(args) if args.command == "train" else evaluate.run(args)

@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from aeserve.artifact.card import CARD_FILENAME, ONNX_FILENAME, ModelCard
+from aeserve.artifact.scores import verdicts
 from aeserve.training.data import DataError, Dataset, load_dataset
 from aeserve.training.report import (
     HISTORY_FILENAME,
@@ -66,7 +67,7 @@ def evaluate(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     f1 = np.divide(2 * precision * recall, precision + recall,
                    out=np.zeros_like(precision), where=(precision + recall) > 0)[:-1]
     best = int(np.argmax(f1))
-    # precision_recall_curve flags scores >= t; the service flags scores > threshold. Scores are
+    # precision_recall_curve flags scores >= t; `verdicts` flags scores > threshold. Scores are
     # float32, so one float32 step below t flags the same rows in float32 and float64 alike.
     best_threshold = float(np.nextafter(np.float32(thresholds[best]), np.float32(-np.inf)))
     return {
@@ -75,9 +76,9 @@ def evaluate(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
         "roc_auc": float(roc_auc_score(labels, scores)),
         "average_precision": float(average_precision_score(labels, scores)),
         "at_model_threshold": {"threshold": threshold,
-                               **metrics_at(labels, scores > threshold)},
+                               **metrics_at(labels, verdicts(scores, threshold))},
         "at_best_f1_threshold": {"threshold": best_threshold,
-                                 **metrics_at(labels, scores > best_threshold)},
+                                 **metrics_at(labels, verdicts(scores, best_threshold))},
     }
 
 

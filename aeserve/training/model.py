@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -45,10 +46,13 @@ VARIANTS: tuple[str, ...] = ("ae", "sparse-l1", "sparse-kl", "denoising", "contr
 _ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
 
 
-@dataclass
+@dataclass(frozen=True)
 class AutoencoderConfig:
+    """The network's shape. The defaults are the classic single layer's; training fills every
+    field from its plan (training/plan.py, training/defaults.py)."""
+
     input_dim: int
-    hidden_sizes: list[int] = field(default_factory=lambda: [8])
+    hidden_sizes: Sequence[int] = (8,)  # stored as a tuple
     activation: Activation = "sigmoid"
     decoder_activation: DecoderActivation = "identity"
     tied_weights: bool = False
@@ -77,6 +81,7 @@ class AutoencoderConfig:
             raise ValueError(f"unknown activation {self.activation!r}")
         if self.decoder_activation not in ("identity", "sigmoid"):
             raise ValueError(f"unknown decoder activation {self.decoder_activation!r}")
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))  # frozen all through
 
     @property
     def embedding_dim(self) -> int:
@@ -111,32 +116,6 @@ class MemberLinear(nn.Module):
         if h.dim() == 2:
             h = h.unsqueeze(0).expand(self.weight.shape[0], -1, -1)
         return torch.baddbmm(self.bias.unsqueeze(1), h, self.weight.transpose(1, 2))
-
-
-#: The default stack, chosen on the detection benchmark (bench/quality.py, docs/variants.md):
-#: a funnel of 64 and 32 units to a code of 8 units, whatever the number of inputs. With 8 inputs
-#: or fewer the code is no bottleneck, yet a short training run of a ReLU stack does not reach the
-#: identity: on the benchmark's data sets with 5 to 9 features, a code of 8 scored 0.01 higher
-#: mean ROC-AUC than a code one narrower than the input.
-DEFAULT_HIDDEN_SIZES = (64, 32, 8)
-
-
-def default_hidden_sizes(input_dim: int, variant: str = "ae") -> list[int]:
-    """The benchmark-chosen funnel (for the VAE: a 64-32 trunk and the code as its latent)."""
-    return list(DEFAULT_HIDDEN_SIZES)
-
-
-#: Members trained side by side by default, where the variant allows it (see `MEMBER_VARIANTS`).
-DEFAULT_MEMBERS = 5
-
-
-def default_members(variant: str, tied_weights: bool = False) -> int:
-    return DEFAULT_MEMBERS if variant in MEMBER_VARIANTS and not tied_weights else 1
-
-
-def default_activation(variant: str) -> str:
-    """ReLU, chosen on the benchmark; the KL sparsity penalty needs sigmoid units."""
-    return "sigmoid" if variant == "sparse-kl" else "relu"
 
 
 class Autoencoder(nn.Module):

@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 
+from aeserve.training import defaults
 from aeserve.training.model import Autoencoder
 from aeserve.training.regularizers import (
     gaussian_kl,
@@ -27,18 +28,21 @@ NoiseKind = Literal["gaussian", "masking"]
 VaeScore = Literal["reconstruction", "elbo"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class VariantOptions:
-    """Hyperparameters of the regularized variants; each is read only by its own variant."""
+    """Hyperparameters of the regularized variants; each is read only by its own variant.
 
-    l1_weight: float = 1e-3
-    sparsity_target: float = 0.05
-    sparsity_weight: float = 1.0
-    noise: NoiseKind = "gaussian"
-    noise_level: float = 0.2
-    contraction_weight: float = 1e-2
-    vae_beta: float = 1.0
-    vae_score: VaeScore = "reconstruction"
+    Every default, and why, is in training/defaults.py.
+    """
+
+    l1_weight: float = defaults.L1_WEIGHT
+    sparsity_target: float = defaults.SPARSITY_TARGET
+    sparsity_weight: float = defaults.SPARSITY_WEIGHT
+    noise: NoiseKind = defaults.NOISE
+    noise_level: float = defaults.NOISE_LEVEL
+    contraction_weight: float = defaults.CONTRACTION_WEIGHT
+    vae_beta: float = defaults.VAE_BETA
+    vae_score: VaeScore = defaults.VAE_SCORE
 
     def __post_init__(self) -> None:
         if not 0.0 < self.sparsity_target < 1.0:

@@ -13,34 +13,33 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from aeserve.training import defaults
 from aeserve.training.model import Autoencoder, AutoencoderConfig
 from aeserve.training.objectives import VariantOptions, per_sample_objective
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    # Chosen on the detection benchmark (bench/quality.py; docs/variants.md has the comparison):
-    # short runs score better than long ones there, and cost less.
-    epochs: int = 20
-    batch_size: int = 128
-    learning_rate: float = 3e-3
-    patience: int = 80
-    min_delta: float = 1e-5
-    seed: int = 0
-    progress: bool = True
-    #: Share of each batch's worst-reconstructed rows left out of the gradient (after warm-up):
-    #: anomalies hidden in unlabelled training data then do not teach the model to rebuild them.
-    trim_fraction: float = 0.0
-    trim_warmup_epochs: int = 5
+    """The training loop's settings; every default, and why, is in training/defaults.py."""
+
+    epochs: int = defaults.EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
+    learning_rate: float = defaults.LEARNING_RATE
+    patience: int = defaults.PATIENCE
+    min_delta: float = defaults.MIN_DELTA
+    seed: int = defaults.SEED
+    progress: bool = defaults.PROGRESS
+    #: Share of each batch's worst-reconstructed rows left out of the gradient (after warm-up).
+    trim_fraction: float = defaults.TRIM_FRACTION
+    trim_warmup_epochs: int = defaults.TRIM_WARMUP_EPOCHS
     #: When positive, cap the epochs so that training takes about this many gradient steps (but
-    #: at least `min_epochs`): small data sets get every epoch, large ones do not pay for them.
-    step_budget: int = 0
-    min_epochs: int = 10
-    #: When positive, raise the epochs until training takes at least this many gradient steps:
-    #: a few hundred rows make one or two batches an epoch, too few updates in `epochs` epochs.
-    min_steps: int = 250
+    #: at least `min_epochs`).
+    step_budget: int = defaults.STEP_BUDGET
+    min_epochs: int = defaults.MIN_EPOCHS
+    #: When positive, raise the epochs until training takes at least this many gradient steps.
+    min_steps: int = defaults.MIN_STEPS
     #: Restore the weights of the epoch with the best validation loss (False: keep the last).
-    restore_best: bool = True
+    restore_best: bool = defaults.RESTORE_BEST
 
 
 @dataclass

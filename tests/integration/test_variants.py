@@ -10,7 +10,7 @@ import pytest
 
 from aeserve.artifact.card import ModelCard
 from aeserve.training.data import load_dataset
-from aeserve.training.model import default_members
+from aeserve.training.defaults import default_members
 from aeserve.training.objectives import VariantOptions
 from aeserve.training.pipeline import OvercompleteWarning, TrainOptions, train_and_export
 from aeserve.training.trainer import TrainConfig
@@ -109,7 +109,7 @@ def test_overcomplete_warning_only_without_regularizer(tmp_path, csv_file):
 
 
 def test_cli_trains_a_variant_and_prints_the_warning(tmp_path, csv_file):
-    from tests.test_end_to_end import run_cli
+    from tests.e2e.test_end_to_end import run_cli
 
     result = run_cli("train", "--data", str(csv_file), "--label-column", "label", "--name", "w",
                      "--hidden", "8", "--epochs", "3", "--quiet", "--models-dir", str(tmp_path))

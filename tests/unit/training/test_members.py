@@ -7,8 +7,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from aeserve.training.defaults import default_members
 from aeserve.training.export import ScoringGraph, write_onnx
-from aeserve.training.model import Autoencoder, AutoencoderConfig, MemberLinear, default_members
+from aeserve.training.model import Autoencoder, AutoencoderConfig, MemberLinear
 from aeserve.training.preprocessing import fit_scaler
 from aeserve.training.trainer import TrainConfig, train_autoencoder
 

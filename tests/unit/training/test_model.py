@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from aeserve.training.model import Autoencoder, AutoencoderConfig, default_hidden_sizes
+from aeserve.training.defaults import default_hidden_sizes
+from aeserve.training.model import Autoencoder, AutoencoderConfig
 from aeserve.training.trainer import TrainConfig, train_autoencoder
 
 
@@ -83,7 +84,7 @@ def test_invalid_hidden_sizes_refused(bad):
 
 
 def test_defaults_are_the_benchmark_choice():
-    from aeserve.training.model import default_activation
+    from aeserve.training.defaults import default_activation
 
     assert default_hidden_sizes(30) == [64, 32, 8] == default_hidden_sizes(9, "vae")
     assert default_hidden_sizes(6) == [64, 32, 8] == default_hidden_sizes(1)
