@@ -1,7 +1,8 @@
 """`aeserve evaluate`: score a labelled file with an exported model and say how well it does.
 
-The model is run through onnxruntime exactly as the service runs it; columns are matched to the
-model's features by name, so the file may hold them in any order, with extra columns.
+The model is loaded by the model store (the same validation as the server's) and run through the
+same onnxruntime session; columns are matched to the model's features by name, so the file may
+hold them in any order, with extra columns.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from aeserve.artifact.card import CARD_FILENAME, ONNX_FILENAME, ModelCard
+from aeserve.artifact import store
+from aeserve.artifact.card import CARD_FILENAME, ModelCard
+from aeserve.artifact.errors import ModelLoadError
 from aeserve.artifact.scores import verdicts
+from aeserve.artifact.session import SessionConfig
+from aeserve.artifact.store import LoadedVersion
 from aeserve.training.data import DataError, Dataset, load_dataset
 from aeserve.training.report import (
     HISTORY_FILENAME,
@@ -31,11 +35,19 @@ def resolve_model(path: Path) -> Path:
     path = Path(path)
     if (path / CARD_FILENAME).is_file():
         return path
-    versions = sorted((int(p.name), p) for p in path.glob("*")
-                      if p.is_dir() and p.name.isdigit()) if path.is_dir() else []
+    versions = store.version_folders(path) if path.is_dir() else {}
     if not versions:
         raise DataError(f"no model version under {path}")
-    return versions[-1][1]
+    return versions[max(versions)]
+
+
+def load_model(path: Path) -> LoadedVersion:
+    """The version at `path`, validated by the model store as the server validates it."""
+    folder = resolve_model(path)
+    if not folder.name.isdigit():
+        raise DataError(f"{folder} is not a version folder (models/NAME/VERSION)")
+    return store.load_version(folder.resolve().parent.name, int(folder.name), folder,
+                              SessionConfig(provider="cpu"))
 
 
 def aligned_features(data: Dataset, card: ModelCard) -> np.ndarray:
@@ -93,18 +105,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        folder = resolve_model(args.model)
-        card = ModelCard.read(folder / CARD_FILENAME)
+        model = load_model(args.model)
+        folder, card = model.path, model.card
         data = load_dataset(args.data, args.label_column)
         if data.y is None:
             raise DataError(f"no label column {args.label_column!r} in {args.data}")
         X = aligned_features(data, card).astype(np.float32)
-        session = ort.InferenceSession(str(folder / ONNX_FILENAME),
-                                       providers=["CPUExecutionProvider"])
-        scores = session.run(["score"], {"x": X})[0].astype(np.float64)
+        scores = model.session.run(X, ("score",))["score"].astype(np.float64)
         result = {"model": card.name, "version": card.version, **evaluate(scores, data.y,
                                                                            card.threshold)}
-    except (DataError, ValueError, OSError) as exc:
+    except (DataError, ModelLoadError, ValueError, OSError) as exc:
         print(f"aeserve evaluate: error: {exc}", file=sys.stderr)
         return 2
     if args.report is not None:
