@@ -131,3 +131,30 @@ def add_version(root: Path, source: Path, name: str, version: int, tamper: bool 
         with open(target / "model.onnx", "ab") as handle:
             handle.write(b"x")
     return target
+
+
+@contextmanager
+def app_on_a_socket(app) -> Iterator[str]:
+    """Serve an app built in this process (uvicorn in a thread) on a free port; yields its URL.
+
+    For tests that change the app itself (an added middleware) or want its state in process;
+    `running_server` runs `aeserve serve` as a user does.
+    """
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise AssertionError("the server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -154,8 +154,10 @@ def _openapi(app: FastAPI) -> dict:
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
                              routes=app.routes)
         paths, components = inference.openapi_paths()
-        schema["paths"] = {**paths, **v2.openapi_paths(), **schema.get("paths", {})}
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        v2_paths, v2_components = v2.openapi_paths()
+        schema["paths"] = {**paths, **v2_paths, **schema.get("paths", {})}
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(
+            {**components, **v2_components})
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -80,6 +80,8 @@ def decode_json_matrix(body: bytes, width: int, max_rows: int) -> np.ndarray | N
     parser = thread_parser()
     try:
         document = parser.parse(body)
+        if isinstance(document, simdjson.Object) and len(document) != len(set(document)):
+            return None  # a repeated key: orjson's reading (the last one wins) decides
         instances = document["instances"]
         if not isinstance(instances, simdjson.Array):
             return None
@@ -170,6 +172,8 @@ def _parse_json(body: bytes) -> Any:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError):
             raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise MalformedJSON("the body's JSON is nested too deeply") from None
 
 
 def _positional_rows(instances: list, width: int) -> list:
@@ -222,6 +226,9 @@ def _check_number(value: Any, row: int, column: int, name: str | None = None) ->
     if isinstance(value, float) and not math.isfinite(value):
         raise NonFinite(f"row {row}, column {column}: {value} is not a finite number",
                         row=row, column=column)
+    if isinstance(value, int) and not -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
+        raise NonFinite(f"row {row}, column {column}: an integer of {len(str(abs(value)))} "
+                        "digits is beyond float32's range", row=row, column=column)
 
 
 def _decode_float32_rows(body: bytes, width: int) -> np.ndarray:
@@ -237,8 +244,10 @@ def _decode_float32_rows(body: bytes, width: int) -> np.ndarray:
 def _decode_npy(body: bytes, width: int) -> np.ndarray:
     try:
         array = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, MemoryError) as exc:
         raise MalformedJSON(f"the body is not a valid .npy array: {exc}") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive: np.load gives a mapping of arrays
+        raise MalformedJSON("the body is an .npz archive; send one array as .npy")
     if array.dtype.kind not in "iuf":
         raise NonNumeric(f".npy array has dtype {array.dtype}; send a numeric array")
     if array.ndim != 2:

@@ -12,7 +12,7 @@ made when the version loads (`batcher_factory`) and closed when it goes.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +26,7 @@ from aeserve.serving import v2_codec
 from aeserve.serving.batching import MicroBatcher
 from aeserve.serving.codecs import BINARY_TYPE, NPY_TYPE, dumps, media_type
 from aeserve.serving.decoding import BodyDecoder
-from aeserve.serving.errors import UnknownVersion
+from aeserve.serving.errors import NonFiniteResult, UnknownVersion
 from aeserve.serving.metrics import Metrics, observe_many
 from aeserve.serving.repository import ModelRepository, ModelVersion
 from aeserve.serving.settings import Settings
@@ -168,6 +168,7 @@ class DataPlane:
                                             self.settings.max_rows)
         wanted = options.outputs if operation == "anomaly-score" else (PRIMARY_OUTPUT[operation],)
         outputs = await entry.batcher.submit(rows, wanted)
+        require_finite(outputs, wanted)
         self.metrics.rows_counter(entry.name, entry.version, operation).inc(len(rows))
         size = outputs[PRIMARY_OUTPUT[operation]].size
         if wants(accept) != "application/json":
@@ -181,7 +182,9 @@ class DataPlane:
         """The Open Inference Protocol's `infer` on `entry`: (the answer, rows)."""
         request = await self.decoder.v2(body, header_length, entry.card.input_dim,
                                         self.settings.max_rows)
-        results = await entry.batcher.submit(request.rows, [name for name, _ in request.wanted])
+        wanted = [name for name, _ in request.wanted]
+        results = await entry.batcher.submit(request.rows, wanted)
+        require_finite(results, wanted)
         self.metrics.rows_counter(entry.name, entry.version, "v2-infer").inc(len(request.rows))
         size = sum(results[name].size for name, binary in request.wanted if not binary)
         payload, headers, kind = await self.decoder.encode(
@@ -190,8 +193,25 @@ class DataPlane:
         return Encoded(payload, kind, headers), len(request.rows)
 
 
+def require_finite(outputs: dict[str, np.ndarray], names: Sequence[str]) -> None:
+    """A typed 422 naming the rows whose outputs overflowed, rather than `null` in a 200.
+
+    Inputs are checked finite when decoded, but finite values can still overflow the graph's
+    float32 arithmetic: a feature near 1e20 has a squared error beyond float32's range.
+    """
+    for name in names:
+        values = outputs[name]
+        if values.dtype.kind == "f" and not np.isfinite(values.sum(dtype=np.float64)):
+            bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+            rows = np.flatnonzero(bad).tolist()
+            raise NonFiniteResult(
+                f"{len(rows)} row(s) give a non-finite {name} (first: {rows[:10]}): their values "
+                "are too large for the model's float32 arithmetic; scale them down",
+                rows=rows[:100], output=name)
+
+
 def parse_version(version: str) -> int:
     """A version path segment as a number, or a typed 404."""
-    if not version.isdigit() or int(version) < 1:
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:
         raise UnknownVersion(f"version {version!r} is not a positive integer", version=version)
     return int(version)

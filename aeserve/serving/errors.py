@@ -72,6 +72,13 @@ class NonFinite(InvalidInstances):
     code = "non_finite"
 
 
+class NonFiniteResult(InvalidInstances):
+    """Finite inputs whose outputs are not: values so large that the model's float32 arithmetic
+    overflows (a squared error above about 3.4e38). Named by row, never sent as `null`."""
+
+    code = "non_finite_result"
+
+
 class FeatureMismatch(InvalidInstances):
     code = "feature_mismatch"
 

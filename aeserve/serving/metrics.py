@@ -110,11 +110,19 @@ class Metrics:
 
     def observe_scores(self, model: str, version: int, scores: np.ndarray, threshold: float,
                        flagged: np.ndarray) -> None:
+        """Count the rows given a finite score, once each, and add them to the score histogram.
+
+        Rows whose score overflowed are answered with a 422 (`NonFiniteResult`), not scored:
+        they are left out here, so no series ever takes a non-finite value.
+        """
+        scores = np.asarray(scores, dtype=np.float64)
+        finite = np.isfinite(scores)
+        if not finite.all():
+            scores, flagged = scores[finite], np.asarray(flagged)[finite]
         labels = (model, str(version))
         self._child(self.scored, *labels).inc(len(scores))
         self._child(self.anomalies, *labels).inc(int(np.count_nonzero(flagged)))
-        observe_many(self._child(self.score_ratio, model),
-                     np.asarray(scores, dtype=np.float64) / max(threshold, 1e-12))
+        observe_many(self._child(self.score_ratio, model), scores / max(threshold, 1e-12))
 
     def set_models(self, ready: list[tuple[str, int, list[str]]]) -> None:
         """1 for the currently ready versions, 0 for those that no longer are.

@@ -115,7 +115,8 @@ def parse_inference_request(body: bytes, header_length: str | None
     """The JSON request and, with the binary tensor extension, the bytes that follow it."""
     binary = b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (header_length.isascii() and header_length.isdigit()) \
+                or int(header_length) > len(body):
             raise MalformedJSON(f"Inference-Header-Content-Length {header_length!r} does not "
                                 f"fit a body of {len(body)} bytes")
         body, binary = body[:int(header_length)], body[int(header_length):]
@@ -164,11 +165,18 @@ def input_matrix(request: InferenceRequest, binary: bytes, width: int, max_rows:
         values = decoded
     else:
         try:
-            with np.errstate(over="ignore"):  # beyond float32: inf, refused by name below
-                values = np.asarray(tensor.data, dtype=dtype)
+            values = np.asarray(tensor.data)  # numpy reads the list once, in C
         except (TypeError, ValueError):
             raise NonNumeric("input data must be numbers, flat or nested in the given "
                              "shape") from None
+        if values.dtype.kind == "O":  # integers beyond int64 (rare): each read by Python
+            values = _big_integers(values)
+        # numpy would cast "1.5" or true to a float: the protocol's FP32 holds numbers only
+        if values.dtype.kind not in "iuf" and values.size:
+            raise NonNumeric(f"input data must be numbers for {tensor.datatype}, got "
+                             f"{_kind_name(values)}")
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused by name below
+            values = values.astype(dtype)
     if values.size != tensor.shape[0] * width or tensor.shape[0] == 0:
         raise InvalidInstances(f"input data has {values.size} values; shape {tensor.shape} "
                                f"needs {tensor.shape[0] * width} (and at least one row)")
@@ -177,6 +185,26 @@ def input_matrix(request: InferenceRequest, binary: bytes, width: int, max_rows:
     if not np.isfinite(rows).all():
         raise NonFinite("input data holds NaN, infinity, or values beyond float32's range")
     return rows
+
+
+def _big_integers(values: np.ndarray) -> np.ndarray:
+    """An object array of Python numbers as float64 (beyond float64: inf), or as it was when
+    it holds anything else (then refused by its kind)."""
+    flat = values.ravel()
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
+        return values
+    as_float = np.empty(len(flat), dtype=np.float64)
+    for i, value in enumerate(flat):
+        try:
+            as_float[i] = float(value)
+        except OverflowError:
+            as_float[i] = np.inf
+    return as_float.reshape(values.shape)
+
+
+def _kind_name(values: np.ndarray) -> str:
+    return {"b": "booleans", "U": "strings", "S": "strings", "O": "mixed values"}.get(
+        values.dtype.kind, f"dtype {values.dtype}")
 
 
 def requested_outputs(request: InferenceRequest) -> list[tuple[str, bool]]:

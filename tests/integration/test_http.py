@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -210,6 +211,12 @@ def test_openapi_documents_the_api(client):
         assert path in spec["paths"], path
     body = spec["paths"]["/anomaly-score"]["post"]["requestBody"]["content"]
     assert {"application/json", "application/octet-stream", "application/x-npy"} <= set(body)
+    # every reference resolves within the document (the V2 schemas' included)
+    refs = set(re.findall(r'"\$ref":\s*"([^"]+)"', orjson.dumps(spec).decode()))
+    assert "#/components/schemas/InferenceRequest" in refs
+    for ref in refs:
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.rsplit("/", 1)[1] in spec["components"]["schemas"], ref
 
 
 def test_server_with_only_broken_models_is_not_ready(tmp_path, repository):

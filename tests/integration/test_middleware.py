@@ -3,19 +3,16 @@ included: both lanes are built from the app's one list of middleware. Real HTTP,
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aeserve.serving.app import create_app
 from aeserve.serving.settings import Settings
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, app_on_a_socket
 
 SEEN: list[str] = []
 
@@ -45,17 +42,8 @@ class StampMiddleware:
 def url() -> Iterator[str]:
     app = create_app(Settings(models_dir=ROOT / "models", poll_interval_s=0, log_format="text"))
     app.add_middleware(StampMiddleware, stamp="added-later")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with app_on_a_socket(app) as served:
+        yield served
 
 
 @pytest.mark.parametrize("path", ["/anomaly-score", "/models/breast-cancer/encode",

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import Receive, Scope
@@ -20,7 +21,7 @@ from aeserve.artifact.card import INPUT_NAME, OUTPUT_NAMES
 from aeserve.serving.asgi import Endpoint, header, read_body
 from aeserve.serving.dataplane import DataPlane, parse_version
 from aeserve.serving.deps import get_repository
-from aeserve.serving.errors import ModelNotReady
+from aeserve.serving.errors import InvalidParameter, ModelNotReady
 from aeserve.serving.repository import ModelRepository, ModelVersion
 from aeserve.serving.schemas.v2 import IndexRequest, InferenceRequest
 from aeserve.serving.v2_codec import BINARY_HEADER
@@ -120,10 +121,13 @@ infer_routes = [Route(path, Endpoint(_infer), methods=["POST"]) for path in
                 ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")]
 
 
-def openapi_paths() -> dict[str, Any]:
-    """The OpenAPI description of the raw inference routes above."""
+def openapi_paths() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(paths, component schemas) describing the raw inference routes above."""
+    request_schema = InferenceRequest.model_json_schema(
+        ref_template="#/components/schemas/{model}")
+    components = {**request_schema.pop("$defs", {}), "InferenceRequest": request_schema}
     body = {"required": True, "content": {
-        "application/json": {"schema": InferenceRequest.model_json_schema()},
+        "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"},
                                      "description": "binary tensor extension: the JSON header "
                                                     "(Inference-Header-Content-Length bytes) "
@@ -142,7 +146,7 @@ def openapi_paths() -> dict[str, Any]:
                                                  "followed by binary tensors)"},
                           "400": {"description": "Error: {\"error\": \"message\"}"}},
         }}
-    return paths
+    return paths, components
 
 
 # -- repository extension (needs AESERVE_API_KEY; see aeserve/serving/middleware.py) ------------
@@ -150,7 +154,12 @@ def openapi_paths() -> dict[str, Any]:
 @router.post("/repository/index", summary="List every model version and its state")
 async def repository_index(request: Request, repository: Repo) -> list[dict[str, Any]]:
     body = await request.body()
-    options = IndexRequest.model_validate_json(body) if body.strip() else IndexRequest()
+    try:
+        options = IndexRequest.model_validate_json(body) if body.strip() else IndexRequest()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                             for e in exc.errors()[:3])
+        raise InvalidParameter(f"not a repository index request: {problems}") from None
     entries = []
     for name, model in sorted(repository.models.items()):
         for version in sorted(model.versions.values(), key=lambda v: v.version):
@@ -169,7 +178,8 @@ async def repository_load(name: str, request: Request, repository: Repo) -> JSON
     model = await run_in_threadpool(repository.load_model, name)
     request.app.sync_model_metrics()
     if model.active is None:
-        reasons = "; ".join(f"version {v.version}: {v.error}" for v in model.versions.values())
+        reasons = "; ".join([f"version {v.version}: {v.error}" for v in model.versions.values()]
+                            + ([model.error] if model.error else []))
         return JSONResponse({"error": f"model {name!r} has no ready version: {reasons}"},
                             status_code=400)
     return JSONResponse({})
