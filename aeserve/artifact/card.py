@@ -11,6 +11,7 @@ rather than guessing at its meaning.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,8 @@ OUTPUT_NAMES = ("embedding", "reconstruction", "score", "feature_errors")
 SCORE_QUANTILE_COUNT = 101
 
 #: Model names are path components: letters, digits, '.', '_', '-', not starting with '.'.
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: `\Z`, not `$`: `$` also matches before a trailing newline, which a name must not hold.
+MODEL_NAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 
 class _Strict(BaseModel):
@@ -149,6 +151,10 @@ class ModelCard(_Strict):
             raise ValueError("feature_names must be unique")
         if len(self.preprocessing.offset) != self.input_dim:
             raise ValueError("preprocessing length does not match input_dim")
+        if not math.isfinite(self.threshold):
+            raise ValueError(f"the threshold must be a finite number, got {self.threshold}")
+        if not all(math.isfinite(q) for q in self.score_quantiles):
+            raise ValueError("score_quantiles must be finite numbers")
         if len(self.score_quantiles) != SCORE_QUANTILE_COUNT:
             raise ValueError(f"score_quantiles must hold {SCORE_QUANTILE_COUNT} values")
         if any(b < a for a, b in zip(self.score_quantiles, self.score_quantiles[1:], strict=False)):

@@ -61,7 +61,9 @@ class ModelSession:
             self._session = ort.InferenceSession(
                 str(onnx_path), options, providers=requested_providers(config.provider))
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelLoadError(f"onnxruntime cannot load the graph: {exc}") from exc
+            # Its messages hold the file's absolute path, which is no business of a client's.
+            reason = str(exc).replace(str(onnx_path), onnx_path.name)
+            raise ModelLoadError(f"onnxruntime cannot load the graph: {reason}") from exc
         self.providers: list[str] = self._session.get_providers()
         if config.provider == "cuda" and CUDA not in self.providers:
             raise ProviderUnavailable(
@@ -85,7 +87,10 @@ class ModelSession:
     def _smoke_test(self, card: ModelCard) -> None:
         """One inference on two rows at the training offset: shapes and finiteness."""
         rows = np.tile(np.asarray(card.preprocessing.offset, dtype=np.float32), (2, 1))
-        out = self.run(rows, OUTPUT_NAMES)
+        try:
+            out = self.run(rows, OUTPUT_NAMES)
+        except Exception as exc:  # a graph that loads but cannot run: onnxruntime's own types
+            raise ModelLoadError(f"test inference failed: {exc}") from exc
         expected = {"embedding": (2, card.architecture.embedding_dim),
                     "reconstruction": (2, card.input_dim), "score": (2,),
                     "feature_errors": (2, card.input_dim)}

@@ -48,15 +48,24 @@ class LoadedVersion:
 
 def is_model_name(name: str) -> bool:
     """Model names are path components: letters, digits, '.', '_', '-', not starting with '.'."""
-    return bool(MODEL_NAME_PATTERN.match(name))
+    return MODEL_NAME_PATTERN.match(name) is not None
+
+
+def version_number(name: str) -> int | None:
+    """The version a folder name stands for ('1', '2', ...), or None: ASCII digits only (a
+    Unicode digit such as '²' passes `str.isdigit` but is no version), no leading zero."""
+    if name.isascii() and name.isdigit() and not name.startswith("0"):
+        return int(name)
+    return None
 
 
 def version_folders(model_dir: Path) -> dict[int, Path]:
     """Integer-named folders (1, 2, ...); staging folders and stray files are ignored."""
     found = {}
     for child in model_dir.iterdir():
-        if child.is_dir() and child.name.isdigit() and int(child.name) > 0:
-            found[int(child.name)] = child
+        number = version_number(child.name)
+        if number is not None and child.is_dir():
+            found[number] = child
     return found
 
 
@@ -106,8 +115,7 @@ def load_version(name: str, version: int, path: Path,
 # -- publishing ---------------------------------------------------------------------------------
 
 def next_version(model_dir: Path) -> int:
-    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-    return max(versions, default=0) + 1
+    return max(version_folders(model_dir), default=0) + 1
 
 
 def staging_dir(model_dir: Path) -> Path:

@@ -73,10 +73,16 @@ def load_version(name: str, version: int, path: Path, config: SessionConfig) -> 
     """Validate and load one version folder; never raises, a failure is returned as state."""
     try:
         loaded = store.load_version(name, version, path, config)
-    except ModelLoadError as exc:
-        log.error("model %s version %s failed to load: %s", name, version, exc,
-                  extra={"model": name, "version": version})
-        return ModelVersion(name, version, path, "failed", error=str(exc),
+    except Exception as exc:  # ModelLoadError, or anything unforeseen: never stops the scan
+        if isinstance(exc, ModelLoadError):
+            log.error("model %s version %s failed to load: %s", name, version, exc,
+                      extra={"model": name, "version": version})
+            reason = str(exc)
+        else:
+            log.exception("model %s version %s failed to load", name, version,
+                          extra={"model": name, "version": version})
+            reason = f"unexpected error while loading: {type(exc).__name__}: {exc}"
+        return ModelVersion(name, version, path, "failed", error=reason,
                             fingerprint=store.fingerprint(path),
                             provider_error=isinstance(exc, ProviderUnavailable))
     log.info("model %s version %s ready on %s", name, version, loaded.session.providers,
@@ -116,7 +122,14 @@ class ModelRepository:
                 if (not model_dir.is_dir() or not store.is_model_name(name)
                         or name in self.unloaded):
                     continue
-                model = self._scan_model(name, model_dir, self.models.get(name))
+                try:
+                    model = self._scan_model(name, model_dir, self.models.get(name))
+                except OSError as exc:  # the folder went away or cannot be read mid-scan
+                    log.error("model %s cannot be scanned: %s", name, exc)
+                    reason = f"cannot be scanned: {exc.strerror or type(exc).__name__}"
+                    previous = self.models.get(name)
+                    model = (replace(previous, error=reason) if previous is not None
+                             else Model(name, error=reason))
                 if model.versions or model.error:
                     table[name] = model
             previous, self.models = self.models, table
@@ -173,7 +186,9 @@ class ModelRepository:
             raise UnknownModel(f"no model folder {name!r} in the repository", model=name)
         self.unloaded.discard(name)
         self.refresh()
-        return self.models[name]
+        found = self.models.get(name)
+        return found if found is not None else Model(
+            name, error="the folder holds no version folders (models/NAME/1, 2, ...)")
 
     def unload_model(self, name: str) -> None:
         """Stop serving a model until it is loaded again; polling leaves it alone."""

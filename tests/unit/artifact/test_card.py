@@ -47,6 +47,10 @@ def test_valid_card_round_trips():
     [
         ({"schema_version": 2}, "schema_version"),
         ({"name": "../etc"}, "not a valid path component"),
+        ({"name": "demo\n"}, "not a valid path component"),
+        ({"threshold": float("nan")}, "finite"),
+        ({"threshold": float("inf")}, "finite"),
+        ({"score_quantiles": [i / 100 for i in range(100)] + [float("inf")]}, "finite"),
         ({"feature_names": ["a", "b"]}, "2 names for input_dim 3"),
         ({"feature_names": ["a", "a", "b"]}, "unique"),
         ({"score_quantiles": [0.0] * 100}, "101 values"),

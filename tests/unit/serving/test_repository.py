@@ -130,3 +130,49 @@ def test_lookups_name_what_is_missing(tmp_path):
     with pytest.raises(UnknownModel, match="unknown model 'z'"):
         repo.get("z")
     assert repo.default_name == "m" and repo.is_ready()
+
+
+def test_a_graph_that_fails_its_test_run_is_one_failed_version(tmp_path, monkeypatch):
+    from aeserve.artifact import session as session_module
+
+    add_version(tmp_path, SHIPPED_MODEL, "m", 1)
+    add_version(tmp_path, SHIPPED_MODEL, "other", 1)
+    real_run = session_module.ModelSession.run
+
+    def failing_run(self, rows, outputs):
+        if "/m/" in str(self.path_for_test):
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : kernel failed")
+        return real_run(self, rows, outputs)
+
+    real_init = session_module.ModelSession.__init__
+
+    def init(self, onnx_path, card, config=session_module.DEFAULT_SESSION):
+        self.path_for_test = onnx_path
+        real_init(self, onnx_path, card, config)
+
+    monkeypatch.setattr(session_module.ModelSession, "__init__", init)
+    monkeypatch.setattr(session_module.ModelSession, "run", failing_run)
+    repo = repository(tmp_path)
+    failed = repo.models["m"].versions[1]
+    assert failed.state == "failed" and "test inference failed" in failed.error
+    assert repo.get("other").state == "ready"  # the other model serves
+
+
+def test_unicode_digit_folders_and_unexpected_errors_never_stop_the_scan(tmp_path, monkeypatch):
+    from aeserve.artifact import store
+
+    add_version(tmp_path, SHIPPED_MODEL, "m", 1)
+    (tmp_path / "m" / "\u00b2").mkdir()  # '²': str.isdigit() is true, int() refuses it
+    add_version(tmp_path, SHIPPED_MODEL, "n", 1)
+    real_load = store.load_version
+
+    def load(name, version, path, config=None):
+        if name == "n":
+            raise MemoryError("no room for the graph")
+        return real_load(name, version, path, config)
+
+    monkeypatch.setattr(store, "load_version", load)
+    repo = repository(tmp_path)
+    assert sorted(repo.models["m"].versions) == [1] and repo.get("m").state == "ready"
+    broken = repo.models["n"].versions[1]
+    assert broken.state == "failed" and "MemoryError: no room for the graph" in broken.error
