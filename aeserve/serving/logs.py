@@ -40,6 +40,17 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """One line per record, whatever the message holds: control characters (a `%0A` in a
+    request path, decoded to a newline) are escaped, so nobody forges a log line."""
+
+    _ESCAPES = {code: f"\\x{code:02x}" for code in range(32)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.translate(self._ESCAPES)
+        return super().formatMessage(record)
+
+
 def _timestamp(created: float) -> str:
     return _second(int(created)) + f".{int((created % 1) * 1000):03d}Z"
 
@@ -114,7 +125,7 @@ def configure_logging(level: str, fmt: str) -> None:
     global _json_handler
     handler = logging.StreamHandler()
     _json_handler = handler if fmt == "json" else None
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("aeserve", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
