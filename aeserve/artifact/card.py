@@ -136,6 +136,10 @@ class ModelCard(_Strict):
     evaluation: Evaluation | None = None
     onnx_opset: int
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    external_data_sha256: dict[str, str] = Field(
+        default_factory=dict,
+        description="sha256 of each external-data file the graph reads, by its location "
+                    "relative to the version folder (aeserve's exporter writes none).")
     parity_max_abs_error: float = Field(ge=0)
     parity_rows: int
 
@@ -151,6 +155,8 @@ class ModelCard(_Strict):
             raise ValueError("feature_names must be unique")
         if len(self.preprocessing.offset) != self.input_dim:
             raise ValueError("preprocessing length does not match input_dim")
+        if any(not re.fullmatch(r"[0-9a-f]{64}", v) for v in self.external_data_sha256.values()):
+            raise ValueError("external_data_sha256 values must be sha256 hex digests")
         if not math.isfinite(self.threshold):
             raise ValueError(f"the threshold must be a finite number, got {self.threshold}")
         if not all(math.isfinite(q) for q in self.score_quantiles):

@@ -12,6 +12,7 @@ two writers never claim the same number.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from aeserve.artifact.card import (
     file_sha256,
 )
 from aeserve.artifact.errors import ModelLoadError, PublishError
+from aeserve.artifact.onnx_refs import MalformedGraph, external_data_locations
 from aeserve.artifact.session import DEFAULT_SESSION, ModelSession, SessionConfig
 
 Fingerprint = tuple[tuple[int, int], ...]
@@ -95,21 +97,64 @@ def read_card(path: Path) -> ModelCard:
 
 
 def load_version(name: str, version: int, path: Path,
-                 config: SessionConfig = DEFAULT_SESSION) -> LoadedVersion:
-    """Validate and load one version folder; raises `ModelLoadError` saying why it cannot run."""
+                 config: SessionConfig = DEFAULT_SESSION,
+                 root: Path | None = None) -> LoadedVersion:
+    """Validate and load one version folder; raises `ModelLoadError` saying why it cannot run.
+
+    `root`, the model repository, when the folder was found in one: the folder must lie inside
+    it, symbolic links included.
+    """
     stamp = fingerprint(path)
+    check_contained(path, root)
     card = read_card(path)
     if card.name != name or card.version != version:
         raise ModelLoadError(f"card says {card.name}/{card.version}, folder is {name}/{version}")
     onnx_path = path / ONNX_FILENAME
     if not onnx_path.is_file():
         raise ModelLoadError(f"{ONNX_FILENAME} is missing")
-    digest = file_sha256(onnx_path)
+    graph = onnx_path.read_bytes()
+    digest = hashlib.sha256(graph).hexdigest()
     if digest != card.onnx_sha256:
         raise ModelLoadError(f"sha256 of {ONNX_FILENAME} is {digest[:12]}..., the card says "
                              f"{card.onnx_sha256[:12]}...")
+    check_external_data(path, graph, card)
     session = ModelSession(onnx_path, card, config)
     return LoadedVersion(name, version, path, card, session, stamp)
+
+
+def check_contained(path: Path, root: Path | None) -> None:
+    """The version folder (inside `root`) and its card and graph must not lead elsewhere through
+    symbolic links: whoever can write the repository cannot make the server read other files."""
+    real = path.resolve()
+    if root is not None and not real.is_relative_to(root.resolve()):
+        raise ModelLoadError("the version folder is a link to a place outside the repository")
+    for filename in (CARD_FILENAME, ONNX_FILENAME):
+        target = path / filename
+        if target.is_symlink() and not target.resolve().is_relative_to(real):
+            raise ModelLoadError(f"{filename} is a link to a file outside its version folder")
+
+
+def check_external_data(path: Path, graph: bytes, card: ModelCard) -> None:
+    """Every external-data file of the graph lies inside the version folder and matches the
+    sha256 the card records for it: the checksum covers all the weights, not only model.onnx."""
+    try:
+        locations = external_data_locations(graph)
+    except MalformedGraph as exc:
+        raise ModelLoadError(f"{ONNX_FILENAME} is not a readable ONNX graph: {exc}") from None
+    real = path.resolve()
+    for location in dict.fromkeys(locations):
+        target = (real / location).resolve() if location else real
+        if (not location or Path(location).is_absolute()
+                or not target.is_relative_to(real) or target == real):
+            raise ModelLoadError(f"the graph reads external data at {location!r}, outside its "
+                                 "version folder")
+        expected = card.external_data_sha256.get(location)
+        if expected is None:
+            raise ModelLoadError(f"the graph reads external data {location!r}, which the card's "
+                                 "external_data_sha256 does not cover")
+        if not target.is_file() or file_sha256(target) != expected:
+            raise ModelLoadError(f"external data {location!r} is missing or its sha256 is not "
+                                 "the card's")
 
 
 # -- publishing ---------------------------------------------------------------------------------

@@ -69,10 +69,11 @@ class Model:
         return max(ready, key=lambda v: v.version, default=None)
 
 
-def load_version(name: str, version: int, path: Path, config: SessionConfig) -> ModelVersion:
+def load_version(name: str, version: int, path: Path, config: SessionConfig,
+                 root: Path | None = None) -> ModelVersion:
     """Validate and load one version folder; never raises, a failure is returned as state."""
     try:
-        loaded = store.load_version(name, version, path, config)
+        loaded = store.load_version(name, version, path, config, root=root)
     except Exception as exc:  # ModelLoadError, or anything unforeseen: never stops the scan
         if isinstance(exc, ModelLoadError):
             log.error("model %s version %s failed to load: %s", name, version, exc,
@@ -172,7 +173,7 @@ class ModelRepository:
         if (old is not None and old.state != "unloaded"
                 and old.fingerprint == store.fingerprint(path)):
             return old
-        entry = load_version(name, number, path, self.session_config)
+        entry = load_version(name, number, path, self.session_config, self.root)
         if entry.state == "ready":
             return replace(entry, batcher=self._make_batcher(name, number, entry.card,
                                                              entry.session))

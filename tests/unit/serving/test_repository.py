@@ -166,10 +166,10 @@ def test_unicode_digit_folders_and_unexpected_errors_never_stop_the_scan(tmp_pat
     add_version(tmp_path, SHIPPED_MODEL, "n", 1)
     real_load = store.load_version
 
-    def load(name, version, path, config=None):
+    def load(name, version, path, config=None, root=None):
         if name == "n":
             raise MemoryError("no room for the graph")
-        return real_load(name, version, path, config)
+        return real_load(name, version, path, config, root)
 
     monkeypatch.setattr(store, "load_version", load)
     repo = repository(tmp_path)
