@@ -170,7 +170,8 @@ class DataPlane:
         outputs = await entry.batcher.submit(rows, wanted)
         require_finite(outputs, wanted)
         self.metrics.rows_counter(entry.name, entry.version, operation).inc(len(rows))
-        size = outputs[PRIMARY_OUTPUT[operation]].size
+        # what the JSON answer holds: explanations add every row's feature errors
+        size = sum(outputs[name].size for name in wanted)
         if wants(accept) != "application/json":
             size = 0  # binary answers are one copy of an array: never worth a thread
         encoded = await self.decoder.encode(size, encode_response, operation, entry, outputs,

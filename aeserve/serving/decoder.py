@@ -10,8 +10,8 @@ shared memory and only a few bytes cross the pipe.
 Only clean bodies are decoded there: the matrix of `{"instances": [[numbers]]}`, and the flat
 tensor of an Open Inference Protocol request (`v2_codec.split_json`). Anything else, any
 refusal (too many rows, NaN), and a helper that died come back as "not decoded", and the worker
-decodes the body itself with `decode_instances`, whose typed errors name the problem: the
-answers are the same either way.
+decodes the body itself (in a codec thread, aeserve/serving/decoding.py) with `decode_instances`,
+whose typed errors name the problem: the answers are the same either way.
 """
 
 from __future__ import annotations
@@ -21,15 +21,13 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import shutil
 import struct
-from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
-from aeserve.serving.codecs import JSON_TYPES, decode_instances, decode_json_matrix, media_type
+from aeserve.serving.codecs import JSON_TYPES, decode_json_matrix, media_type
 from aeserve.serving.errors import ServiceError
 from aeserve.serving.v2_codec import split_json
 
@@ -88,6 +86,25 @@ class NoRoom(Exception):
     """Shared memory is too full for this body's segments: the worker decodes it."""
 
 
+def _reserved_segment(size: int) -> SharedMemory:
+    """A shared-memory segment whose pages are all reserved now.
+
+    A segment is created sparse: a page is only taken from /dev/shm when first written, and a
+    write that finds /dev/shm full (another worker, another program) kills the process with
+    SIGBUS instead of raising. Reserving every page at creation (`posix_fallocate`) turns that
+    into an ENOSPC here, and no later write can fail: checking the free space first would race.
+    """
+    segment = SharedMemory(create=True, size=size)
+    try:
+        os.posix_fallocate(segment._fd, 0, size)
+    except OSError as exc:
+        segment.close()
+        segment.unlink()
+        raise NoRoom(f"{SHM_DIR} has no room for a {size}-byte segment: "
+                     f"{exc.strerror or exc}") from None
+    return segment
+
+
 class DecoderProcess:
     """One helper process per worker, started on the first body that needs it."""
 
@@ -102,15 +119,12 @@ class DecoderProcess:
         return (0 < self.min_bytes <= len(body) <= MAX_BODY_BYTES and HAS_SHM
                 and media_type(content_type) in JSON_TYPES)
 
-    async def decode(self, body: bytes, content_type: str | None, feature_names: Sequence[str],
-                     max_rows: int) -> np.ndarray:
-        """Like `decode_instances`, with the parse of a clean matrix in the helper process."""
-        width = len(feature_names)
+    async def matrix(self, body: bytes, width: int, max_rows: int) -> np.ndarray | None:
+        """The float32 [N, width] matrix of a clean `{"instances": [[numbers]]}` body, parsed in
+        the helper process; None when the helper declined it (anything else, any refusal) or
+        could not run: the caller then decodes the body itself, off the event loop."""
         reply = await self._run(INSTANCES, body, width, max_rows)
-        if reply is None:
-            return decode_instances(body, content_type, feature_names, max_rows)
-        values, _ = reply
-        return values.reshape(-1, width)
+        return None if reply is None else reply[0].reshape(-1, width)
 
     async def split_v2(self, body: bytes) -> tuple[bytes, np.ndarray] | None:
         """`v2_codec.split_json(body)`, computed in the helper process (None: not decoded)."""
@@ -164,12 +178,8 @@ class DecoderProcess:
         if self._segments is None or self._segments[0].size < body_bytes:
             self._release_segments()
             size = max(body_bytes, 1 << 20)
-            # Writing past a full /dev/shm would kill the process (SIGBUS), not raise: check.
-            if shutil.disk_usage(SHM_DIR).free < 4 * size:
-                raise NoRoom(f"{SHM_DIR} has no room for {3 * size} bytes of segments")
             # A number takes at least two bytes of JSON ("1,") and four as float32.
-            self._segments = (SharedMemory(create=True, size=size),
-                              SharedMemory(create=True, size=2 * size))
+            self._segments = (_reserved_segment(size), _reserved_segment(2 * size))
             self._conn.send_bytes(
                 f"attach {self._segments[0].name} {self._segments[1].name}".encode())
         return self._conn

@@ -47,7 +47,9 @@ class BodyDecoder:
         if len(body) <= INLINE_BODY_BYTES or media_type(content_type) == BINARY_TYPE:
             return decode_instances(body, content_type, feature_names, max_rows)
         if self._process.wants(body, content_type):
-            return await self._process.decode(body, content_type, feature_names, max_rows)
+            rows = await self._process.matrix(body, len(feature_names), max_rows)
+            if rows is not None:
+                return rows
         return await self.in_thread(decode_instances, body, content_type, feature_names,
                                     max_rows)
 

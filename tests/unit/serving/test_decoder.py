@@ -29,7 +29,10 @@ def body(rows: np.ndarray) -> bytes:
 
 
 def decode(decoder: DecoderProcess, payload: bytes, max_rows: int = 100_000) -> np.ndarray:
-    return asyncio.run(decoder.decode(payload, "application/json", NAMES, max_rows))
+    """The helper's matrix, or, where it declines, the worker's own decoding (as BodyDecoder)."""
+    rows = asyncio.run(decoder.matrix(payload, len(NAMES), max_rows))
+    return rows if rows is not None else decode_instances(payload, "application/json", NAMES,
+                                                          max_rows)
 
 
 def test_the_same_matrix_as_the_worker_decodes(decoder):
@@ -72,19 +75,34 @@ def test_which_bodies_go_to_the_helper():
 
 
 def test_no_room_in_shared_memory_means_the_worker_decodes(monkeypatch):
-    import collections
+    import errno
 
     import aeserve.serving.decoder as decoder_module
 
-    usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(decoder_module.shutil, "disk_usage", lambda path: usage(10, 10, 0))
+    def full(fd: int, offset: int, length: int) -> None:  # /dev/shm filled by someone else
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(decoder_module.os, "posix_fallocate", full)
     process = DecoderProcess(min_bytes=1)
     try:
         rows = np.random.default_rng(3).normal(size=(40, 6))
+        assert asyncio.run(process.matrix(body(rows), 6, 100)) is None  # declined, not SIGBUS
         np.testing.assert_array_equal(decode(process, body(rows)), rows.astype(np.float32))
         assert process._segments is None  # nothing was written to a full /dev/shm
     finally:
         process.shutdown()
+
+
+def test_segments_are_reserved_when_made():
+    from aeserve.serving.decoder import _reserved_segment
+
+    segment = _reserved_segment(1 << 20)
+    try:
+        # every page is taken now: the file's blocks cover its size (a sparse one has none)
+        assert os.fstat(segment._fd).st_blocks * 512 >= 1 << 20
+    finally:
+        segment.close()
+        segment.unlink()
 
 
 def test_bodies_beyond_the_segment_cap_stay_in_the_worker():
