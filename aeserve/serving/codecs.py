@@ -78,6 +78,7 @@ def decode_json_matrix(body: bytes, width: int, max_rows: int) -> np.ndarray | N
     alive, so none of them outlives this call (the row-count error is raised after they are gone).
     """
     parser = thread_parser()
+    shape_error: InvalidInstances | None = None
     try:
         document = parser.parse(body)
         if isinstance(document, simdjson.Object) and len(document) != len(set(document)):
@@ -86,21 +87,29 @@ def decode_json_matrix(body: bytes, width: int, max_rows: int) -> np.ndarray | N
         if not isinstance(instances, simdjson.Array):
             return None
         n_rows = len(instances)
-        if n_rows == 0 or n_rows > max_rows:
-            flat = None
-        else:
-            flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
-            if flat.size != n_rows * width or count_brackets(body) != n_rows + 1:
-                return None
-            if n_rows > 1 and any(len(row) != width for row in instances):  # one row: size
-                return None
+        flat = None
+        if 0 < n_rows <= max_rows:
+            shape_error = _shape_error(instances, width)
+            if shape_error is None:
+                flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
+                if flat.size != n_rows * width or count_brackets(body) != n_rows + 1:
+                    return None
     except (KeyError, TypeError, ValueError, RuntimeError):
         return None
     finally:
-        document = instances = None
+        document = instances = parser = None
+        if len(body) > KEEP_PARSER_BYTES:
+            release_thread_parser()
     if n_rows > max_rows:
         raise TooManyRows(f"{n_rows} rows exceed the limit of {max_rows}",
                           rows=n_rows, max_rows=max_rows)
+    if shape_error is not None:
+        # The error holds its traceback, which holds this frame: were the frame to hold the
+        # error too, the cycle would keep the body alive until a full collection.
+        try:
+            raise shape_error
+        finally:
+            shape_error = None
     if flat is None:
         return None
     if np.abs(flat).max() <= _FLOAT32_MAX:  # false for NaN: every value is a finite float32
@@ -117,7 +126,33 @@ def count_brackets(body: bytes) -> int:
     return int(np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == ord("[")))
 
 
+def _shape_error(instances: simdjson.Array, width: int) -> InvalidInstances | None:
+    """The error the general decoder gives a matrix of the wrong shape, found from the parsed
+    document itself: a 60 MB row of the wrong width is refused without orjson building millions
+    of Python floats first. None when every row has the model's width, or when a row is not a
+    list (then the general decoder names the problem)."""
+    lengths = []
+    for row in instances:
+        if not isinstance(row, simdjson.Array):
+            return None
+        lengths.append(len(row))
+    first = lengths[0]
+    if any(length != first for length in lengths):
+        i = next(i for i, length in enumerate(lengths) if length != first)
+        return RaggedRows(f"rows have different lengths: row 0 has {first} values, row {i} has "
+                          f"{lengths[i]}; every row needs {width}", row=i, expected=width)
+    if first != width:
+        return WrongWidth(f"rows have {first} values but the model expects {width}",
+                          expected=width, received=first)
+    return None
+
+
 _parsers = threading.local()
+
+#: A parser keeps the buffers of the largest document it has parsed. One that parsed a body
+#: larger than this is dropped afterwards, so a single 60 MB request does not leave each codec
+#: thread holding buffers of its size (bench/reliability.py measures the memory).
+KEEP_PARSER_BYTES = 4 * 1024 * 1024
 
 
 def thread_parser() -> simdjson.Parser:
@@ -125,6 +160,10 @@ def thread_parser() -> simdjson.Parser:
     if parser is None:
         parser = _parsers.parser = simdjson.Parser()
     return parser
+
+
+def release_thread_parser() -> None:
+    _parsers.parser = None
 
 
 def _decode_json_general(body: bytes, feature_names: Sequence[str], max_rows: int) -> np.ndarray:

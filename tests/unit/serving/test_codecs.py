@@ -120,3 +120,35 @@ def test_numpy_payloads_serialise():
     out = orjson.loads(codecs.dumps({"s": np.array([0.5], dtype=np.float32),
                                      "flag": np.array([True])}))
     assert out == {"s": [0.5], "flag": [True]}
+
+
+@pytest.mark.parametrize("rows", [[[1.0] * 500], [[1.0] * 6, [1.0] * 5]])
+def test_a_refused_body_is_not_kept_alive_by_its_error(rows):
+    """The shape errors come from the parsed document (no orjson pass over a huge row), and the
+    error does not keep the body alive through a reference cycle until a full collection."""
+    import gc
+    import sys
+
+    payload = orjson.dumps({"instances": rows})
+    base = sys.getrefcount(payload)
+    gc.disable()
+    try:
+        with pytest.raises((errors.WrongWidth, errors.RaggedRows)):
+            decode_instances(payload, "application/json", [f"f{i}" for i in range(6)], 100)
+        assert sys.getrefcount(payload) == base
+    finally:
+        gc.enable()
+
+
+def test_shape_errors_name_the_same_problem_either_way():
+    from aeserve.serving.codecs import _decode_json_general
+
+    names = [f"f{i}" for i in range(6)]
+    for rows in ([[1.0] * 7], [[1.0] * 6, [1.0] * 5, [1.0] * 6]):
+        payload = orjson.dumps({"instances": rows})
+        with pytest.raises(errors.InvalidInstances) as fast:
+            decode_instances(payload, "application/json", names, 100)
+        with pytest.raises(errors.InvalidInstances) as general:
+            _decode_json_general(payload, names, 100)
+        assert type(fast.value) is type(general.value)
+        assert fast.value.body() == general.value.body()
