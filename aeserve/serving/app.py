@@ -187,10 +187,5 @@ def _install_error_handlers(app: FastAPI) -> None:
                 f"{request.method} is not allowed on {request.url.path}"))
         return Response(error_body(request.url.path, "http_error", str(exc.detail)),
                         status_code=exc.status_code, media_type="application/json")
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return Response(error_body(request.url.path, "internal_error",
-                                   f"{type(exc).__name__}: {exc}"),
-                        status_code=500, media_type="application/json")
+    # Unexpected exceptions are answered by RequestMiddleware (aeserve/serving/middleware.py),
+    # on both lanes: a 500 naming the request id, the connection kept.

@@ -15,17 +15,10 @@ cannot disagree about which paths exist.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Callable, Sequence
 
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from aeserve.serving.asgi import send_response
-from aeserve.serving.middleware import error_body
-
-log = logging.getLogger("aeserve")
 
 Template = tuple[tuple[str | None, ...], tuple[str, ...], ASGIApp]  # literals, params, endpoint
 
@@ -66,13 +59,6 @@ class HotLane:
 
     @staticmethod
     async def _dispatch(scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await scope["endpoint"](scope, receive, send)
-        except Exception as exc:  # typed errors are rendered by the endpoint; this is a bug
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            # The endpoint sends its response in one go at the end, so nothing has been sent
-            # unless sending itself failed (the client left), and then this fails quietly too.
-            with contextlib.suppress(Exception):
-                await send_response(send, error_body(scope["path"], "internal_error",
-                                                     f"{type(exc).__name__}: {exc}"),
-                                    "application/json", status=500)
+        # Typed errors are rendered by the endpoint; anything else is a bug, answered by the
+        # request middleware around this lane as on FastAPI's.
+        await scope["endpoint"](scope, receive, send)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import itertools
+import logging
 import re
 import secrets
 import time
@@ -20,6 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aeserve.serving.logs import AccessLog, request_id
 from aeserve.serving.metrics import Metrics
 from aeserve.serving.settings import Settings
+
+log = logging.getLogger("aeserve")
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 ADMIN_PREFIXES = ("/admin/", "/v2/repository/")
@@ -72,13 +75,18 @@ class RequestMiddleware:
         token = request_id.set(rid)
         scope.setdefault("state", {})
         status = 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                status, started = message["status"], True
+                extra = [(b"x-request-id", rid.encode())]
+                if getattr(scope.get("app"), "draining", False):
+                    # shutting down: the client opens its next request elsewhere, rather than
+                    # sending it down a connection the server is about to close
+                    extra.append((b"connection", b"close"))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:
@@ -87,6 +95,16 @@ class RequestMiddleware:
                 await self._send_error(send_with_id, scope["path"], *refusal)
             else:
                 await self.app(scope, receive, send_with_id)
+        except Exception:
+            # A bug, on any route: logged with its traceback; the client gets a 500 that names
+            # the request id, not the exception's text, and keeps its connection (an exception
+            # escaping to the server would close it).
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if started:
+                raise  # too late for an answer of our own
+            await self._send_error(send_with_id, scope["path"], 500, "internal_error",
+                                   f"internal error; the server log has its details under "
+                                   f"request id {rid}")
         finally:
             self._record(scope, status, time.perf_counter() - started)
             request_id.reset(token)

@@ -38,11 +38,16 @@ def test_other_paths_are_left_to_fastapi(path):
     assert _lane().match(path) is None
 
 
-def test_an_unexpected_error_becomes_a_json_500():
-    async def broken(scope, receive, send):
-        raise RuntimeError("boom")
+def test_an_unexpected_error_becomes_a_json_500_without_its_text():
+    from aeserve.serving.metrics import Metrics
+    from aeserve.serving.middleware import RequestMiddleware
+    from aeserve.serving.settings import Settings
 
-    lane = HotLane([Route("/anomaly-score", broken, methods=["POST"])], wrap=lambda app: app)
+    async def broken(scope, receive, send):
+        raise RuntimeError("boom: /secret/path")
+
+    lane = HotLane([Route("/anomaly-score", broken, methods=["POST"])],
+                   wrap=lambda app: RequestMiddleware(app, settings=Settings(), metrics=Metrics()))
     endpoint, params = lane.match("/anomaly-score")
     sent: list[dict] = []
 
@@ -56,5 +61,7 @@ def test_an_unexpected_error_becomes_a_json_500():
              "endpoint": endpoint, "path_params": params}
     asyncio.run(lane.app(scope, receive, send))
     assert sent[0]["status"] == 500
-    assert json.loads(sent[1]["body"]) == {
-        "error": {"code": "internal_error", "message": "RuntimeError: boom"}}
+    request_id = dict(sent[0]["headers"])[b"x-request-id"].decode()
+    error = json.loads(sent[1]["body"])["error"]
+    assert error["code"] == "internal_error" and request_id in error["message"]
+    assert "boom" not in sent[1]["body"].decode()
