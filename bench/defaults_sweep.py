@@ -10,7 +10,11 @@ export and no peers. docs/variants.md lists the configurations compared and thei
 Configuration keys (anything absent takes the value in brackets): hidden ([64, 32, 8]),
 activation ("relu"), members (1), cross_fit (false: with a `holdout` share of the rows kept out,
 or none when 0), holdout (0.2), lr (3e-3), batch (128), epochs (80), min_steps (0),
-patience (100000), restore (true: keep the best validation epoch).
+patience (100000), restore (true: keep the best validation epoch), trim (0: the share of each
+batch's worst-reconstructed rows left out of the gradient), trim_warmup (5 epochs before trimming
+starts), step_budget (0: no cap on the gradient steps).
+
+The means are reported for the selection sets and the confirmation sets apart (bench/protocol.py).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from aeserve.training.model import AutoencoderConfig  # noqa: E402
 from aeserve.training.pipeline import split_normal_rows  # noqa: E402
 from aeserve.training.preprocessing import fit_scaler  # noqa: E402
 from aeserve.training.trainer import TrainConfig, fold_assignment, train_autoencoder  # noqa: E402
-from bench.protocol import SEEDS, Split, dataset_paths, splits  # noqa: E402
+from bench.protocol import CONFIRMATION, SEEDS, Split, dataset_paths, splits  # noqa: E402
 
 
 def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
@@ -48,7 +52,8 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
         seed=split.seed, progress=False, epochs=cfg.get("epochs", 80),
         batch_size=cfg.get("batch", 128), learning_rate=cfg.get("lr", 3e-3),
         patience=cfg.get("patience", 100_000), min_steps=cfg.get("min_steps", 0),
-        restore_best=cfg.get("restore", True))
+        restore_best=cfg.get("restore", True), trim_fraction=cfg.get("trim", 0.0),
+        trim_warmup_epochs=cfg.get("trim_warmup", 5), step_budget=cfg.get("step_budget", 0))
     if cfg.get("cross_fit", False):
         X_train = split.X_fit
         scaler = fit_scaler(X_train, "standard")
@@ -93,10 +98,11 @@ def main() -> None:
     frame = pd.DataFrame(rows)
     if args.csv is not None:
         frame.to_csv(args.csv, index=False)
-    for setting, group in frame.groupby("setting"):
+    frame["group"] = np.where(frame.dataset.isin(CONFIRMATION), "confirmation", "selection")
+    for (setting, group_name), group in frame.groupby(["setting", "group"]):
         per_dataset = group.groupby("dataset")[["roc_auc", "average_precision"]].mean()
-        print(f"{setting}: mean ROC-AUC {per_dataset.roc_auc.mean():.4f}, mean AP "
-              f"{per_dataset.average_precision.mean():.4f}, median fit "
+        print(f"{setting}, {group_name} sets: mean ROC-AUC {per_dataset.roc_auc.mean():.4f}, "
+              f"mean AP {per_dataset.average_precision.mean():.4f}, median fit "
               f"{group.fit_s.median():.2f} s  {json.dumps(cfg)}")
 
 
