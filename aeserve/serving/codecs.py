@@ -81,7 +81,8 @@ def decode_json_matrix(body: bytes, width: int, max_rows: int) -> np.ndarray | N
     shape_error: InvalidInstances | None = None
     try:
         document = parser.parse(body)
-        if isinstance(document, simdjson.Object) and len(document) != len(set(document)):
+        if (isinstance(document, simdjson.Object) and len(document) > 1
+                and len(document) != len(set(document))):
             return None  # a repeated key: orjson's reading (the last one wins) decides
         instances = document["instances"]
         if not isinstance(instances, simdjson.Array):
@@ -89,11 +90,17 @@ def decode_json_matrix(body: bytes, width: int, max_rows: int) -> np.ndarray | N
         n_rows = len(instances)
         flat = None
         if 0 < n_rows <= max_rows:
-            shape_error = _shape_error(instances, width)
-            if shape_error is None:
-                flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
-                if flat.size != n_rows * width or count_brackets(body) != n_rows + 1:
+            flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
+            # one row: its size is its length; several: each row's length (ragged rows can
+            # add up to the right size)
+            if flat.size != n_rows * width or (
+                    n_rows > 1 and any(len(row) != width for row in instances)):
+                flat = None  # the wrong shape, or not a matrix at all
+                shape_error = _shape_error(instances, width)
+                if shape_error is None:
                     return None
+            elif count_brackets(body) != n_rows + 1:
+                return None
     except (KeyError, TypeError, ValueError, RuntimeError):
         return None
     finally:

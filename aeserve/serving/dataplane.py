@@ -24,8 +24,8 @@ from aeserve.artifact.scores import explanations, percentiles, verdicts
 from aeserve.artifact.session import ModelSession
 from aeserve.serving import v2_codec
 from aeserve.serving.batching import MicroBatcher
-from aeserve.serving.codecs import BINARY_TYPE, NPY_TYPE, dumps, media_type
-from aeserve.serving.decoding import BodyDecoder
+from aeserve.serving.codecs import BINARY_TYPE, NPY_TYPE, decode_instances, dumps, media_type
+from aeserve.serving.decoding import INLINE_RESPONSE_VALUES, BodyDecoder
 from aeserve.serving.errors import NonFiniteResult, UnknownVersion
 from aeserve.serving.metrics import Metrics, observe_many
 from aeserve.serving.repository import ModelRepository, ModelVersion
@@ -72,7 +72,7 @@ def batcher_factory(settings: Settings, metrics: Metrics, executor: Executor
             observe_many(queue_seconds, np.asarray(waits))
 
         def run(rows: np.ndarray, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
-            results = session.run(rows, outputs)
+            results = mark_non_finite(session.run(rows, outputs))
             if "score" not in results:
                 return results
             return annotate_scores(name, version, card, results, metrics)
@@ -164,18 +164,25 @@ class DataPlane:
                     content_type: str | None, accept: str | None,
                     options: ScoreOptions = ScoreOptions()) -> tuple[Encoded, int]:
         """`/encode`, `/reconstruct` or `/anomaly-score` on `entry`: (the answer, rows)."""
-        rows = await self.decoder.instances(body, content_type, entry.card.feature_names,
-                                            self.settings.max_rows)
+        names = entry.card.feature_names
+        if self.decoder.decodes_inline(body, content_type):  # small: no hand-off at all
+            rows = decode_instances(body, content_type, names, self.settings.max_rows)
+        else:
+            rows = await self.decoder.instances(body, content_type, names,
+                                                self.settings.max_rows)
         wanted = options.outputs if operation == "anomaly-score" else (PRIMARY_OUTPUT[operation],)
         outputs = await entry.batcher.submit(rows, wanted)
         require_finite(outputs, wanted)
         self.metrics.rows_counter(entry.name, entry.version, operation).inc(len(rows))
-        # what the JSON answer holds: explanations add every row's feature errors
-        size = sum(outputs[name].size for name in wanted)
-        if wants(accept) != "application/json":
-            size = 0  # binary answers are one copy of an array: never worth a thread
-        encoded = await self.decoder.encode(size, encode_response, operation, entry, outputs,
-                                            accept, options)
+        # what the JSON answer holds (explanations add every row's feature errors); binary
+        # answers are one copy of an array, never worth a thread
+        size = outputs[wanted[0]].size if len(wanted) == 1 else sum(
+            outputs[name].size for name in wanted)
+        if size <= INLINE_RESPONSE_VALUES or wants(accept) != "application/json":
+            encoded = encode_response(operation, entry, outputs, accept, options)
+        else:
+            encoded = await self.decoder.in_thread(encode_response, operation, entry, outputs,
+                                                   accept, options)
         return encoded, len(rows)
 
     async def infer_v2(self, entry: ModelVersion, body: bytes,
@@ -194,21 +201,42 @@ class DataPlane:
         return Encoded(payload, kind, headers), len(request.rows)
 
 
-def require_finite(outputs: dict[str, np.ndarray], names: Sequence[str]) -> None:
-    """A typed 422 naming the rows whose outputs overflowed, rather than `null` in a 200.
+#: Added to a batch's outputs when some rows overflowed: [rows, outputs] booleans, column k true
+#: where the batch's k-th output (in its order) is not finite. Sliced per request, as they are.
+NON_FINITE = "non_finite_output"
+
+
+def mark_non_finite(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Once per merged batch, in the worker thread: mark the rows whose outputs overflowed.
 
     Inputs are checked finite when decoded, but finite values can still overflow the graph's
-    float32 arithmetic: a feature near 1e20 has a squared error beyond float32's range.
+    float32 arithmetic: a feature near 1e20 has a squared error beyond float32's range. A
+    float64 sum of float32 values is finite exactly when every value is: one pass per output.
     """
+    if all(np.isfinite(values.sum(dtype=np.float64)) for values in outputs.values()):
+        return outputs
+    marks = np.column_stack([~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+                             for values in outputs.values()])
+    return {**outputs, NON_FINITE: marks}
+
+
+def require_finite(outputs: dict[str, np.ndarray], names: Sequence[str]) -> None:
+    """A typed 422 naming this request's rows whose outputs overflowed, rather than `null` in
+    a 200 (the rows were marked by `mark_non_finite`)."""
+    marks = outputs.get(NON_FINITE)
+    if marks is None:
+        return
+    order = list(outputs)  # the batch's outputs come first, in the order the marks have
     for name in names:
-        values = outputs[name]
-        if values.dtype.kind == "f" and not np.isfinite(values.sum(dtype=np.float64)):
-            bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-            rows = np.flatnonzero(bad).tolist()
-            raise NonFiniteResult(
-                f"{len(rows)} row(s) give a non-finite {name} (first: {rows[:10]}): their values "
-                "are too large for the model's float32 arithmetic; scale them down",
-                rows=rows[:100], output=name)
+        rows = np.flatnonzero(marks[:, order.index(name)]).tolist()
+        if rows:
+            break
+    else:
+        return
+    raise NonFiniteResult(
+        f"{len(rows)} row(s) give a non-finite {name} (first: {rows[:10]}): their values "
+        "are too large for the model's float32 arithmetic; scale them down",
+        rows=rows[:100], output=name)
 
 
 def parse_version(version: str) -> int:

@@ -41,10 +41,16 @@ class BodyDecoder:
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="codec")
         self._process = DecoderProcess(process_min_bytes)
 
+    @staticmethod
+    def decodes_inline(body: bytes, content_type: str | None) -> bool:
+        """Whether `instances` would decode this body on the event loop: callers on the hot
+        path then call `decode_instances` themselves and save a coroutine."""
+        return len(body) <= INLINE_BODY_BYTES or media_type(content_type) == BINARY_TYPE
+
     async def instances(self, body: bytes, content_type: str | None,
                         feature_names: Sequence[str], max_rows: int) -> np.ndarray:
         """`{"instances": ...}`, float32 rows or `.npy` as a float32 [N, d] matrix."""
-        if len(body) <= INLINE_BODY_BYTES or media_type(content_type) == BINARY_TYPE:
+        if self.decodes_inline(body, content_type):
             return decode_instances(body, content_type, feature_names, max_rows)
         if self._process.wants(body, content_type):
             rows = await self._process.matrix(body, len(feature_names), max_rows)

@@ -152,3 +152,9 @@ def test_shape_errors_name_the_same_problem_either_way():
             _decode_json_general(payload, names, 100)
         assert type(fast.value) is type(general.value)
         assert fast.value.body() == general.value.body()
+
+
+def test_ragged_rows_that_add_up_to_the_right_size_are_refused():
+    payload = orjson.dumps({"instances": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0, 8.0]]})
+    with pytest.raises(errors.RaggedRows, match="row 1 has 5"):
+        decode_instances(payload, "application/json", ["a", "b", "c", "d"], 100)
