@@ -67,7 +67,7 @@ class ModelSession:
         self.providers: list[str] = self._session.get_providers()
         if config.provider == "cuda" and CUDA not in self.providers:
             raise ProviderUnavailable(
-                f"the CUDA provider was required but the CUDA provider is not active (active: "
+                f"CUDA was required, but the CUDA provider is not active (active: "
                 f"{self.providers}; available: {ort.get_available_providers()})")
         self._check_signature(card.input_dim)
         self._smoke_test(card)

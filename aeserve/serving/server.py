@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import tempfile
+from types import FrameType
 
 import uvicorn
 
@@ -20,6 +23,10 @@ def run(host: str, port: int, models_dir: str | None = None) -> int:
     settings = Settings()
     if settings.workers > 1:
         prepare_multiprocess_metrics()
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it
+    # found at start: with the default one the process would die of it (exit 143) after a clean
+    # shutdown. This one makes a SIGTERM that ends the server, or comes before it starts, exit 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(APP_FACTORY, factory=True, host=host, port=port,
                 workers=settings.workers, log_level=settings.log_level.lower(),
                 access_log=False, timeout_graceful_shutdown=None,
@@ -27,6 +34,10 @@ def run(host: str, port: int, models_dir: str | None = None) -> int:
                 # both cost time on every request.
                 proxy_headers=False, server_header=False)
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
 
 
 def prepare_multiprocess_metrics() -> None:

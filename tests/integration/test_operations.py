@@ -329,7 +329,7 @@ def test_sigterm_drains_an_in_flight_request(repo, normal_rows):
         sock.close()
         assert reply.startswith(b"HTTP/1.1 200")
         assert b'"scores"' in reply
-        server.process.wait(timeout=15)
+        assert server.process.wait(timeout=15) == 0  # a clean shutdown, not death by SIGTERM
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{server.url}/healthz", timeout=1)
 
