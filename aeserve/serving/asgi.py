@@ -9,12 +9,13 @@ OpenAPI description is added by `openapi_paths` functions in the route modules.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from aeserve.serving.errors import BodyTooLarge, ServiceError
+from aeserve.serving.errors import BodyTimeout, BodyTooLarge, ServiceError
 
 Handler = Callable[[Scope, dict[bytes, bytes], Receive], Awaitable[tuple[bytes, str, dict]]]
 
@@ -25,16 +26,28 @@ def header(headers: dict[bytes, bytes], name: bytes) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
-async def read_body(headers: dict[bytes, bytes], receive: Receive, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+async def read_body(headers: dict[bytes, bytes], receive: Receive, limit: int,
+                    timeout_s: float | None = None) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed `limit` bytes, and with
+    408 when it has not all arrived `timeout_s` seconds after the call (a stalled upload must
+    not hold a connection, and a shutdown, forever)."""
     declared = headers.get(b"content-length", b"")
     if declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"the body has {int(declared)} bytes; the limit is {limit}",
                            limit=limit)
     chunks: list[bytes] = []
     size = 0
+    deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
     while True:
-        message = await receive()
+        if deadline is None:
+            message = await receive()
+        else:
+            try:
+                message = await asyncio.wait_for(
+                    receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except TimeoutError:
+                raise BodyTimeout(f"the body did not arrive within {timeout_s:g} s",
+                                  received_bytes=size) from None
         if message["type"] == "http.disconnect":
             break
         chunk = message.get("body", b"")
@@ -80,7 +93,8 @@ class Endpoint:
         try:
             body, media_type, extra = await self.handler(scope, dict(scope["headers"]), receive)
         except ServiceError as error:
+            closing = {"Connection": "close"} if isinstance(error, BodyTimeout) else None
             await send_response(send, error_json(scope["path"], error), "application/json",
-                                status=error.status)
+                                closing, status=error.status)
             return
         await send_response(send, body, media_type, extra)

@@ -36,6 +36,14 @@ class BodyTooLarge(ServiceError):
     code = "body_too_large"
 
 
+class BodyTimeout(ServiceError):
+    """The body did not arrive in time (AESERVE_BODY_TIMEOUT_S): the connection is closed, since
+    the rest of the upload may still be on its way."""
+
+    status = 408
+    code = "body_timeout"
+
+
 class TooManyRows(ServiceError):
     status = 413
     code = "too_many_rows"

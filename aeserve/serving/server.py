@@ -30,6 +30,7 @@ def run(host: str, port: int, models_dir: str | None = None) -> int:
     uvicorn.run(APP_FACTORY, factory=True, host=host, port=port,
                 workers=settings.workers, log_level=settings.log_level.lower(),
                 access_log=False, timeout_graceful_shutdown=None,
+                limit_concurrency=settings.max_concurrency,
                 # Neither is used (no client address is logged, no version is advertised), and
                 # both cost time on every request.
                 proxy_headers=False, server_header=False)

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         0.0, ge=0, description="On SIGTERM, answer /readyz with 503 for this long before closing "
                                "the listener; in-flight requests always finish.")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="A request body must arrive within this many seconds of its "
+                                "headers; a slower upload gets 408 and its connection is closed.")
+    max_concurrency: int = Field(
+        512, ge=1, description="Most connections and requests a worker serves at once; beyond "
+                               "it, new requests get 503 at once (uvicorn's limit_concurrency). "
+                               "Keeps a flood of slow clients from using up file descriptors.")
 
 
 def intra_op_threads(settings: Settings) -> int:

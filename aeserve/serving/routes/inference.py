@@ -43,7 +43,8 @@ def operation_handler(operation: str) -> Handler:
         entry = plane.resolve(params.get("name"), params.get("version"))
         state["model"], state["version"] = entry.name, entry.version
         options = score_options(scope["query_string"])
-        body = await read_body(headers, receive, plane.settings.max_body_bytes)
+        body = await read_body(headers, receive, plane.settings.max_body_bytes,
+                               plane.settings.body_timeout_s)
         encoded, rows = await plane.infer(operation, entry, body,
                                           header(headers, b"content-type"),
                                           header(headers, b"accept"), options)

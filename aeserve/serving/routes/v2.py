@@ -111,7 +111,8 @@ async def _infer(scope: Scope, headers: dict[bytes, bytes], receive: Receive
     state["endpoint"] = "v2-infer"
     entry = plane.resolve(params["name"], params.get("version"))
     state["model"], state["version"] = entry.name, entry.version
-    body = await read_body(headers, receive, plane.settings.max_body_bytes)
+    body = await read_body(headers, receive, plane.settings.max_body_bytes,
+                           plane.settings.body_timeout_s)
     encoded, rows = await plane.infer_v2(entry, body, header(headers, BINARY_HEADER.encode()))
     state["rows"] = rows
     return encoded.body, encoded.media_type, encoded.headers
