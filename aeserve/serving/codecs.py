@@ -73,50 +73,45 @@ def decode_json_matrix(body: bytes, width: int, max_rows: int) -> np.ndarray | N
     """The float32 matrix, or None when the body is anything but a clean
     `{"instances": [[numbers]]}` (which `decode_instances` then decodes or refuses by name).
 
-    The parser is reused per thread: making one allocates its buffers, which costs more than
-    parsing a one-row body. A parser refuses to parse while objects of its previous document are
-    alive, so none of them outlives this call (the row-count error is raised after they are gone).
+    No object of the parsed document outlives this call (see `json_document`); the row-count
+    error is raised after they are gone.
     """
-    parser = thread_parser()
-    shape_error: InvalidInstances | None = None
+    shape: list[int] | None = None  # the rows' lengths, when they are not [N, width]
     try:
-        document = parser.parse(body)
-        if (isinstance(document, simdjson.Object) and len(document) > 1
-                and len(document) != len(set(document))):
-            return None  # a repeated key: orjson's reading (the last one wins) decides
-        instances = document["instances"]
-        if not isinstance(instances, simdjson.Array):
-            return None
-        n_rows = len(instances)
-        flat = None
-        if 0 < n_rows <= max_rows:
-            flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
-            # one row: its size is its length; several: each row's length (ragged rows can
-            # add up to the right size)
-            if flat.size != n_rows * width or (
-                    n_rows > 1 and any(len(row) != width for row in instances)):
-                flat = None  # the wrong shape, or not a matrix at all
-                shape_error = _shape_error(instances, width)
-                if shape_error is None:
-                    return None
-            elif count_brackets(body) != n_rows + 1:
+        with json_document(body) as document:
+            if (isinstance(document, simdjson.Object) and len(document) > 1
+                    and len(document) != len(set(document))):
+                return None  # a repeated key: orjson's reading (the last one wins) decides
+            instances = document["instances"]
+            if not isinstance(instances, simdjson.Array):
                 return None
+            n_rows = len(instances)
+            flat = None
+            if 0 < n_rows <= max_rows:
+                flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
+                # one row: its size is its length; several: each row's length (ragged rows can
+                # add up to the right size)
+                if flat.size != n_rows * width or (
+                        n_rows > 1 and any(len(row) != width for row in instances)):
+                    flat = None  # the wrong shape, or not a matrix at all
+                    shape = _row_lengths(instances)
+                    if shape is None:
+                        return None
+                elif count_brackets(body) != n_rows + 1:
+                    return None
     except (KeyError, TypeError, ValueError, RuntimeError):
         return None
     finally:
-        document = instances = parser = None
-        if len(body) > KEEP_PARSER_BYTES:
-            release_thread_parser()
+        document = instances = None  # the parser's next document needs this one gone
     if n_rows > max_rows:
         raise TooManyRows(f"{n_rows} rows exceed the limit of {max_rows}",
                           rows=n_rows, max_rows=max_rows)
-    if shape_error is not None:
-        # The error holds its traceback, which holds this frame: were the frame to hold the
-        # error too, the cycle would keep the body alive until a full collection.
-        try:
-            raise shape_error
-        finally:
-            shape_error = None
+    if shape is not None:
+        # Raised by a callee, not from a local of this frame: the error holds its traceback,
+        # which holds this frame, and a frame holding the error would make a cycle that keeps
+        # the body alive until a full collection.
+        _check_row_lengths(shape, width)
+        return None  # every row has the width, yet more numbers: nested deeper, named below
     if flat is None:
         return None
     if np.abs(flat).max() <= _FLOAT32_MAX:  # false for NaN: every value is a finite float32
@@ -133,44 +128,66 @@ def count_brackets(body: bytes) -> int:
     return int(np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == ord("[")))
 
 
-def _shape_error(instances: simdjson.Array, width: int) -> InvalidInstances | None:
-    """The error the general decoder gives a matrix of the wrong shape, found from the parsed
-    document itself: a 60 MB row of the wrong width is refused without orjson building millions
-    of Python floats first. None when every row has the model's width, or when a row is not a
-    list (then the general decoder names the problem)."""
+def _row_lengths(instances: simdjson.Array) -> list[int] | None:
+    """Each row's length, read from the parsed document, so that a 60 MB row of the wrong width
+    is refused without orjson building millions of Python floats first; None when a row is not
+    a list (then the general decoder names the problem)."""
     lengths = []
     for row in instances:
         if not isinstance(row, simdjson.Array):
             return None
         lengths.append(len(row))
+    return lengths
+
+
+def _check_row_lengths(lengths: Sequence[int], width: int) -> None:
+    """Refuse ragged rows, or rows of another width than the model's: both decoders' rule."""
     first = lengths[0]
-    if any(length != first for length in lengths):
-        i = next(i for i, length in enumerate(lengths) if length != first)
-        return RaggedRows(f"rows have different lengths: row 0 has {first} values, row {i} has "
-                          f"{lengths[i]}; every row needs {width}", row=i, expected=width)
+    for i, length in enumerate(lengths):
+        if length != first:
+            raise RaggedRows(f"rows have different lengths: row 0 has {first} values, row {i} "
+                             f"has {length}; every row needs {width}", row=i, expected=width)
     if first != width:
-        return WrongWidth(f"rows have {first} values but the model expects {width}",
-                          expected=width, received=first)
-    return None
+        raise WrongWidth(f"rows have {first} values but the model expects {width}",
+                         expected=width, received=first)
 
 
 _parsers = threading.local()
 
 #: A parser keeps the buffers of the largest document it has parsed. One that parsed a body
 #: larger than this is dropped afterwards, so a single 60 MB request does not leave each codec
-#: thread holding buffers of its size (bench/reliability.py measures the memory).
+#: thread (or the decoder process) holding buffers of its size.
 KEEP_PARSER_BYTES = 4 * 1024 * 1024
 
 
-def thread_parser() -> simdjson.Parser:
-    parser = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = _parsers.parser = simdjson.Parser()
-    return parser
+class json_document:
+    """simdjson's document of `body`, parsed by this thread's parser.
 
+    The parser is reused per thread: making one allocates its buffers, which costs more than
+    parsing a one-row body. It refuses to parse while objects of its previous document are
+    alive, so a caller drops every object it took from the document by the end of its block.
+    After a body over `KEEP_PARSER_BYTES` the parser is dropped, with its grown buffers. (A class
+    rather than a generator: this runs on every request.)
+    """
 
-def release_thread_parser() -> None:
-    _parsers.parser = None
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def __enter__(self) -> Any:
+        parser = getattr(_parsers, "parser", None)
+        if parser is None:
+            parser = _parsers.parser = simdjson.Parser()
+        try:
+            return parser.parse(self.body)
+        except BaseException:  # no block runs, so no __exit__: release here
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        if len(self.body) > KEEP_PARSER_BYTES:
+            _parsers.parser = None
 
 
 def _decode_json_general(body: bytes, feature_names: Sequence[str], max_rows: int) -> np.ndarray:
@@ -223,22 +240,12 @@ def _parse_json(body: bytes) -> Any:
 
 
 def _positional_rows(instances: list, width: int) -> list:
-    lengths = set()
     for i, row in enumerate(instances):
         if not isinstance(row, list):
             raise InvalidInstances(
                 f"row {i} is a {type(row).__name__}: every row must be a list of {width} numbers "
                 "(or every row an object of named features)", row=i)
-        lengths.add(len(row))
-    if len(lengths) > 1:
-        first = len(instances[0])
-        i = next(i for i, row in enumerate(instances) if len(row) != first)
-        raise RaggedRows(f"rows have different lengths: row 0 has {first} values, row {i} has "
-                         f"{len(instances[i])}; every row needs {width}", row=i, expected=width)
-    (length,) = lengths
-    if length != width:
-        raise WrongWidth(f"rows have {length} values but the model expects {width}",
-                         expected=width, received=length)
+    _check_row_lengths([len(row) for row in instances], width)
     for i, row in enumerate(instances):
         for j, value in enumerate(row):
             _check_number(value, i, j)

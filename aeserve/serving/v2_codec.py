@@ -22,7 +22,7 @@ import simdjson
 from pydantic import ValidationError
 
 from aeserve.artifact.card import INPUT_NAME, OUTPUT_NAMES
-from aeserve.serving.codecs import count_brackets, dumps, thread_parser
+from aeserve.serving.codecs import count_brackets, dumps, json_document
 from aeserve.serving.errors import (
     InvalidInstances,
     MalformedJSON,
@@ -69,27 +69,26 @@ def split_json(body: bytes) -> tuple[bytes, np.ndarray] | None:
     A flat list is told from a nested one by its brackets: the body holds exactly one '[' more
     than the rest of the request re-serialised.
     """
-    parser = thread_parser()
     try:
-        document = parser.parse(body)
-        if not isinstance(document, simdjson.Object):
-            return None
-        inputs = document["inputs"]
-        if not isinstance(inputs, simdjson.Array) or len(inputs) != 1:
-            return None
-        tensor = inputs[0]
-        if not isinstance(tensor, simdjson.Object):
-            return None
-        data = tensor["data"]
-        if not isinstance(data, simdjson.Array):
-            return None
-        flat = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
-        if flat.size != len(data):
-            return None
-        envelope: dict[str, Any] = {key: _plain(document[key]) for key in document
-                                    if key != "inputs"}
-        envelope["inputs"] = [{key: _plain(tensor[key]) for key in tensor
-                               if key != "data"}]
+        with json_document(body) as document:
+            if not isinstance(document, simdjson.Object):
+                return None
+            inputs = document["inputs"]
+            if not isinstance(inputs, simdjson.Array) or len(inputs) != 1:
+                return None
+            tensor = inputs[0]
+            if not isinstance(tensor, simdjson.Object):
+                return None
+            data = tensor["data"]
+            if not isinstance(data, simdjson.Array):
+                return None
+            flat = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
+            if flat.size != len(data):
+                return None
+            envelope: dict[str, Any] = {key: _plain(document[key]) for key in document
+                                        if key != "inputs"}
+            envelope["inputs"] = [{key: _plain(tensor[key]) for key in tensor
+                                   if key != "data"}]
     except (KeyError, TypeError, ValueError, RuntimeError):
         return None
     finally:
