@@ -29,7 +29,7 @@ from aeserve.artifact.card import (
     ModelCard,
     file_sha256,
 )
-from aeserve.artifact.errors import ModelLoadError, PublishError
+from aeserve.artifact.errors import ModelLoadError, PublishError, schema_problems
 from aeserve.artifact.onnx_refs import MalformedGraph, external_data_locations
 from aeserve.artifact.session import DEFAULT_SESSION, ModelSession, SessionConfig
 
@@ -91,9 +91,8 @@ def read_card(path: Path) -> ModelCard:
     try:
         return ModelCard.read(card_path)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}"
-                             for e in exc.errors()[:5])
-        raise ModelLoadError(f"{CARD_FILENAME} does not match the schema: {problems}") from None
+        raise ModelLoadError(f"{CARD_FILENAME} does not match the schema: "
+                             f"{schema_problems(exc.errors(), 'card', limit=5)}") from None
 
 
 def load_version(name: str, version: int, path: Path,

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aeserve import __version__
+from aeserve.artifact.errors import schema_problems
 from aeserve.serving.asgi import error_json
 from aeserve.serving.dataplane import DataPlane, batcher_factory
 from aeserve.serving.decoding import BodyDecoder
@@ -175,8 +176,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        return _error(request, InvalidParameter("; ".join(problems) or "invalid request"))
+        return _error(request, InvalidParameter(schema_problems(exc.errors())
+                                                or "invalid request"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from aeserve.artifact.errors import schema_problems
+
 CONFIG_FILENAME = "config.json"
 
 
@@ -79,6 +81,5 @@ def read_model_config(model_dir: Path) -> ModelConfig:
     try:
         return ModelConfig.model_validate_json(path.read_bytes())
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}"
-                             for e in exc.errors()[:3])
-        raise PolicyError(f"{CONFIG_FILENAME} is invalid: {problems}") from None
+        raise PolicyError(f"{CONFIG_FILENAME} is invalid: "
+                          f"{schema_problems(exc.errors(), 'config', limit=3)}") from None

@@ -22,6 +22,7 @@ import simdjson
 from pydantic import ValidationError
 
 from aeserve.artifact.card import INPUT_NAME, OUTPUT_NAMES
+from aeserve.artifact.errors import schema_problems
 from aeserve.serving.codecs import count_brackets, dumps, json_document
 from aeserve.serving.errors import (
     InvalidInstances,
@@ -130,9 +131,8 @@ def _validate(payload: Any) -> InferenceRequest:
     try:
         return InferenceRequest.model_validate(payload)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                             for e in exc.errors()[:3])
-        raise InvalidInstances(f"not an inference request: {problems}") from None
+        raise InvalidInstances("not an inference request: "
+                               f"{schema_problems(exc.errors(), limit=3)}") from None
 
 
 def input_matrix(request: InferenceRequest, binary: bytes, width: int, max_rows: int,

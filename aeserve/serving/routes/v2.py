@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope
 
 from aeserve import __version__
 from aeserve.artifact.card import INPUT_NAME, OUTPUT_NAMES
+from aeserve.artifact.errors import schema_problems
 from aeserve.serving.asgi import Endpoint, header, read_body
 from aeserve.serving.dataplane import DataPlane, parse_version
 from aeserve.serving.deps import get_repository
@@ -158,9 +159,8 @@ async def repository_index(request: Request, repository: Repo) -> list[dict[str,
     try:
         options = IndexRequest.model_validate_json(body) if body.strip() else IndexRequest()
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                             for e in exc.errors()[:3])
-        raise InvalidParameter(f"not a repository index request: {problems}") from None
+        raise InvalidParameter("not a repository index request: "
+                               f"{schema_problems(exc.errors(), 'body', limit=3)}") from None
     entries = []
     for name, model in sorted(repository.models.items()):
         for version in sorted(model.versions.values(), key=lambda v: v.version):
