@@ -25,7 +25,7 @@ from aeserve.artifact.session import ModelSession
 from aeserve.serving import v2_codec
 from aeserve.serving.batching import MicroBatcher
 from aeserve.serving.codecs import BINARY_TYPE, NPY_TYPE, decode_instances, dumps, media_type
-from aeserve.serving.decoding import INLINE_RESPONSE_VALUES, BodyDecoder
+from aeserve.serving.decoding import BodyDecoder
 from aeserve.serving.errors import NonFiniteResult, UnknownVersion
 from aeserve.serving.metrics import Metrics, observe_many
 from aeserve.serving.repository import ModelRepository, ModelVersion
@@ -158,7 +158,7 @@ class DataPlane:
 
     def resolve(self, name: str | None, version: str | None) -> ModelVersion:
         """The ready version a request addresses (default model, active version, or pinned)."""
-        return self.repository.get(name, parse_version(version) if version else None)
+        return resolve(self.repository, name, version)
 
     async def infer(self, operation: str, entry: ModelVersion, body: bytes,
                     content_type: str | None, accept: str | None,
@@ -178,7 +178,7 @@ class DataPlane:
         # answers are one copy of an array, never worth a thread
         size = outputs[wanted[0]].size if len(wanted) == 1 else sum(
             outputs[name].size for name in wanted)
-        if size <= INLINE_RESPONSE_VALUES or wants(accept) != "application/json":
+        if self.decoder.encodes_inline(size) or wants(accept) != "application/json":
             encoded = encode_response(operation, entry, outputs, accept, options)
         else:
             encoded = await self.decoder.in_thread(encode_response, operation, entry, outputs,
@@ -237,6 +237,11 @@ def require_finite(outputs: dict[str, np.ndarray], names: Sequence[str]) -> None
         f"{len(rows)} row(s) give a non-finite {name} (first: {rows[:10]}): their values "
         "are too large for the model's float32 arithmetic; scale them down",
         rows=rows[:100], output=name)
+
+
+def resolve(repository: ModelRepository, name: str | None, version: str | None) -> ModelVersion:
+    """The ready version that a path's model name and version segment (if any) address."""
+    return repository.get(name, parse_version(version) if version is not None else None)
 
 
 def parse_version(version: str) -> int:

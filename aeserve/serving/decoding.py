@@ -71,9 +71,14 @@ class BodyDecoder:
         return await self.in_thread(v2_codec.decode_request, body, header_length, width,
                                     max_rows)
 
+    @staticmethod
+    def encodes_inline(values: int) -> bool:
+        """Whether `encode` would write an answer of this many values on the event loop."""
+        return values <= INLINE_RESPONSE_VALUES
+
     async def encode(self, values: int, fn: Callable[..., T], *args) -> T:
         """`fn(*args)`, on the loop for an answer of up to INLINE_RESPONSE_VALUES values."""
-        if values <= INLINE_RESPONSE_VALUES:
+        if self.encodes_inline(values):
             return fn(*args)
         return await self.in_thread(fn, *args)
 

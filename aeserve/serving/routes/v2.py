@@ -20,7 +20,7 @@ from aeserve import __version__
 from aeserve.artifact.card import INPUT_NAME, OUTPUT_NAMES
 from aeserve.artifact.errors import schema_problems
 from aeserve.serving.asgi import Endpoint, header, read_body
-from aeserve.serving.dataplane import DataPlane, parse_version
+from aeserve.serving.dataplane import DataPlane, resolve
 from aeserve.serving.deps import get_repository
 from aeserve.serving.errors import InvalidParameter, ModelNotReady
 from aeserve.serving.repository import ModelRepository, ModelVersion
@@ -53,10 +53,6 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 400)
 
 
-def _resolve(repository: ModelRepository, name: str, version: str | None) -> ModelVersion:
-    return repository.get(name, parse_version(version) if version is not None else None)
-
-
 def _metadata(repository: ModelRepository, entry: ModelVersion) -> dict[str, Any]:
     card = entry.card
     widths = {"embedding": [-1, card.architecture.embedding_dim],
@@ -78,17 +74,17 @@ def _metadata(repository: ModelRepository, entry: ModelVersion) -> dict[str, Any
 
 @router.get("/models/{name}", summary="Model metadata (active version)")
 async def model_metadata(name: str, repository: Repo) -> dict[str, Any]:
-    return _metadata(repository, _resolve(repository, name, None))
+    return _metadata(repository, resolve(repository, name, None))
 
 
 @router.get("/models/{name}/versions/{version}", summary="Model metadata (one version)")
 async def version_metadata(name: str, version: str, repository: Repo) -> dict[str, Any]:
-    return _metadata(repository, _resolve(repository, name, version))
+    return _metadata(repository, resolve(repository, name, version))
 
 
 def _readiness(repository: ModelRepository, name: str, version: str | None) -> JSONResponse:
     try:
-        _resolve(repository, name, version)
+        resolve(repository, name, version)
     except ModelNotReady as exc:
         return JSONResponse({"name": name, "ready": False, "error": exc.message},
                             status_code=400)
