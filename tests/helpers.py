@@ -39,6 +39,12 @@ def far_rows(normal: np.ndarray, n_rows: int = 20, seed: int = 1) -> np.ndarray:
     return normal.mean(axis=0) + 6.0 * normal.std(axis=0) * signs
 
 
+def address(url: str) -> tuple[str, int]:
+    """(host, port) of a server's URL, for a raw socket."""
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

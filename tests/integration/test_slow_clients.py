@@ -9,12 +9,7 @@ import time
 
 import httpx
 
-from tests.helpers import ROOT, server_process
-
-
-def address(url: str) -> tuple[str, int]:
-    host, port = url.removeprefix("http://").split(":")
-    return host, int(port)
+from tests.helpers import ROOT, address, server_process
 
 
 def test_a_stalled_upload_is_cut_off_with_a_408():
