@@ -12,7 +12,8 @@ import pytest
 
 from aeserve.serving.app import AeserveApp, create_app
 from aeserve.serving.settings import Settings
-from tests.helpers import ROOT, address, app_on_a_socket
+from tests.helpers import ROOT, app_on_a_socket
+from tests.helpers import address as socket_address
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def app() -> AeserveApp:
 @pytest.fixture(scope="module")
 def address(app) -> Iterator[tuple[str, int]]:
     with app_on_a_socket(app) as url:
-        yield address(url)
+        yield socket_address(url)
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
