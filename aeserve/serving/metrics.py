@@ -116,8 +116,8 @@ class Metrics:
         they are left out here, so no series ever takes a non-finite value.
         """
         scores = np.asarray(scores, dtype=np.float64)
-        finite = np.isfinite(scores)
-        if not finite.all():
+        if not np.isfinite(scores.sum()):  # one pass; the mask only for a batch that needs it
+            finite = np.isfinite(scores)
             scores, flagged = scores[finite], np.asarray(flagged)[finite]
         labels = (model, str(version))
         self._child(self.scored, *labels).inc(len(scores))
