@@ -37,26 +37,24 @@ async def read_body(headers: dict[bytes, bytes], receive: Receive, limit: int,
                            limit=limit)
     chunks: list[bytes] = []
     size = 0
-    deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
-    while True:
-        if deadline is None:
-            message = await receive()
-        else:
-            try:
-                message = await asyncio.wait_for(
-                    receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
-            except TimeoutError:
-                raise BodyTimeout(f"the body did not arrive within {timeout_s:g} s",
-                                  received_bytes=size) from None
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"the body exceeds the limit of {limit} bytes", limit=limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    try:
+        # One timer for the whole body (asyncio.wait_for per chunk would start a task each)
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"the body exceeds the limit of {limit} bytes",
+                                       limit=limit)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        raise BodyTimeout(f"the body did not arrive within {timeout_s:g} s",
+                          received_bytes=size) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
