@@ -60,7 +60,7 @@ models: install
 	rm -rf models/breast-cancer
 	$(VENV)/bin/aeserve train --data build/breast_cancer.csv --label-column malignant \
 		--name breast-cancer --seed 0 --quiet --activation sigmoid --hidden 15 \
-		--lr 0.01 --batch-size 64 --epochs 500 --patience 20 --min-steps 0 --members 1 --val-fraction 0.2 \
+		--lr 0.01 --batch-size 64 --epochs 500 --patience 20 --min-steps 0 --members 1 --val-fraction 0.2 --score mse_scaled \
 		--description "Wisconsin breast cancer (scikit-learn): trained on benign tumours, flags malignant ones. Rebuild: make models."
 
 bench: install

@@ -12,7 +12,8 @@ activation ("relu"), members (1), cross_fit (false: with a `holdout` share of th
 or none when 0), holdout (0.2), lr (3e-3), batch (128), epochs (80), min_steps (0),
 patience (100000), restore (true: keep the best validation epoch), trim (0: the share of each
 batch's worst-reconstructed rows left out of the gradient), trim_warmup (5 epochs before trimming
-starts), step_budget (0: no cap on the gradient steps).
+starts), step_budget (0: no cap on the gradient steps), score ("residual_cauchy", the default, with
+the residual scales from the held-out rows; or "mse_scaled").
 
 The means are reported for the selection sets and the confirmation sets apart (bench/protocol.py).
 """
@@ -38,12 +39,13 @@ from aeserve.training.export import ScoringGraph  # noqa: E402
 from aeserve.training.model import AutoencoderConfig  # noqa: E402
 from aeserve.training.pipeline import split_normal_rows  # noqa: E402
 from aeserve.training.preprocessing import fit_scaler  # noqa: E402
+from aeserve.training.residual_scale import residual_scale  # noqa: E402
 from aeserve.training.trainer import TrainConfig, fold_assignment, train_autoencoder  # noqa: E402
 from bench.protocol import CONFIRMATION, SEEDS, Split, dataset_paths, splits  # noqa: E402
 
 
 def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
-    """Test scores (mean over members of the scaled squared error) and training seconds."""
+    """Test scores (the exported graph's score, computed in torch) and training seconds."""
     members = cfg.get("members", 1)
     model_config = AutoencoderConfig(input_dim=split.X_fit.shape[1],
                                      hidden_sizes=list(cfg.get("hidden", [64, 32, 8])),
@@ -57,8 +59,10 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
     if cfg.get("cross_fit", False):
         X_train = split.X_fit
         scaler = fit_scaler(X_train, "standard")
+        folds = fold_assignment(len(X_train), members, split.seed)
         result = train_autoencoder(scaler.transform(X_train), None, model_config, train_config,
-                                   folds=fold_assignment(len(X_train), members, split.seed))
+                                   folds=folds)
+        X_held_out = X_train
     else:
         holdout = cfg.get("holdout", 0.2)
         if holdout > 0:
@@ -69,10 +73,13 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
         scaler = fit_scaler(X_train, "standard")
         result = train_autoencoder(scaler.transform(X_train), scaler.transform(X_val),
                                    model_config, train_config)
+        X_held_out, folds = X_val, None
+    score_kind = cfg.get("score", "residual_cauchy")
+    scales = (residual_scale(result.model, scaler.transform(X_held_out), folds)
+              if score_kind == "residual_cauchy" else None)
+    graph = ScoringGraph(result.model, scaler, score_kind, residual_scale=scales)
     with torch.no_grad():
-        errors = ScoringGraph(result.model, scaler).member_scores(
-            torch.as_tensor(split.X_test, dtype=torch.float32))
-    scores = errors.mean(dim=0) if errors.dim() == 2 else errors  # the exported graph's mean
+        scores = graph(torch.as_tensor(split.X_test, dtype=torch.float32))[2]
     return scores.numpy().astype(np.float64), result.duration_s
 
 

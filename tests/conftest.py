@@ -55,7 +55,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, csv_file: Path):
     from aeserve.training.trainer import TrainConfig
 
     models_dir = tmp_path_factory.mktemp("models")
-    options = TrainOptions(name="sensors", models_dir=models_dir, hidden_sizes=[4, 2],
+    options = TrainOptions(name="sensors", models_dir=models_dir, hidden_sizes=[16, 4],
                            train=TrainConfig(epochs=300, seed=0, progress=False),
                            command="test")
     return train_and_export(load_dataset(csv_file, "label"), options)

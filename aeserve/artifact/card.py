@@ -64,9 +64,14 @@ class Preprocessing(_Strict):
         return self
 
 
-ScoreKind = Literal["mse_scaled", "neg_elbo_scaled"]
+ScoreKind = Literal["residual_cauchy", "mse_scaled", "neg_elbo_scaled"]
 
 SCORE_DESCRIPTIONS: dict[str, str] = {
+    "residual_cauchy": "Mean over features of log(1 + e_j / s_j), e_j the squared reconstruction "
+                       "error of feature j in the scaled feature space and s_j its median over "
+                       "held-out normal rows (score.residual_scale): the negative log-likelihood "
+                       "of the residuals under a Cauchy distribution with each feature's own "
+                       "scale, up to constants. With several members, the mean of their terms.",
     "mse_scaled": "Mean over features of the squared reconstruction error in the scaled "
                   "feature space.",
     "neg_elbo_scaled": "Negative ELBO at the mean code, divided by the number of features: "
@@ -78,6 +83,19 @@ SCORE_DESCRIPTIONS: dict[str, str] = {
 class ScoreSpec(_Strict):
     kind: ScoreKind = "mse_scaled"
     description: str = SCORE_DESCRIPTIONS["mse_scaled"]
+    residual_scale: list[float] | None = Field(
+        None, description="residual_cauchy only: s_j, each feature's median squared "
+                          "reconstruction error on held-out normal rows (scaled space).")
+
+    @model_validator(mode="after")
+    def _scale_matches_kind(self) -> ScoreSpec:
+        if (self.kind == "residual_cauchy") != (self.residual_scale is not None):
+            raise ValueError("score.residual_scale is given with the residual_cauchy score, "
+                             "and only with it")
+        if self.residual_scale is not None and not all(
+                math.isfinite(s) and s > 0 for s in self.residual_scale):
+            raise ValueError("score.residual_scale must hold positive finite numbers")
+        return self
 
 
 class TrainingSummary(_Strict):
@@ -155,6 +173,9 @@ class ModelCard(_Strict):
             raise ValueError("feature_names must be unique")
         if len(self.preprocessing.offset) != self.input_dim:
             raise ValueError("preprocessing length does not match input_dim")
+        if (self.score.residual_scale is not None
+                and len(self.score.residual_scale) != self.input_dim):
+            raise ValueError("score.residual_scale length does not match input_dim")
         if any(not re.fullmatch(r"[0-9a-f]{64}", v) for v in self.external_data_sha256.values()):
             raise ValueError("external_data_sha256 values must be sha256 hex digests")
         if not math.isfinite(self.threshold):

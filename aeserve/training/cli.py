@@ -42,6 +42,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hidden activation s_f (default: "
                              f"{defaults.ACTIVATION}; {defaults.KL_SPARSITY_ACTIVATION} for "
                              "sparse-kl)")
+    parser.add_argument("--score", choices=["residual_cauchy", "mse_scaled"],
+                        help="reconstruction score: the Cauchy log-likelihood of each feature's "
+                             "residual at its typical held-out error, or the mean squared error"
+                             + _default(defaults.SCORE))
     parser.add_argument("--decoder", choices=["identity", "sigmoid"],
                         help="identity: squared error on standardized inputs; sigmoid: "
                              "cross-entropy on inputs min-max scaled to [0, 1]"
@@ -125,7 +129,7 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
         models_dir=args.models_dir, variant=args.variant, hidden_sizes=args.hidden,
         activation=args.activation, decoder_activation=args.decoder, tied_weights=args.tied,
         members=args.members, validation_fraction=args.val_fraction,
-        threshold_rule=args.threshold, description=args.description))
+        threshold_rule=args.threshold, description=args.description, score=args.score))
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """Export a trained autoencoder as one ONNX graph with preprocessing and scoring folded in.
 
 The graph takes raw features `x` [N, d] and returns `embedding` [N, k], `reconstruction` [N, d] (raw
-feature space), `score` [N] and `feature_errors` [N, d] (squared errors in the scaled space, whose
-mean is the score). Parity with torch is checked before anything is written; the version folder
+feature space), `score` [N] and `feature_errors` [N, d] (each feature's term of the score, whose
+mean is the score: the squared error in the scaled space, or for `residual_cauchy` its
+log(1 + e / s)). Parity with torch is checked before anything is written; the version folder
 appears in one rename, so a reader never sees half a model.
 """
 
@@ -35,34 +36,60 @@ class ExportError(RuntimeError):
 
 
 class ScoringGraph(nn.Module):
-    """Raw features in; embedding, raw-space reconstruction, score and per-feature errors out.
+    """Raw features in; embedding, raw-space reconstruction, score and per-feature terms out.
 
-    Deterministic for every variant: the VAE is evaluated at its mean code `mu`. The score is the
-    mean squared error over features (`mse_scaled`; with several members, averaged over them),
-    or for a VAE optionally the negative ELBO at `mu` divided by the number of features
-    (`neg_elbo_scaled`): squared error summed over features plus beta times the closed-form KL of
-    q(z | x) from N(0, I).
+    Deterministic for every variant: the VAE is evaluated at its mean code `mu`. Score kinds
+    (the card's `SCORE_DESCRIPTIONS`):
+
+    - `residual_cauchy`: mean over features of log(1 + e_j / s_j), with e_j the squared error
+      in the scaled space and s_j = `residual_scale` (training/residual_scale.py). Residuals of
+      reconstruction are heavy-tailed: under squared error one feature the network cannot
+      rebuild, or rebuilds poorly for every row, dominates every score, and a row's one huge
+      error outweighs moderate errors on many features. The Cauchy log-likelihood weighs each
+      feature by its own typical error and grows only logarithmically in it.
+    - `mse_scaled`: mean over features of the squared error in the scaled space.
+    - `neg_elbo_scaled` (VAE): squared error summed over features plus beta times the closed-form
+      KL of q(z | x) from N(0, I), divided by the number of features.
+
+    With several members, each member's per-feature terms are averaged.
     """
 
     def __init__(self, model: Autoencoder, scaler: AffineScaler,
-                 score_kind: ScoreKind = "mse_scaled", vae_beta: float = 1.0) -> None:
+                 score_kind: ScoreKind = "mse_scaled", vae_beta: float = 1.0,
+                 residual_scale: np.ndarray | None = None) -> None:
         super().__init__()
         if score_kind == "neg_elbo_scaled" and model.config.variant != "vae":
             raise ValueError("the neg_elbo_scaled score needs the vae variant")
+        if (score_kind == "residual_cauchy") != (residual_scale is not None):
+            raise ValueError("residual_scale is needed by the residual_cauchy score, and only "
+                             "by it")
         self.model = model
         self.score_kind = score_kind
         self.vae_beta = vae_beta
         self.register_buffer("offset", torch.as_tensor(scaler.offset, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(scaler.scale, dtype=torch.float32))
+        if residual_scale is not None:
+            if residual_scale.shape != (model.config.input_dim,) or not np.all(
+                    residual_scale > 0):
+                raise ValueError("residual_scale must hold one positive value per feature")
+            self.register_buffer("residual_scale",
+                                 torch.as_tensor(residual_scale, dtype=torch.float32))
 
     def scaled(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.offset) / self.scale
 
+    def feature_terms(self, z: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
+        """Each feature's term of the reconstruction score ([..., N, d], members kept apart)."""
+        squared = (z_hat - z) ** 2
+        if self.score_kind == "residual_cauchy":
+            return torch.log1p(squared / self.residual_scale)
+        return squared
+
     def member_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """[K, N]: each member's `mse_scaled` score of each row, before `forward` averages them
+        """[K, N]: each member's reconstruction score of each row, before `forward` averages them
         (for the cross-fitted calibration, which needs one member's score)."""
         z = self.scaled(x)
-        return ((self.model(z)[1] - z) ** 2).mean(dim=-1)
+        return self.feature_terms(z, self.model(z)[1]).mean(dim=-1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         z = self.scaled(x)
@@ -71,8 +98,8 @@ class ScoringGraph(nn.Module):
         else:
             embedding = self.model.encode(z)
         z_hat = self.model.decode(embedding)
-        feature_errors = (z_hat - z) ** 2
-        if z_hat.dim() == 3:  # members [K, N, .]: mean errors and reconstruction; codes joined
+        feature_errors = self.feature_terms(z, z_hat)
+        if z_hat.dim() == 3:  # members [K, N, .]: mean terms and reconstruction; codes joined
             feature_errors = feature_errors.mean(dim=0)
             z_hat = z_hat.mean(dim=0)
             embedding = embedding.transpose(0, 1).flatten(start_dim=1)

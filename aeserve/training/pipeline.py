@@ -68,6 +68,7 @@ from aeserve.training.plan import (
 )
 from aeserve.training.preprocessing import AffineScaler, fit_scaler
 from aeserve.training.report import HISTORY_FILENAME, LOSS_PLOT_FILENAME, plot_losses, write_history
+from aeserve.training.residual_scale import residual_scale
 from aeserve.training.trainer import TrainResult, fold_assignment, train_autoencoder
 
 __all__ = [  # OvercompleteWarning, TrainOptions and resolve_plan live in training/plan.py
@@ -119,15 +120,18 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
     rows = split_rows(normal, plan)
     scaler = fit_scaler(rows.train, plan.scaling)
     result = fit(plan, rows, scaler)
-    graph = ScoringGraph(result.model, scaler, plan.score_kind, plan.variant_options.vae_beta)
+    scales = (residual_scale(result.model, scaler.transform(rows.validation), rows.folds)
+              if plan.score_kind == "residual_cauchy" else None)
+    graph = ScoringGraph(result.model, scaler, plan.score_kind, plan.variant_options.vae_beta,
+                         residual_scale=scales)
     staging = staging_dir(plan.model_dir)
     try:
         exported = export_onnx(graph, scaler, data.X, plan.train.seed, staging)
         held_out, threshold = calibrate(plan, rows, graph, exported)
         evaluation = (evaluate(held_out, exported.scores(anomalies), threshold)
                       if anomalies is not None and len(anomalies) else None)
-        fields = card_fields(plan, data, rows, scaler, result, exported, held_out, threshold,
-                             evaluation, duration_s=time.perf_counter() - started)
+        fields = card_fields(plan, data, rows, scaler, result, graph, exported, held_out,
+                             threshold, evaluation, duration_s=time.perf_counter() - started)
         write_history(staging, result.train_losses, result.val_losses, result.best_epoch)
         plot_losses(staging / HISTORY_FILENAME, staging / LOSS_PLOT_FILENAME)
         card = publish(staging, plan.model_dir, lambda version: ModelCard(
@@ -206,8 +210,8 @@ def calibrate(plan: TrainingPlan, rows: Rows, graph: ScoringGraph,
 def held_out_member_scores(graph: ScoringGraph, X: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """Each row's score by the one member that did not train on it (its fold's member).
 
-    The same score as the exported graph's (mean squared error in the scaled space), for one
-    member instead of their mean; computed in torch, which the parity check ties to the graph.
+    The same score as the exported graph's, for one member instead of their mean; computed in
+    torch, which the parity check ties to the graph.
     """
     with torch.no_grad():
         per_member = graph.member_scores(torch.as_tensor(X, dtype=torch.float32))  # [K, N]
@@ -236,8 +240,9 @@ def evaluate(normal_scores: np.ndarray, anomaly_scores: np.ndarray, threshold: f
 
 
 def card_fields(plan: TrainingPlan, data: Dataset, rows: Rows, scaler: AffineScaler,
-                result: TrainResult, exported: Exported, held_out: np.ndarray, threshold: float,
-                evaluation: Evaluation | None, duration_s: float) -> dict[str, Any]:
+                result: TrainResult, graph: ScoringGraph, exported: Exported,
+                held_out: np.ndarray, threshold: float, evaluation: Evaluation | None,
+                duration_s: float) -> dict[str, Any]:
     """Everything the model card says but its version and creation time."""
     model, train = plan.model, plan.train
     best = result.best_epoch - 1
@@ -265,7 +270,9 @@ def card_fields(plan: TrainingPlan, data: Dataset, rows: Rows, scaler: AffineSca
         feature_names=data.feature_names,
         preprocessing=Preprocessing(kind=scaler.kind, offset=scaler.offset.tolist(),
                                     scale=scaler.scale.tolist()),
-        score=ScoreSpec(kind=plan.score_kind, description=SCORE_DESCRIPTIONS[plan.score_kind]),
+        score=ScoreSpec(kind=plan.score_kind, description=SCORE_DESCRIPTIONS[plan.score_kind],
+                        residual_scale=(graph.residual_scale.tolist()
+                                        if plan.score_kind == "residual_cauchy" else None)),
         threshold=threshold,
         threshold_rule=str(plan.threshold_rule),
         score_quantiles=score_quantiles(held_out),

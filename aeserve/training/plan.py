@@ -26,6 +26,9 @@ UNREGULARIZED = ("ae",)
 
 Calibration = Literal["cross-fit", "holdout"]
 
+#: The scores computed from the reconstruction alone, which every variant can use.
+RECONSTRUCTION_SCORES: tuple[str, ...] = ("residual_cauchy", "mse_scaled")
+
 
 class OvercompleteWarning(UserWarning):
     """A hidden layer at least as wide as the input, with nothing to stop it copying the input."""
@@ -48,6 +51,8 @@ class TrainOptions:
     validation_fraction: float | None = None
     scaling: str | None = None  # None: defaults.default_scaling(decoder_activation)
     threshold_rule: str = defaults.THRESHOLD_RULE
+    #: The reconstruction score; the VAE's `vae_score="elbo"` replaces it with the negative ELBO.
+    score: str = defaults.SCORE
     description: str = defaults.DESCRIPTION
     train: TrainConfig = field(default_factory=TrainConfig)
     variant_options: VariantOptions = field(default_factory=VariantOptions)
@@ -117,8 +122,12 @@ def resolve_plan(options: TrainOptions, n_features: int, n_normal_rows: int) -> 
         validation_fraction = check_validation_fraction(
             options.validation_fraction if options.validation_fraction is not None
             else defaults.VALIDATION_FRACTION)
+    if options.score not in RECONSTRUCTION_SCORES:
+        raise ValueError(f"unknown score {options.score!r}; choose from "
+                         f"{', '.join(RECONSTRUCTION_SCORES)}")
     score_kind: ScoreKind = ("neg_elbo_scaled" if variant == "vae"
-                             and options.variant_options.vae_score == "elbo" else "mse_scaled")
+                             and options.variant_options.vae_score == "elbo"
+                             else options.score)  # type: ignore[assignment]
     return TrainingPlan(
         name=options.name,
         models_dir=Path(options.models_dir),

@@ -31,7 +31,7 @@ def test_outputs_for_any_batch_size_and_consistent(trained, normal_rows):
     for n in (1, 7, 300):
         rows = normal_rows[:n].astype(np.float32)
         embedding, reconstruction, score, feature_errors = session.run(None, {"x": rows})
-        assert embedding.shape == (n, 5 * 2)  # five members' codes of 2, side by side
+        assert embedding.shape == (n, 5 * 4)  # five members' codes of 4, side by side
         assert reconstruction.shape == (n, 6)
         assert score.shape == (n,) and feature_errors.shape == (n, 6)
         np.testing.assert_allclose(score, feature_errors.mean(axis=1), rtol=1e-5)

@@ -74,7 +74,7 @@ def test_same_answer_on_every_route(client, normal_rows):
 def test_encode_and_reconstruct(client, normal_rows, trained):
     payload = {"instances": normal_rows[:3].tolist()}
     embeddings = client.post("/encode", json=payload).json()["embeddings"]
-    assert np.asarray(embeddings).shape == (3, 5 * 2)  # five members' codes of 2
+    assert np.asarray(embeddings).shape == (3, 5 * 4)  # five members' codes of 4
     recon = np.asarray(client.post("/reconstruct", json=payload).json()["reconstructions"])
     assert recon.shape == (3, 6)
     scale = np.asarray(trained.card.preprocessing.scale)
@@ -255,7 +255,7 @@ def test_binary_responses_on_request(client, normal_rows):
     assert table["percentile"].tolist() == pytest.approx(as_json["percentiles"], abs=1e-3)
     embeddings = client.post("/encode", json={"instances": rows.tolist()},
                              headers={"accept": "application/x-npy"})
-    assert np.load(io.BytesIO(embeddings.content)).shape == (5, 5 * 2)
+    assert np.load(io.BytesIO(embeddings.content)).shape == (5, 5 * 4)
     recon = client.post("/reconstruct", content=rows.tobytes(),
                         headers={"content-type": "application/octet-stream",
                                  "accept": "application/octet-stream"})

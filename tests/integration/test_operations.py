@@ -147,7 +147,7 @@ def test_v2_with_the_triton_client(server, normal_rows):
                           json={"instances": rows.tolist()}).json()
     np.testing.assert_array_equal(result.as_numpy("score"),
                                   np.asarray(expected["scores"], dtype=np.float32))
-    assert result.as_numpy("embedding").shape == (7, 5 * 2)  # five members' codes of 2
+    assert result.as_numpy("embedding").shape == (7, 5 * 4)  # five members' codes of 4
     assert result.get_response()["id"] == "r-1"
     assert result.get_response()["model_version"] == "1"
 

@@ -60,7 +60,8 @@ def test_every_variant_passes_parity_and_records_itself(variant_models):
         assert card.parity_max_abs_error <= 1e-4, name
     assert cards["sparse-l1"].hyperparameters["l1_weight"] == 1e-2
     assert cards["denoising"].hyperparameters["noise"] == "masking"
-    assert cards["vae"].score.kind == "mse_scaled"
+    assert cards["vae"].score.kind == "residual_cauchy"
+    assert len(cards["vae"].score.residual_scale) == cards["vae"].input_dim
     assert cards["vae-elbo"].score.kind == "neg_elbo_scaled"
 
 

@@ -42,6 +42,12 @@ def test_valid_card_round_trips():
     assert json.loads(card.to_json())["schema_version"] == 1
 
 
+def test_a_cauchy_score_card_round_trips_with_its_scales():
+    card = ModelCard.model_validate(card_dict(score={"kind": "residual_cauchy",
+                                                     "residual_scale": [0.5, 1.0, 2.0]}))
+    assert ModelCard.model_validate_json(card.to_json()).score.residual_scale == [0.5, 1.0, 2.0]
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -60,6 +66,11 @@ def test_valid_card_round_trips():
          "positive"),
         ({"surprise": True}, "Extra inputs"),
         ({"version": 0}, "version"),
+        ({"score": {"kind": "residual_cauchy"}}, "residual_scale is given"),
+        ({"score": {"kind": "mse_scaled", "residual_scale": [1, 1, 1]}}, "only with it"),
+        ({"score": {"kind": "residual_cauchy", "residual_scale": [1, 0, 1]}}, "positive finite"),
+        ({"score": {"kind": "residual_cauchy", "residual_scale": [1, 1]}},
+         "residual_scale length"),
     ],
 )
 def test_invalid_cards_are_refused(overrides, message):

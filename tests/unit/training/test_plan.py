@@ -36,7 +36,7 @@ def test_defaults_resolve_as_documented():
     assert resolved.calibration == "cross-fit" and resolved.cross_fit
     assert resolved.validation_fraction is None
     assert resolved.scaling == "standard"
-    assert resolved.score_kind == "mse_scaled"
+    assert resolved.score_kind == defaults.SCORE == "residual_cauchy"
     assert resolved.threshold_rule == ThresholdRule("quantile", 0.99)
     assert str(resolved.threshold_rule) == defaults.THRESHOLD_RULE
     assert resolved.model_dir == defaults.MODELS_DIR / "m"
@@ -66,9 +66,18 @@ def test_sparse_kl_gets_sigmoid_units_and_the_vae_elbo_its_score():
     assert plan(variant="sparse-kl", activation="sigmoid").model.activation == "sigmoid"
     with pytest.raises(ValueError, match="sigmoid hidden units"):
         plan(variant="sparse-kl", activation="relu")
-    assert plan(variant="vae").score_kind == "mse_scaled"
+    assert plan(variant="vae").score_kind == "residual_cauchy"
     elbo = plan(variant="vae", variant_options=VariantOptions(vae_score="elbo"))
     assert elbo.score_kind == "neg_elbo_scaled"
+
+
+def test_the_reconstruction_score_is_a_choice_and_a_typo_is_refused():
+    assert plan(score="mse_scaled").score_kind == "mse_scaled"
+    elbo = plan(variant="vae", score="mse_scaled",
+                variant_options=VariantOptions(vae_score="elbo"))
+    assert elbo.score_kind == "neg_elbo_scaled"
+    with pytest.raises(ValueError, match="unknown score 'mse'"):
+        plan(score="mse")
 
 
 def test_scaling_follows_the_decoder():

@@ -1,0 +1,112 @@
+"""One trained default model per split, scored several ways: the choice of the default score.
+
+Each split of the quality protocol trains the default five cross-fitted members once; the test rows
+are then scored by every rule below from the same networks, so the differences are the scores'
+alone. docs/variants.md ("The score") quotes the output.
+
+    python -m bench.score_kinds [--seeds 0 1 2] [--settings one-class unsupervised] [--csv F]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from aeserve.training import defaults  # noqa: E402
+from aeserve.training.model import AutoencoderConfig  # noqa: E402
+from aeserve.training.preprocessing import fit_scaler  # noqa: E402
+from aeserve.training.residual_scale import FLOOR, FLOOR_SHARE  # noqa: E402
+from aeserve.training.trainer import TrainConfig, fold_assignment, train_autoencoder  # noqa: E402
+from bench.protocol import CONFIRMATION, SEEDS, Split, dataset_paths, splits  # noqa: E402
+
+
+def _floored(median: np.ndarray) -> np.ndarray:
+    return np.maximum(median, FLOOR_SHARE * median.mean() + FLOOR)
+
+
+def _hotelling(codes_fit: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Mean over members of each code's Mahalanobis distance to the members' training codes."""
+    distances = []
+    for fit, rows in zip(codes_fit, codes, strict=True):
+        precision = np.linalg.inv(np.cov(fit.T) + 1e-3 * np.eye(fit.shape[1]))
+        centred = rows - fit.mean(axis=0)
+        distances.append(np.einsum("ij,jk,ik->i", centred, precision, centred))
+    return np.mean(distances, axis=0)
+
+
+def scores(split: Split) -> dict[str, np.ndarray]:
+    """Every score rule's test scores, from one default model trained on `split`."""
+    members = defaults.MEMBERS
+    scaler = fit_scaler(split.X_fit, "standard")
+    Z = scaler.transform(split.X_fit).astype(np.float32)
+    folds = fold_assignment(len(Z), members, split.seed)
+    model = train_autoencoder(
+        Z, None, AutoencoderConfig(input_dim=Z.shape[1], hidden_sizes=list(defaults.HIDDEN_SIZES),
+                                   activation=defaults.ACTIVATION,
+                                   members=members),
+        TrainConfig(seed=split.seed, progress=False), folds=folds).model
+    with torch.no_grad():
+        def codes_and_errors(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            z = torch.as_tensor(rows, dtype=torch.float32)
+            code, z_hat = model(z)
+            return code.numpy(), ((z_hat - z) ** 2).numpy()  # [K, N, c], [K, N, d]
+
+        code_fit, e_fit = codes_and_errors(Z)
+        code_test, e_test = codes_and_errors(scaler.transform(split.X_test))
+    held_out = e_fit[folds, np.arange(len(Z))]  # each row's error from the member that never saw it
+    s_held_out = _floored(np.median(held_out, axis=0))
+    s_train = _floored(np.median(e_fit, axis=1).mean(axis=0))
+    t2_fit, t2_test = _hotelling(code_fit, code_fit), _hotelling(code_fit, code_test)
+    mse_fit, mse_test = e_fit.mean(axis=(0, 2)), e_test.mean(axis=(0, 2))
+    cauchy_sum_test = np.log1p(e_test / s_held_out).mean(axis=0).sum(axis=1)
+    return {
+        "mse_scaled": mse_test,
+        "residual_cauchy": np.log1p(e_test / s_held_out).mean(axis=(0, 2)),
+        "cauchy_train_scale": np.log1p(e_test / s_train).mean(axis=(0, 2)),
+        "cauchy_of_member_mean": np.log1p(e_test.mean(axis=0) / s_held_out).mean(axis=1),
+        "scaled_no_log": (e_test / s_held_out).mean(axis=(0, 2)),
+        "hotelling_t2": t2_test,
+        "mse_plus_t2": mse_test / np.median(mse_fit) + t2_test / np.median(t2_fit),
+        "cauchy_plus_half_t2": cauchy_sum_test + 0.5 * t2_test,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--settings", nargs="+", default=["one-class", "unsupervised"])
+    parser.add_argument("--datasets", nargs="+", default=None)
+    parser.add_argument("--csv", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    rows = []
+    for path in dataset_paths(only=args.datasets):
+        for split in splits(path, tuple(args.seeds), tuple(args.settings)):
+            for rule, values in scores(split).items():
+                rows.append({"dataset": split.dataset, "seed": split.seed,
+                             "setting": split.setting, "score": rule,
+                             "roc_auc": roc_auc_score(split.y_test, values)})
+    frame = pd.DataFrame(rows)
+    if args.csv is not None:
+        frame.to_csv(args.csv, index=False)
+    frame["group"] = np.where(frame.dataset.isin(CONFIRMATION), "confirmation", "selection")
+    per_dataset = frame.groupby(["setting", "group", "score", "dataset"]).roc_auc.mean()
+    table = per_dataset.groupby(["setting", "group", "score"]).mean().unstack(["setting", "group"])
+    print(f"mean ROC-AUC over data sets, seeds {args.seeds}")
+    print(table.round(4).to_string())
+
+
+if __name__ == "__main__":
+    main()
