@@ -13,7 +13,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-serve
 
-.PHONY: install serve test test-fast test-container lint models bench bench-serving bench-quality \
+.PHONY: install serve test test-fast test-container lint models bench bench-serving bench-quality bench-cost \
 	clean bench-batch
 
 install: $(STAMP)
@@ -71,6 +71,10 @@ bench: install
 # cores; `python -m bench.quality --help` to run a subset).
 bench-quality: install
 	$(PY) -m bench.quality
+
+# In-process cost of the default model against one small network (a minute).
+bench-cost: install
+	$(PY) -m bench.model_cost
 
 # Needs wrk (Debian/Ubuntu: apt-get install wrk) for a load generator outside the server.
 bench-serving: install
