@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         0.0, ge=0, description="On SIGTERM, answer /readyz with 503 for this long before closing "
                                "the listener; in-flight requests always finish.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A request's line and headers must arrive within this many "
+                                "seconds of the connection opening or of the request's first "
+                                "byte; a slower client gets 408 and its connection is closed.")
     body_timeout_s: float = Field(
         30.0, gt=0, description="A request body must arrive within this many seconds of its "
                                 "headers; a slower upload gets 408 and its connection is closed.")

@@ -1,9 +1,11 @@
-"""Slow and numerous clients: a stalled upload gets a 408 and loses its connection; beyond the
-concurrency limit new requests get a 503 at once. `aeserve serve` on the shipped model, raw
+"""Slow and numerous clients: a connection that never finishes its request head, and a stalled
+upload, get a 408 and lose their connection; beyond the concurrency limit new requests get a 503
+at once. `aeserve serve` on the shipped model, raw
 sockets."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -29,6 +31,38 @@ def test_a_stalled_upload_is_cut_off_with_a_408():
         assert httpx.post(f"{server.url}/anomaly-score", content=(
             ROOT / "examples" / "breast_cancer_rows.json").read_bytes(),
             headers={"content-type": "application/json"}).status_code == 200
+
+
+def _read_until_closed(sock: socket.socket) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    started, reply = time.monotonic(), b""
+    while chunk := sock.recv(65536):
+        reply += chunk
+    return reply, time.monotonic() - started
+
+
+def test_slow_or_silent_request_heads_are_cut_off_with_a_408():
+    with server_process(ROOT / "models", AESERVE_HEADER_TIMEOUT_S="0.5") as server:
+        opened = time.monotonic()
+        silent = socket.create_connection(address(server.url), timeout=10)
+        trickling = socket.create_connection(address(server.url), timeout=10)
+        with silent, trickling:
+            trickling.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")  # never the blank line
+            for sock in (silent, trickling):
+                reply, _ = _read_until_closed(sock)
+                assert 0.4 < time.monotonic() - opened < 5
+                head, _, body = reply.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower()
+                assert json.loads(body)["error"]["code"] == "header_timeout"
+        # A prompt request on a kept-alive connection is answered; the next request's head has
+        # its own deadline, counted from its first byte.
+        with socket.create_connection(address(server.url), timeout=10) as kept_alive:
+            kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert kept_alive.recv(65536).startswith(b"HTTP/1.1 200")
+            kept_alive.sendall(b"GET /healthz HTTP/1.1\r\n")
+            reply, waited = _read_until_closed(kept_alive)
+            assert reply.startswith(b"HTTP/1.1 408") and waited < 5
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
 
 
 def test_beyond_the_concurrency_limit_new_requests_get_a_503():
