@@ -13,7 +13,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-serve
 
-.PHONY: install serve test test-fast test-container lint models bench bench-serving bench-quality bench-cost \
+.PHONY: install serve test test-fast test-container lint models bench bench-serving bench-quality bench-cost bench-reliability \
 	clean bench-batch
 
 install: $(STAMP)
@@ -71,6 +71,10 @@ bench: install
 # cores; `python -m bench.quality --help` to run a subset).
 bench-quality: install
 	$(PY) -m bench.quality
+
+# A soak, the memory of one 60 MB body, and requests lost on SIGTERM under load (a few minutes).
+bench-reliability: install
+	$(PY) -m bench.reliability
 
 # In-process cost of the default model against one small network (a minute).
 bench-cost: install

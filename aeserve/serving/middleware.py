@@ -82,9 +82,13 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
                 extra = [(b"x-request-id", rid.encode())]
-                if getattr(scope.get("app"), "draining", False):
-                    # shutting down: the client opens its next request elsewhere, rather than
-                    # sending it down a connection the server is about to close
+                app = scope.get("app")
+                if getattr(app, "draining", False) and app.settings.drain_seconds > 0:
+                    # draining: the client opens its next request elsewhere (a load balancer
+                    # stops sending here), rather than on a connection the server will close.
+                    # Without a drain the listener closes within 0.1 s: a client sent to
+                    # reconnect would meet a closing listener, so kept-alive connections carry
+                    # on, and the shutdown of serving/protocol.py answers what they send.
                     extra.append((b"connection", b"close"))
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)

@@ -1,4 +1,4 @@
-"""uvicorn's HTTP protocol with a deadline on the request head.
+"""uvicorn's HTTP protocol with a deadline on the request head, and a shutdown that loses nothing.
 
 uvicorn times out idle keep-alive connections, but not a connection that sends nothing after it
 opens, nor one that sends its request line and headers a byte at a time: each holds a file
@@ -6,6 +6,13 @@ descriptor and a slot of the concurrency limit for as long as the client likes (
 every request's head (request line and headers) must be complete within AESERVE_HEADER_TIMEOUT_S of
 the connection opening or of the request's first byte; otherwise the server answers 408 with a
 JSON body and closes the connection. The body has its own deadline (`serving/asgi.py`).
+
+On shutdown uvicorn closes every kept-alive connection that has no request in progress at once,
+but "no request in progress" only means none has been parsed yet: a request the client has sent
+and the server has not read is lost (the client gets a reset, and cannot know whether it was
+served). Here such a connection stays open `SHUTDOWN_IDLE_GRACE_S` longer; a request that arrives
+meanwhile is answered with `Connection: close`, and a connection that stays silent is closed.
+A request already in progress is answered with `Connection: close`, as uvicorn does.
 """
 
 from __future__ import annotations
@@ -31,10 +38,20 @@ _RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\
              + _BODY)
 
 
+#: How long an idle kept-alive connection stays open after shutdown begins, for a request that
+#: is already on its way. Clients that keep a connection busy send their next request within
+#: microseconds of an answer; one idle for longer is closed after this.
+SHUTDOWN_IDLE_GRACE_S = 1.0
+
+
 class HeadDeadlineProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol whose request heads must arrive within `head_timeout_s()`."""
+    """HttpToolsProtocol whose request heads must arrive within `head_timeout_s()`, and whose
+    shutdown answers requests already on their way."""
 
     _head_timer: asyncio.TimerHandle | None = None
+    _receiving_head = False
+    _shutting_down = False
+    _grace_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -42,16 +59,36 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._receiving_head = True
         if self._head_timer is None:  # a later request on a kept-alive connection
             self._arm()
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._receiving_head = False
         super().on_headers_complete()
+        if self._shutting_down and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered with Connection: close, then closed
+
+    def shutdown(self) -> None:
+        """Called by uvicorn when the server shuts down."""
+        self._shutting_down = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+        elif not self._receiving_head:  # idle: a request may be on its way
+            self._grace_timer = self.loop.call_later(SHUTDOWN_IDLE_GRACE_S, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        self._grace_timer = None
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and not self._receiving_head and not self.transport.is_closing():
+            self.transport.close()
 
     def _arm(self) -> None:
         self._head_timer = self.loop.call_later(head_timeout_s(), self._head_timed_out)

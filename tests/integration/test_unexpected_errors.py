@@ -12,7 +12,7 @@ import pytest
 
 from aeserve.serving.app import AeserveApp, create_app
 from aeserve.serving.settings import Settings
-from tests.helpers import ROOT, app_on_a_socket
+from tests.helpers import ROOT, app_on_a_socket, read_response
 from tests.helpers import address as socket_address
 
 
@@ -33,21 +33,6 @@ def address(app) -> Iterator[tuple[str, int]]:
         yield socket_address(url)
 
 
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    length = int(headers["content-length"])
-    while len(body) < length:
-        body += sock.recv(65536)
-    return int(lines[0].split()[1]), headers, body
-
-
 def test_a_500_names_the_request_and_keeps_the_connection(address):
     with socket.create_connection(address, timeout=10) as sock:
         sock.sendall(b"GET /broken HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -63,6 +48,7 @@ def test_a_500_names_the_request_and_keeps_the_connection(address):
 
 def test_while_draining_every_answer_closes_its_connection(app, address):
     app.draining = True  # as the SIGTERM handler sets it (aeserve/serving/lifecycle.py)
+    app.settings.drain_seconds = 5.0
     try:
         for method, path in (("GET", "/healthz"), ("POST", "/anomaly-score")):
             with socket.create_connection(address, timeout=10) as sock:
@@ -73,5 +59,12 @@ def test_while_draining_every_answer_closes_its_connection(app, address):
                 _, headers, _ = read_response(sock)
                 assert headers["connection"] == "close", (path, headers)
                 assert sock.recv(1) == b""  # and the server closed it
+        # Without a drain the listener closes at once: clients are not sent to reconnect.
+        app.settings.drain_seconds = 0.0
+        with socket.create_connection(address, timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            _, headers, _ = read_response(sock)
+            assert "connection" not in headers
     finally:
         app.draining = False
+        app.settings.drain_seconds = 0.0
