@@ -294,13 +294,19 @@ def _decode_float32_rows(body: bytes, width: int) -> np.ndarray:
     return np.frombuffer(body, dtype="<f4").reshape(-1, width)
 
 
+#: Every .npy file starts with these bytes. Anything else never reaches `np.load`, which would
+#: open a zip archive (an .npz) and fail on a broken one with errors of its own.
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _decode_npy(body: bytes, width: int) -> np.ndarray:
+    if not body.startswith(NPY_MAGIC):
+        what = "an .npz archive" if body.startswith(b"PK") else "not an .npy array"
+        raise MalformedJSON(f"the body is {what}; send one array in .npy format")
     try:
         array = np.load(io.BytesIO(body), allow_pickle=False)
     except (ValueError, OSError, EOFError, MemoryError) as exc:
         raise MalformedJSON(f"the body is not a valid .npy array: {exc}") from None
-    if not isinstance(array, np.ndarray):  # an .npz archive: np.load gives a mapping of arrays
-        raise MalformedJSON("the body is an .npz archive; send one array as .npy")
     if array.dtype.kind not in "iuf":
         raise NonNumeric(f".npy array has dtype {array.dtype}; send a numeric array")
     if array.ndim != 2:
