@@ -79,7 +79,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of initialisation, shuffling and splits"
                         + _default(defaults.SEED))
     parser.add_argument("--models-dir", type=Path,
-                        help="model repository" + _default(defaults.MODELS_DIR))
+                        help=f"model repository (default: ${defaults.MODELS_DIR_ENV} when set, "
+                             f"as for aeserve serve; else {defaults.MODELS_DIR})")
     parser.add_argument("--description", help="free text for the model card (default: none)")
     variants = parser.add_argument_group("variant options (each read by its own variant only)")
     variants.add_argument("--l1", type=float, metavar="LAMBDA",

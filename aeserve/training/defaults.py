@@ -13,6 +13,7 @@ the other variants use the same training defaults.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -130,8 +131,10 @@ VAE_SCORE = "reconstruction"
 
 # --- Where the model goes ---------------------------------------------------------------------
 
-#: The model repository that `aeserve serve` reads by default.
+#: The model repository that `aeserve serve` reads by default; AESERVE_MODELS_DIR, which `serve`
+#: honours, overrides it for `train` too (`default_models_dir`), so the two agree.
 MODELS_DIR = Path("models")
+MODELS_DIR_ENV = "AESERVE_MODELS_DIR"
 DESCRIPTION = ""
 
 
@@ -162,3 +165,8 @@ def default_members(variant: str, tied_weights: bool = TIED_WEIGHTS) -> int:
 def default_scaling(decoder_activation: str) -> str:
     """The scaling the decoder's loss needs (`SCALING_BY_DECODER`)."""
     return SCALING_BY_DECODER.get(decoder_activation, SCALING_BY_DECODER[DECODER_ACTIVATION])
+
+
+def default_models_dir() -> Path:
+    """AESERVE_MODELS_DIR when set (the folder `aeserve serve` reads), else `MODELS_DIR`."""
+    return Path(os.environ.get(MODELS_DIR_ENV) or MODELS_DIR)

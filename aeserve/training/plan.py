@@ -39,7 +39,8 @@ class TrainOptions:
     """The user's choices. None (and an empty list or string) leaves a choice to the plan."""
 
     name: str
-    models_dir: Path = defaults.MODELS_DIR
+    #: AESERVE_MODELS_DIR when set, as for `aeserve serve`; else defaults.MODELS_DIR.
+    models_dir: Path = field(default_factory=defaults.default_models_dir)
     variant: str = defaults.VARIANT
     hidden_sizes: list[int] | None = None  # None: defaults.default_hidden_sizes
     activation: str | None = None  # None: defaults.default_activation(variant)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,6 +196,19 @@ def test_the_cli_leaves_unset_options_to_the_plan():
     assert dataclasses.replace(options, command="t") == TrainOptions(name="m", command="t")
 
 
+def test_train_writes_where_serve_reads(monkeypatch, tmp_path):
+    from aeserve.training.cli import build_parser, train_options
+
+    monkeypatch.delenv("AESERVE_MODELS_DIR", raising=False)
+    assert TrainOptions(name="m").models_dir == Path("models")
+    monkeypatch.setenv("AESERVE_MODELS_DIR", str(tmp_path))
+    args = build_parser().parse_args(["train", "--data", "x.csv", "--name", "m"])
+    assert train_options(args).models_dir == tmp_path
+    args = build_parser().parse_args(["train", "--data", "x.csv", "--name", "m",
+                                      "--models-dir", "elsewhere"])
+    assert train_options(args).models_dir == Path("elsewhere")
+
+
 def test_the_cli_passes_what_is_set():
     from aeserve.training.cli import build_parser, train_options
 
@@ -217,4 +231,5 @@ def test_the_cli_help_shows_the_defaults(capsys):
     assert f"training epochs (default: {defaults.EPOCHS})" in text
     assert f"(default: {defaults.THRESHOLD_RULE})" in text
     assert f"(default: {' '.join(map(str, defaults.HIDDEN_SIZES))})" in text
-    assert f"(default: {defaults.MODELS_DIR})" in text
+    assert ("(default: $AESERVE_MODELS_DIR when set, as for aeserve serve; else "
+            f"{defaults.MODELS_DIR})") in text
