@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import tempfile
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -22,6 +24,14 @@ def run(host: str, port: int, models_dir: str | None = None) -> int:
     if models_dir is not None:  # the workers read their settings from the environment
         os.environ["AESERVE_MODELS_DIR"] = models_dir
     settings = Settings()
+    problem = startup_problem(settings.models_dir, host, port)
+    if problem is not None:
+        print(f"aeserve serve: {problem}", file=sys.stderr)
+        return 2
+    if not any(entry.is_dir() and not entry.name.startswith(".")
+               for entry in settings.models_dir.iterdir()):
+        print(f"aeserve serve: warning: {settings.models_dir} holds no model yet; the server "
+              "starts, and is ready once a version is published there", file=sys.stderr)
     if settings.workers > 1:
         prepare_multiprocess_metrics()
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it
@@ -38,6 +48,23 @@ def run(host: str, port: int, models_dir: str | None = None) -> int:
                 # both cost time on every request.
                 proxy_headers=False, server_header=False)
     return 0
+
+
+def startup_problem(models_dir: Path, host: str, port: int) -> str | None:
+    """What would stop the server, found before any model loads: a models folder that is not
+    there (a mistyped path would otherwise start a server that is never ready), or an address
+    already in use (otherwise found only after every model has loaded)."""
+    if not models_dir.is_dir():
+        return (f"the models folder {models_dir} does not exist (set --models-dir or "
+                "AESERVE_MODELS_DIR)")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as error:
+        return f"cannot listen on {host}:{port}: {error.strerror or error}"
+    return None
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
