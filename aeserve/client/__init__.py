@@ -30,6 +30,8 @@ from aeserve.client.errors import (
 from aeserve.client.results import (
     AnomalyScores,
     Embeddings,
+    Explanation,
+    FeatureContribution,
     ModelInfo,
     ModelSummary,
     Reconstructions,
@@ -39,7 +41,8 @@ from aeserve.client.sync import Client
 
 __all__ = [
     "APIError", "AeserveError", "AnomalyScores", "AsyncClient", "BadRequest", "Client",
-    "ConnectionFailed", "Embeddings", "Forbidden", "InvalidInstances", "ModelInfo",
+    "ConnectionFailed", "Embeddings", "Explanation", "FeatureContribution", "Forbidden",
+    "InvalidInstances", "ModelInfo",
     "ModelNotReady", "ModelSummary", "NotFound", "PayloadTooLarge", "Reconstructions",
     "ServerError", "Unauthorized", "UnknownModel", "UnknownVersion", "UnsupportedMediaType",
     "VersionInfo",

@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 
 from aeserve.client.errors import ConnectionFailed
-from aeserve.client.protocol import RETRY_STATUSES, Protocol, Request, retry_delay
+from aeserve.client.protocol import (
+    RETRY_STATUSES,
+    Protocol,
+    Request,
+    ScoreOptions,
+    retry_delay,
+)
 from aeserve.client.results import (
     AnomalyScores,
     Embeddings,
@@ -35,8 +41,12 @@ class AsyncClient:
         self._http.headers.update(auth_headers(api_key))
 
     async def anomaly_score(self, rows: Any, model: str | None = None,
-                            version: int | None = None) -> AnomalyScores:
-        return await self._run(self._protocol.infer("anomaly-score", rows, model, version))
+                            version: int | None = None, *, threshold: float | None = None,
+                            explain: bool = False, top_k: int | None = None) -> AnomalyScores:
+        """As `Client.anomaly_score`."""
+        options = ScoreOptions(threshold, explain, top_k)
+        return await self._run(self._protocol.infer("anomaly-score", rows, model, version,
+                                                    options))
 
     async def encode(self, rows: Any, model: str | None = None,
                      version: int | None = None) -> Embeddings:

@@ -21,7 +21,7 @@ import random
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from aeserve.client.results import (
     ModelInfo,
     ModelSummary,
     Reconstructions,
+    explanation,
     model_summary,
 )
 
@@ -40,6 +41,32 @@ NPY = "application/x-npy"
 JSON = "application/json"
 RETRY_STATUSES = frozenset({503})
 OPERATIONS = ("encode", "reconstruct", "anomaly-score")
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """`anomaly_score`'s options, sent as the query string the server reads: a threshold for this
+    call instead of the model's, and explanations with the `top_k` features of each row."""
+
+    threshold: float | None = None
+    explain: bool = False
+    top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and not self.explain:
+            raise ValueError("top_k chooses how many features explain a row: pass explain=True")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+
+    def query(self) -> dict[str, str]:
+        query = {}
+        if self.threshold is not None:
+            query["threshold"] = repr(float(self.threshold))
+        if self.explain:
+            query["explain"] = "true"
+        if self.top_k is not None:
+            query["top_k"] = str(int(self.top_k))
+        return query
 
 
 @dataclass(frozen=True)
@@ -169,10 +196,13 @@ def parse_answer(operation: str, response: Any) -> AnomalyScores | Embeddings | 
         payload = json.loads(response.content)
         model, version = payload["model"], int(payload["version"])
         if operation == "anomaly-score":
+            explained = payload.get("explanations")
             return AnomalyScores(model, version, float(payload["threshold"]),
                                  np.asarray(payload["scores"], dtype=np.float32),
                                  np.asarray(payload["is_anomaly"], dtype=bool),
-                                 np.asarray(payload["percentiles"], dtype=np.float64))
+                                 np.asarray(payload["percentiles"], dtype=np.float64),
+                                 None if explained is None else [explanation(e)
+                                                                 for e in explained])
         key = "embeddings" if operation == "encode" else "reconstructions"
         values = np.asarray(payload[key], dtype=np.float32)
     else:
@@ -205,7 +235,9 @@ def combine(parts: list):
         return AnomalyScores(first.model, first.version, first.threshold,
                              np.concatenate([p.scores for p in parts]),
                              np.concatenate([p.is_anomaly for p in parts]),
-                             np.concatenate([p.percentiles for p in parts]))
+                             np.concatenate([p.percentiles for p in parts]),
+                             None if first.explanations is None
+                             else [e for p in parts for e in p.explanations])
     if isinstance(first, Embeddings):
         return Embeddings(first.model, first.version,
                           np.concatenate([p.embeddings for p in parts]))
@@ -280,10 +312,12 @@ class Protocol:
     # inference
 
     def infer(self, operation: str, rows: Any, model: str | None = None,
-              version: int | None = None):
+              version: int | None = None, options: ScoreOptions | None = None):
         """Generator of one call: every chunk of `rows`, answered by one model version."""
         if operation not in OPERATIONS:
             raise ValueError(f"unknown operation {operation!r}")
+        if options is not None and operation != "anomaly-score":
+            raise ValueError("threshold, explain and top_k are options of anomaly_score")
         named = is_frame(rows) or is_records(rows)
         names_version = None
         if named:
@@ -293,20 +327,24 @@ class Protocol:
             prepared = positional_rows(rows)
         parts = []
         for chunk in prepared.chunks(self.max_rows):
-            part = yield from self._send(operation, chunk, model, version)
+            part = yield from self._send(operation, chunk, model, version, options)
             if not parts and named and part.version != names_version:
                 # another version became active after its feature names were read
                 _, _, fresh = yield from self.feature_names(part.model, part.version)
                 if fresh != names:
-                    return (yield from self.infer(operation, rows, part.model, part.version))
+                    return (yield from self.infer(operation, rows, part.model, part.version,
+                                                  options))
             model, version = part.model, part.version  # the rest of the call: this version
             parts.append(part)
         return combine(parts)
 
     def _request(self, operation: str, rows: Rows, model: str | None,
-                 version: int | None) -> Request:
+                 version: int | None, options: ScoreOptions | None = None) -> Request:
         path = f"{model_path(model, version)}/{operation}"
-        if rows.matrix is not None and self.transport != "json":
+        if options is not None and options.query():
+            path = f"{path}?{urlencode(options.query())}"
+        explain = options is not None and options.explain  # explanations come in JSON only
+        if rows.matrix is not None and self.transport != "json" and not explain:
             accept = NPY if operation == "anomaly-score" else BINARY
             return Request("POST", path, rows.matrix.tobytes(),
                            {"content-type": BINARY, "accept": accept})
@@ -314,13 +352,14 @@ class Protocol:
         body = json.dumps({"instances": instances}, default=_json_default).encode()
         return Request("POST", path, body, {"content-type": JSON, "accept": JSON})
 
-    def _send(self, operation: str, rows: Rows, model: str | None, version: int | None):
-        request = self._request(operation, rows, model, version)
+    def _send(self, operation: str, rows: Rows, model: str | None, version: int | None,
+              options: ScoreOptions | None = None):
+        request = self._request(operation, rows, model, version, options)
         response = yield request
         binary = request.headers["content-type"] == BINARY
         if binary and response.status_code == 415 and self.transport == "auto":
             self.transport = "json"  # this server does not take binary bodies: JSON from now on
-            response = yield self._request(operation, rows, model, version)
+            response = yield self._request(operation, rows, model, version, options)
             binary = False
         note = ""
         if binary and response.status_code == 422:

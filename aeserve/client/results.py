@@ -9,15 +9,35 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class FeatureContribution:
+    """One of a row's features that most raised its score."""
+
+    feature: str
+    error: float  # the feature's term of the score
+    share: float  # its share of the row's score, 0 to 1
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why one row scored as it did: every feature's term of the score (the score is their
+    mean), and the `top_k` features with the largest terms."""
+
+    feature_errors: np.ndarray  # float32 [d], in the model's feature order
+    top_features: list[FeatureContribution]
+
+
+@dataclass(frozen=True)
 class AnomalyScores:
-    """One answer of `/anomaly-score`: per row, the score, the verdict and the percentile."""
+    """One answer of `/anomaly-score`: per row, the score, the verdict and the percentile, and
+    with `explain=True` the explanation."""
 
     model: str
     version: int
-    threshold: float
+    threshold: float  # the model's, or the one the request asked for
     scores: np.ndarray  # float32 [N]
     is_anomaly: np.ndarray  # bool [N], score > threshold
     percentiles: np.ndarray  # float64 [N], 0 to 100 among held-out normal scores
+    explanations: list[Explanation] | None = None  # one per row when asked for
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -101,3 +121,9 @@ def model_summary(payload: dict[str, Any]) -> dict[str, Any]:
             "version_policy": payload["version_policy"], "error": payload["error"],
             "versions": [VersionInfo(v["version"], v["state"], v["error"], v["providers"])
                          for v in payload["versions"]]}
+
+
+def explanation(payload: dict[str, Any]) -> Explanation:
+    return Explanation(np.asarray(payload["feature_errors"], dtype=np.float32),
+                       [FeatureContribution(t["feature"], float(t["error"]), float(t["share"]))
+                        for t in payload["top_features"]])

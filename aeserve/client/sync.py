@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 
 from aeserve.client.errors import ConnectionFailed
-from aeserve.client.protocol import RETRY_STATUSES, Protocol, Request, retry_delay
+from aeserve.client.protocol import (
+    RETRY_STATUSES,
+    Protocol,
+    Request,
+    ScoreOptions,
+    retry_delay,
+)
 from aeserve.client.results import (
     AnomalyScores,
     Embeddings,
@@ -53,9 +59,16 @@ class Client:
     # -- the API --
 
     def anomaly_score(self, rows: Any, model: str | None = None,
-                      version: int | None = None) -> AnomalyScores:
-        """Score, verdict and percentile of each row (the default model unless named)."""
-        return self._run(self._protocol.infer("anomaly-score", rows, model, version))
+                      version: int | None = None, *, threshold: float | None = None,
+                      explain: bool = False, top_k: int | None = None) -> AnomalyScores:
+        """Score, verdict and percentile of each row (the default model unless named).
+
+        `threshold` judges this call's rows against it instead of the model's threshold;
+        `explain` adds each row's `Explanation` (every feature's term of the score, and the
+        `top_k` largest, 3 unless given). Explanations come as JSON: the call sends JSON then.
+        """
+        options = ScoreOptions(threshold, explain, top_k)
+        return self._run(self._protocol.infer("anomaly-score", rows, model, version, options))
 
     def encode(self, rows: Any, model: str | None = None,
                version: int | None = None) -> Embeddings:

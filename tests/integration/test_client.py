@@ -92,6 +92,35 @@ def test_binary_and_json_transports_give_the_same_answers(url, rows, trained, ex
     assert len(binary) == 50 and list(binary.anomalies) == list(np.flatnonzero(binary.is_anomaly))
 
 
+def test_threshold_explain_and_top_k(url, rows, trained):
+    session = ModelSession(trained.path / ONNX_FILENAME, trained.card)
+    feature_errors = session.run(rows.astype(np.float32), ("feature_errors",))["feature_errors"]
+    recorder = Recorder(url)
+    client = Client(url, http_client=recorder.http, max_rows_per_request=20)
+    result = client.anomaly_score(rows, threshold=0.5, explain=True, top_k=2)
+    # 50 rows in three requests, each with the options; explanations come as JSON
+    assert len(recorder.requests) == 3
+    for request in recorder.requests:
+        assert dict(request.url.params) == {"threshold": "0.5", "explain": "true", "top_k": "2"}
+        assert request.headers["content-type"] == "application/json"
+    assert result.threshold == 0.5
+    np.testing.assert_array_equal(result.is_anomaly, result.scores.astype(np.float64) > 0.5)
+    assert len(result.explanations) == 50
+    names = trained.card.feature_names
+    for errors, explanation in zip(feature_errors, result.explanations, strict=True):
+        np.testing.assert_allclose(explanation.feature_errors, errors, rtol=1e-5, atol=1e-7)
+        top = np.argsort(-errors, kind="stable")[:2]
+        assert [c.feature for c in explanation.top_features] == [names[j] for j in top]
+        assert explanation.top_features[0].share == pytest.approx(
+            errors[top[0]] / errors.sum(), abs=1e-4)
+    # a threshold alone keeps the binary transport, the server's answer carries it
+    plain = Client(url, http_client=recorder.http).anomaly_score(rows, threshold=0.25)
+    assert recorder.requests[-1].headers["content-type"] == "application/octet-stream"
+    assert plain.threshold == 0.25 and plain.explanations is None
+    with pytest.raises(ValueError, match="pass explain=True"):
+        client.anomaly_score(rows, top_k=2)
+
+
 def test_encode_and_reconstruct(url, rows, expected):
     with Client(url) as client:
         embeddings = client.encode(rows, model="sensors")
