@@ -8,7 +8,12 @@ import warnings
 from pathlib import Path
 
 from aeserve.training import defaults
-from aeserve.training.data import DataError, load_dataset
+from aeserve.training.data import (
+    DataError,
+    add_reading_arguments,
+    load_dataset,
+    reading_options,
+)
 from aeserve.training.export import ExportError
 from aeserve.training.model import MEMBER_VARIANTS, VARIANTS
 from aeserve.training.objectives import VariantOptions
@@ -32,6 +37,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-column",
                         help="0/1 column (1 = anomaly): anomalies are kept out of training "
                              "and used for evaluation (default: none, every row is normal)")
+    add_reading_arguments(parser)
     parser.add_argument("--variant", choices=VARIANTS,
                         help="autoencoder variant; see docs/variants.md"
                              + _default(defaults.VARIANT))
@@ -140,7 +146,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"aeserve train: error: {exc}", file=sys.stderr)
         return 2
     try:
-        data = load_dataset(args.data, args.label_column)
+        data = load_dataset(args.data, args.label_column, **reading_options(args))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", OvercompleteWarning)
             outcome = train_and_export(data, options)

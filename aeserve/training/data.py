@@ -6,9 +6,13 @@ exact; the network itself trains in float32.
 
 from __future__ import annotations
 
+import argparse
+import csv
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +38,40 @@ class Dataset:
         return digest.hexdigest()
 
 
-def load_dataset(path: str | Path, label_column: str | None = None) -> Dataset:
-    """Load CSV (header row), Parquet or NPZ (`X`, optional `y`) by file extension."""
+#: Cells read as missing: only an empty cell. A token such as "n/a" or "NA" is a value like any
+#: other, so a column holding one is reported with the row and the token rather than silently
+#: losing a row's meaning; `--na-values` declares the tokens a file uses. Training refuses missing
+#: values (the error names the first), since a network needs every feature of every row.
+NA_VALUES: tuple[str, ...] = ("",)
+
+#: Delimiters recognised from the file's first lines when none is given.
+DELIMITERS = ",;\t|"
+_SNIFF_BYTES = 64 * 1024
+
+
+def add_reading_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--na-values` and `--delimiter`, for every command that reads a user's file."""
+    shown = ", ".join(repr(v) for v in NA_VALUES)
+    parser.add_argument("--na-values", nargs="*", metavar="TOKEN", default=None,
+                        help="CSV cells read as missing, which training refuses with their "
+                             f"line (default: {shown}, an empty cell only; 'n/a' or 'NA' are "
+                             "then reported as non-numeric values)")
+    parser.add_argument("--delimiter", default=None,
+                        help="CSV field delimiter (default: recognised among "
+                             "comma, semicolon, tab and |; a comma when unsure)")
+
+
+def reading_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`load_dataset`'s keyword arguments from the parsed `add_reading_arguments` options."""
+    return {"na_values": NA_VALUES if args.na_values is None else tuple(args.na_values),
+            "delimiter": args.delimiter}
+
+
+def load_dataset(path: str | Path, label_column: str | None = None,
+                 na_values: Sequence[str] = NA_VALUES, delimiter: str | None = None) -> Dataset:
+    """Load CSV (header row), Parquet or NPZ (`X`, optional `y`) by file extension.
+
+    Raises DataError naming the file and, for a bad value, its row, column and the value."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
@@ -43,48 +79,92 @@ def load_dataset(path: str | Path, label_column: str | None = None) -> Dataset:
     if suffix == ".npz":
         return _load_npz(path, label_column)
     if suffix in {".csv", ".parquet", ".pq"}:
-        table = _read_table(path, suffix)
-        return _from_columns(table, label_column, path.name)
+        table = (_read_csv(path, na_values, delimiter) if suffix == ".csv"
+                 else _read_parquet(path))
+        return _from_columns(table, label_column, path.name, first_line=2 if suffix == ".csv"
+                             else None)
     raise DataError(f"unsupported data format {suffix!r}: use .csv, .parquet or .npz")
 
 
-def _read_table(path: Path, suffix: str) -> dict[str, np.ndarray]:
-    if suffix == ".csv":
-        import pyarrow.csv as pv
+def sniff_delimiter(path: Path) -> str:
+    """The delimiter of a CSV file's first lines among `DELIMITERS` (a comma when unsure)."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        sample = handle.read(_SNIFF_BYTES)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return ","
 
-        try:
-            table = pv.read_csv(path)
-        except Exception as exc:  # pyarrow raises its own ArrowInvalid family
-            raise DataError(f"cannot parse CSV {path.name}: {exc}") from exc
-    else:
-        import pyarrow.parquet as pq
 
+def _read_csv(path: Path, na_values: Sequence[str], delimiter: str | None) -> dict:
+    import pyarrow.csv as pv
+
+    try:
+        table = pv.read_csv(
+            path, parse_options=pv.ParseOptions(delimiter=delimiter or sniff_delimiter(path)),
+            convert_options=pv.ConvertOptions(null_values=list(na_values),
+                                              strings_can_be_null=True))
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid family
+        raise DataError(f"cannot parse CSV {path.name}: {exc}") from exc
+    return {"_rows": table.num_rows, **{name: table.column(name)
+                                         for name in table.column_names}}
+
+
+def _read_parquet(path: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    try:
         table = pq.read_table(path)
-    return {name: table.column(name) for name in table.column_names}
+    except Exception as exc:
+        raise DataError(f"cannot read Parquet {path.name}: {exc}") from exc
+    return {"_rows": table.num_rows, **{name: table.column(name)
+                                         for name in table.column_names}}
 
 
-def _from_columns(columns: dict, label_column: str | None, source: str) -> Dataset:
+def _place(row: int, first_line: int | None) -> str:
+    """Where a data row is, for a person: its line in a CSV file, its number otherwise."""
+    return f"line {row + first_line}" if first_line is not None else f"row {row + 1}"
+
+
+def _from_columns(columns: dict, label_column: str | None, source: str,
+                  first_line: int | None = None) -> Dataset:
     import pyarrow as pa
 
+    n_rows = columns.pop("_rows")
+    if n_rows == 0:
+        raise DataError(f"{source}: the data has no rows (a header alone?)")
     if label_column is not None and label_column not in columns:
-        raise DataError(f"label column {label_column!r} not in {sorted(columns)}")
+        raise DataError(f"{source}: label column {label_column!r} not in {sorted(columns)}")
     names = [name for name in columns if name != label_column]
     if not names:
-        raise DataError("no feature columns")
+        raise DataError(f"{source}: no feature columns")
     features = []
     for name in names:
         column = columns[name]
+        if column.null_count:
+            values = column.to_pylist()
+            row = next(i for i, v in enumerate(values) if v is None)
+            raise DataError(f"{source}: column {name!r} has {column.null_count} missing values, "
+                            f"the first at {_place(row, first_line)}")
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
                 or pa.types.is_boolean(column.type)):
-            raise DataError(f"column {name!r} is not numeric (type {column.type})")
-        if column.null_count:
-            raise DataError(f"column {name!r} has {column.null_count} missing values")
+            raise DataError(f"{source}: column {name!r} is not numeric: "
+                            + _first_non_number(column.to_pylist(), first_line))
         features.append(column.to_numpy().astype(np.float64))
     X = np.column_stack(features)
     y = None
     if label_column is not None:
         y = _labels(columns[label_column].to_numpy(zero_copy_only=False), label_column)
-    return _checked(Dataset(X=X, y=y, feature_names=names, source=source))
+    return _checked(Dataset(X=X, y=y, feature_names=names, source=source), first_line)
+
+
+def _first_non_number(values: list, first_line: int | None) -> str:
+    for row, value in enumerate(values):
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            return f"{_place(row, first_line)} holds {value!r}"
+    return "its values are not numbers"
 
 
 def _load_npz(path: Path, label_column: str | None) -> Dataset:
@@ -116,16 +196,18 @@ def _labels(values: np.ndarray, name: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _checked(data: Dataset) -> Dataset:
+def _checked(data: Dataset, first_line: int | None = None) -> Dataset:
+    source = data.source
     if data.X.shape[0] == 0:
-        raise DataError("the data has no rows")
+        raise DataError(f"{source}: the data has no rows")
     if data.y is not None and data.y.shape[0] != data.X.shape[0]:
-        raise DataError(f"{data.y.shape[0]} labels for {data.X.shape[0]} rows")
+        raise DataError(f"{source}: {data.y.shape[0]} labels for {data.X.shape[0]} rows")
     bad = ~np.isfinite(data.X)
     if bad.any():
         row, col = map(int, np.argwhere(bad)[0])
         raise DataError(
-            f"non-finite value in row {row}, column {data.feature_names[col]!r}"
-            f" ({int(bad.sum())} in all)"
+            f"{source}: non-finite value {float(data.X[row, col])!r} at "
+            f"{_place(row, first_line)}, column {data.feature_names[col]!r} "
+            f"({int(bad.sum())} in all)"
         )
     return data

@@ -20,7 +20,13 @@ from aeserve.artifact.errors import ModelLoadError
 from aeserve.artifact.scores import verdicts
 from aeserve.artifact.session import SessionConfig
 from aeserve.artifact.store import LoadedVersion
-from aeserve.training.data import DataError, Dataset, load_dataset
+from aeserve.training.data import (
+    DataError,
+    Dataset,
+    add_reading_arguments,
+    load_dataset,
+    reading_options,
+)
 from aeserve.training.report import (
     HISTORY_FILENAME,
     plot_curves,
@@ -99,6 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="models/NAME (highest version) or models/NAME/VERSION")
     parser.add_argument("--data", required=True, type=Path, help="CSV, Parquet or NPZ")
     parser.add_argument("--label-column", default="y", help="0/1 column, 1 = anomaly")
+    add_reading_arguments(parser)
     parser.add_argument("--report", type=Path, default=None,
                         help="folder for PNG plots and an HTML page")
 
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model)
         folder, card = model.path, model.card
-        data = load_dataset(args.data, args.label_column)
+        data = load_dataset(args.data, args.label_column, **reading_options(args))
         if data.y is None:
             raise DataError(f"no label column {args.label_column!r} in {args.data}")
         X = aligned_features(data, card).astype(np.float32)

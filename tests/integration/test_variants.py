@@ -127,3 +127,25 @@ def test_cli_trains_a_variant_and_prints_the_warning(tmp_path, csv_file):
     assert result.returncode == 0, result.stderr
     card = ModelCard.read(tmp_path / "v" / "1" / "model.json")
     assert card.hyperparameters["vae_beta"] == 0.5 and card.score.kind == "neg_elbo_scaled"
+
+
+def test_cli_data_errors_name_file_line_column_and_value(tmp_path):
+    from tests.e2e.test_end_to_end import run_cli
+
+    rows = "\n".join(f"{i};{i * 0.5};{i % 7}" for i in range(300))
+    good = tmp_path / "semicolons.csv"
+    good.write_text("a;b;c\n" + rows + "\n")
+    result = run_cli("train", "--data", str(good), "--name", "s", "--epochs", "2", "--quiet",
+                     "--models-dir", str(tmp_path / "models"))
+    assert result.returncode == 0, result.stderr
+    assert ModelCard.read(tmp_path / "models" / "s" / "1" / "model.json").feature_names == [
+        "a", "b", "c"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a;b;c\n" + rows.replace("17;8.5;3", "17;n/a;3") + "\n")
+    for extra, message in (
+            ((), "bad.csv: column 'b' is not numeric: line 19 holds 'n/a'"),
+            (("--na-values", "", "n/a"), "bad.csv: column 'b' has 1 missing values, the first "
+                                         "at line 19")):
+        result = run_cli("train", "--data", str(bad), "--name", "b", "--quiet", *extra,
+                         "--models-dir", str(tmp_path / "models"))
+        assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -28,8 +28,10 @@ def test_csv_without_label_keeps_every_column(tmp_path):
 @pytest.mark.parametrize(
     ("text", "label", "message"),
     [
-        ("a,b\n1,x\n2,y\n", None, "column 'b' is not numeric"),
-        ("a,b\n1,\n2,3\n", None, "missing values"),
+        ("a,b\n1,2\n1,x\n", None, "d.csv: column 'b' is not numeric: line 3 holds 'x'"),
+        ("a,b\n1,2\n2,3\n5,\n", None,
+         "d.csv: column 'b' has 1 missing values, the first at line 4"),
+        ("a,b\n", None, "d.csv: the data has no rows"),
         ("a,y\n1,0\n2,2\n", "y", "only 0 .normal. and 1"),
         ("a,b\n1,2\n", "label", "label column 'label' not in"),
         ("y\n0\n1\n", "y", "no feature columns"),
@@ -38,6 +40,45 @@ def test_csv_without_label_keeps_every_column(tmp_path):
 def test_csv_problems_are_named(tmp_path, text, label, message):
     with pytest.raises(DataError, match=message):
         load_dataset(write(tmp_path / "d.csv", text), label)
+
+
+def test_a_decimal_comma_among_thousands_of_rows_is_found_with_its_line(tmp_path):
+    lines = ["TT4,T3"] + [f"{i}.5,{i}" for i in range(3771)]
+    lines[2001] = '"12,5",7'
+    with pytest.raises(DataError, match="column 'TT4' is not numeric: line 2002 holds '12,5'"):
+        load_dataset(write(tmp_path / "d.csv", "\n".join(lines) + "\n"))
+
+
+def test_na_tokens_are_values_unless_declared(tmp_path):
+    path = write(tmp_path / "d.csv", "a,b\n1,2\n3,n/a\n")
+    with pytest.raises(DataError, match="column 'b' is not numeric: line 3 holds 'n/a'"):
+        load_dataset(path)
+    with pytest.raises(DataError, match="column 'b' has 1 missing values, the first at line 3"):
+        load_dataset(path, na_values=["", "n/a"])
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+def test_the_delimiter_is_recognised(tmp_path, delimiter):
+    path = write(tmp_path / "d.csv", delimiter.join(["a", "b", "c"]) + "\n"
+                 + delimiter.join(["1", "2.5", "3"]) + "\n" + delimiter.join(["4", "5", "6"]))
+    data = load_dataset(path)
+    assert data.feature_names == ["a", "b", "c"]
+    assert data.X.tolist() == [[1.0, 2.5, 3.0], [4.0, 5.0, 6.0]]
+
+
+def test_a_given_delimiter_wins(tmp_path):
+    path = write(tmp_path / "d.csv", "a;b\n1;2\n")
+    assert load_dataset(path, delimiter=";").X.tolist() == [[1.0, 2.0]]
+    with pytest.raises(DataError, match="column 'a;b' is not numeric: line 2 holds '1;2'"):
+        load_dataset(path, delimiter="|")
+
+
+def test_parquet_errors_name_the_row(tmp_path):
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"x1": [1.0, None, 3.0], "x2": ["1", "2", "z"]}), path)
+    with pytest.raises(DataError, match=r"d\.parquet: column 'x1' has 1 missing values, the first "
+                                        r"at row 2"):
+        load_dataset(path)
 
 
 def test_parquet(tmp_path):
@@ -61,7 +102,7 @@ def test_npz_with_and_without_labels(tmp_path):
 def test_non_finite_values_refused(tmp_path):
     path = tmp_path / "d.npz"
     np.savez(path, X=np.array([[1.0, np.nan], [2.0, 3.0]]))
-    with pytest.raises(DataError, match="row 0, column 'x1'"):
+    with pytest.raises(DataError, match=r"d\.npz: non-finite value nan at row 1, column 'x1'"):
         load_dataset(path)
 
 
