@@ -12,7 +12,8 @@ but "no request in progress" only means none has been parsed yet: a request the 
 and the server has not read is lost (the client gets a reset, and cannot know whether it was
 served). Here such a connection stays open `SHUTDOWN_IDLE_GRACE_S` longer; a request that arrives
 meanwhile is answered with `Connection: close`, and a connection that stays silent is closed.
-A request already in progress is answered with `Connection: close`, as uvicorn does.
+A request already in progress is answered with `Connection: close`, as uvicorn does; one whose
+body is still arriving has `SHUTDOWN_UPLOAD_GRACE_S` to finish it, then gets a 408.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ _RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\
 #: is already on its way. Clients that keep a connection busy send their next request within
 #: microseconds of an answer; one idle for longer is closed after this.
 SHUTDOWN_IDLE_GRACE_S = 1.0
+#: How long a request whose body is still arriving when shutdown begins may take to finish it
+#: (its own AESERVE_BODY_TIMEOUT_S still applies if sooner); then it gets a 408 and the connection
+#: closes, so a stalled upload cannot hold the shutdown.
+SHUTDOWN_UPLOAD_GRACE_S = 5.0
+
+_UPLOAD_BODY = orjson.dumps({"error": {"code": "body_timeout", "message": (
+    "the server is shutting down and the body had not arrived; send the request again")}})
+_UPLOAD_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                    b"content-length: " + str(len(_UPLOAD_BODY)).encode()
+                    + b"\r\nconnection: close\r\n\r\n" + _UPLOAD_BODY)
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):
@@ -81,8 +92,19 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._shutting_down = True
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
+            if self.cycle.more_body:  # its body is still arriving
+                self._grace_timer = self.loop.call_later(SHUTDOWN_UPLOAD_GRACE_S,
+                                                         self._end_unfinished_upload)
         elif not self._receiving_head:  # idle: a request may be on its way
             self._grace_timer = self.loop.call_later(SHUTDOWN_IDLE_GRACE_S, self._close_if_idle)
+
+    def _end_unfinished_upload(self) -> None:
+        self._grace_timer = None
+        cycle = self.cycle
+        if (cycle is not None and cycle.more_body and not cycle.response_started
+                and not self.transport.is_closing()):
+            self.transport.write(_UPLOAD_RESPONSE)
+            self.transport.close()
 
     def _close_if_idle(self) -> None:
         self._grace_timer = None

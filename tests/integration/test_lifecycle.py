@@ -68,6 +68,21 @@ def test_idle_and_stalled_connections_do_not_hold_the_shutdown():
             assert stalled.recv(65536).startswith(b"HTTP/1.1 408")
 
 
+def test_a_stalled_upload_ends_soon_after_shutdown_whatever_its_body_deadline():
+    with server_process(ROOT / "models", AESERVE_BODY_TIMEOUT_S="600") as server, \
+            socket.create_connection(address(server.url), timeout=30) as stalled:
+        stalled.sendall(b"POST /anomaly-score HTTP/1.1\r\nHost: t\r\nContent-Type: "
+                        b"application/json\r\nContent-Length: 1000\r\n\r\n{\"instances\"")
+        time.sleep(0.2)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        status, headers, body = read_response(stalled)
+        assert status == 408 and headers["connection"] == "close"
+        assert json.loads(body)["error"]["code"] == "body_timeout"
+        assert server.process.wait(timeout=30) == 0
+        assert time.monotonic() - started < 10  # the grace is 5 s
+
+
 def test_a_request_sent_on_an_idle_connection_during_shutdown_is_answered():
     with (server_process(ROOT / "models") as server,
           socket.create_connection(address(server.url), timeout=10) as sock):
