@@ -114,6 +114,11 @@ class TrainingSummary(_Strict):
                                "and is scored by that one (see docs/architecture.md).")
     data_fingerprint: str = Field(description="sha256 of the float64 feature matrix and names.")
     data_source: str = Field(description="File name of the training data (no directory).")
+    label_column: str | None = Field(None, description="The 0/1 column kept out of the "
+                                                       "features (1 = anomaly).")
+    id_column: str | None = Field(None, description="The id column kept out of the features.")
+    columns_dropped: list[str] = Field(
+        default_factory=list, description="Other columns of the file left out of the features.")
     fit_s: float = Field(description="Seconds spent in the training loop.")
     duration_s: float = Field(description="Seconds for the whole run: training, export, checks.")
     command: str = Field(description="The command line that reproduces this model.")

@@ -8,7 +8,9 @@ import warnings
 from pathlib import Path
 
 from aeserve.training import defaults
+from aeserve.training.column_checks import constant_columns, suspect_columns
 from aeserve.training.data import (
+    ColumnChoice,
     DataError,
     add_reading_arguments,
     load_dataset,
@@ -38,6 +40,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="0/1 column (1 = anomaly): anomalies are kept out of training "
                              "and used for evaluation (default: none, every row is normal)")
     add_reading_arguments(parser)
+    parser.add_argument("--columns", nargs="+", metavar="NAME",
+                        help="the feature columns (default: every column but the label and id)")
+    parser.add_argument("--drop-columns", nargs="+", metavar="NAME", default=[],
+                        help="columns left out of the features (default: none)")
+    parser.add_argument("--id-column",
+                        help="a row id kept out of the features (default: none)")
+    parser.add_argument("--allow-suspect-columns", action="store_true",
+                        help="train on columns that look like a label or a row index (refused "
+                             "by default: name them with --label-column, --id-column or "
+                             "--drop-columns)")
     parser.add_argument("--variant", choices=VARIANTS,
                         help="autoencoder variant; see docs/variants.md"
                              + _default(defaults.VARIANT))
@@ -146,7 +158,17 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"aeserve train: error: {exc}", file=sys.stderr)
         return 2
     try:
-        data = load_dataset(args.data, args.label_column, **reading_options(args))
+        data = load_dataset(args.data, **reading_options(args), choice=ColumnChoice(
+            label=args.label_column, id=args.id_column,
+            columns=tuple(args.columns) if args.columns else None,
+            drop=tuple(args.drop_columns)))
+        suspects = [] if args.allow_suspect_columns else suspect_columns(data)
+        if suspects:
+            raise DataError(f"{data.source}: " + "; ".join(suspects)
+                            + " (or --allow-suspect-columns to train on them as they are)")
+        for name in constant_columns(data):
+            print(f"aeserve train: warning: column {name!r} holds one value throughout: it "
+                  "carries nothing (--drop-columns leaves it out)", file=sys.stderr)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", OvercompleteWarning)
             outcome = train_and_export(data, options)

@@ -10,7 +10,7 @@ import argparse
 import csv
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,11 @@ class Dataset:
     y: np.ndarray | None
     feature_names: list[str]
     source: str
+    #: Columns of the file that are not features: the label, the id, and those left out
+    #: (`--columns`, `--drop-columns`). Recorded in the model card.
+    label_column: str | None = None
+    id_column: str | None = None
+    dropped_columns: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """sha256 of the feature values and names: identifies the data a model saw."""
@@ -67,21 +72,47 @@ def reading_options(args: argparse.Namespace) -> dict[str, Any]:
             "delimiter": args.delimiter}
 
 
+@dataclass(frozen=True)
+class ColumnChoice:
+    """Which columns of a file are features: all but the label and the id, or only `columns`,
+    less `drop`. Every name given must be a column of the file."""
+
+    label: str | None = None
+    id: str | None = None
+    columns: tuple[str, ...] | None = None
+    drop: tuple[str, ...] = ()
+
+    def features(self, names: Sequence[str], source: str) -> list[str]:
+        named = [n for n in (self.label, self.id, *(self.columns or ()), *self.drop)
+                 if n is not None]
+        unknown = [n for n in dict.fromkeys(named) if n not in names]
+        if unknown:
+            raise DataError(f"{source}: no column {', '.join(map(repr, unknown))}; the columns "
+                            f"are {list(names)}")
+        chosen = list(self.columns) if self.columns is not None else list(names)
+        return [n for n in chosen if n not in (self.label, self.id) and n not in self.drop]
+
+
 def load_dataset(path: str | Path, label_column: str | None = None,
-                 na_values: Sequence[str] = NA_VALUES, delimiter: str | None = None) -> Dataset:
-    """Load CSV (header row), Parquet or NPZ (`X`, optional `y`) by file extension.
+                 na_values: Sequence[str] = NA_VALUES, delimiter: str | None = None,
+                 choice: ColumnChoice | None = None) -> Dataset:
+    """Load CSV (header row), Parquet or NPZ (`X`, optional `y`) by file extension; `choice`
+    picks the feature columns (its label, if any, wins over `label_column`).
 
     Raises DataError naming the file and, for a bad value, its row, column and the value."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
+    choice = choice or ColumnChoice(label=label_column)
+    if choice.label is None and label_column is not None:
+        choice = replace(choice, label=label_column)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        return _load_npz(path, label_column)
+        return _load_npz(path, choice)
     if suffix in {".csv", ".parquet", ".pq"}:
         table = (_read_csv(path, na_values, delimiter) if suffix == ".csv"
                  else _read_parquet(path))
-        return _from_columns(table, label_column, path.name, first_line=2 if suffix == ".csv"
+        return _from_columns(table, choice, path.name, first_line=2 if suffix == ".csv"
                              else None)
     raise DataError(f"unsupported data format {suffix!r}: use .csv, .parquet or .npz")
 
@@ -126,16 +157,17 @@ def _place(row: int, first_line: int | None) -> str:
     return f"line {row + first_line}" if first_line is not None else f"row {row + 1}"
 
 
-def _from_columns(columns: dict, label_column: str | None, source: str,
+def _from_columns(columns: dict, choice: ColumnChoice, source: str,
                   first_line: int | None = None) -> Dataset:
     import pyarrow as pa
 
     n_rows = columns.pop("_rows")
     if n_rows == 0:
         raise DataError(f"{source}: the data has no rows (a header alone?)")
+    label_column = choice.label
     if label_column is not None and label_column not in columns:
         raise DataError(f"{source}: label column {label_column!r} not in {sorted(columns)}")
-    names = [name for name in columns if name != label_column]
+    names = choice.features(list(columns), source)
     if not names:
         raise DataError(f"{source}: no feature columns")
     features = []
@@ -149,13 +181,22 @@ def _from_columns(columns: dict, label_column: str | None, source: str,
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
                 or pa.types.is_boolean(column.type)):
             raise DataError(f"{source}: column {name!r} is not numeric: "
-                            + _first_non_number(column.to_pylist(), first_line))
+                            + _first_non_number(column.to_pylist(), first_line)
+                            + f" (an id? --id-column {name!r}; not a feature? --drop-columns "
+                              f"{name!r})")
         features.append(column.to_numpy().astype(np.float64))
     X = np.column_stack(features)
     y = None
     if label_column is not None:
         y = _labels(columns[label_column].to_numpy(zero_copy_only=False), label_column)
-    return _checked(Dataset(X=X, y=y, feature_names=names, source=source), first_line)
+    return _checked(Dataset(X=X, y=y, feature_names=names, source=source,
+                            label_column=label_column, id_column=choice.id,
+                            dropped_columns=_dropped(list(columns), names, choice)), first_line)
+
+
+def _dropped(all_names: list[str], features: list[str], choice: ColumnChoice) -> tuple[str, ...]:
+    """The file's columns that are neither features nor the label or the id."""
+    return tuple(n for n in all_names if n not in features and n not in (choice.label, choice.id))
 
 
 def _first_non_number(values: list, first_line: int | None) -> str:
@@ -167,15 +208,15 @@ def _first_non_number(values: list, first_line: int | None) -> str:
     return "its values are not numbers"
 
 
-def _load_npz(path: Path, label_column: str | None) -> Dataset:
+def _load_npz(path: Path, choice: ColumnChoice) -> Dataset:
     with np.load(path, allow_pickle=False) as archive:
         if "X" not in archive:
             raise DataError(f"{path.name} has no array 'X' (arrays: {sorted(archive.files)})")
         X = np.asarray(archive["X"], dtype=np.float64)
-        label_key = label_column or "y"
+        label_key = choice.label or "y"
         y = _labels(archive[label_key], label_key) if label_key in archive else None
-        if label_column and label_key not in archive:
-            raise DataError(f"{path.name} has no array {label_column!r}")
+        if choice.label and label_key not in archive:
+            raise DataError(f"{path.name} has no array {choice.label!r}")
         names = (
             [str(n) for n in archive["feature_names"]]
             if "feature_names" in archive
@@ -183,7 +224,15 @@ def _load_npz(path: Path, label_column: str | None) -> Dataset:
         )
     if X.ndim != 2:
         raise DataError(f"'X' must be 2-D, got shape {X.shape}")
-    return _checked(Dataset(X=X, y=y, feature_names=names, source=path.name))
+    # The label and the id of an archive are arrays of their own, never columns of X.
+    features = replace(choice, label=None).features(names, path.name)
+    if choice.id is not None:
+        raise DataError(f"{path.name}: an .npz archive has no id column; --id-column is for "
+                        "CSV and Parquet")
+    keep = [names.index(n) for n in features]
+    return _checked(Dataset(X=X[:, keep], y=y, feature_names=features, source=path.name,
+                            label_column=label_key if y is not None else None,
+                            dropped_columns=tuple(n for n in names if n not in features)))
 
 
 def _labels(values: np.ndarray, name: str) -> np.ndarray:

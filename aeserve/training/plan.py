@@ -16,6 +16,7 @@ from typing import Literal
 from aeserve.artifact.card import MODEL_NAME_PATTERN, ScoreKind
 from aeserve.training import defaults
 from aeserve.training.calibration import ThresholdRule, parse_threshold_rule
+from aeserve.training.column_checks import MIN_TRAINING_ROWS
 from aeserve.training.model import VARIANTS, AutoencoderConfig
 from aeserve.training.objectives import VariantOptions
 from aeserve.training.preprocessing import ScalingKind
@@ -94,6 +95,9 @@ def resolve_plan(options: TrainOptions, n_features: int, n_normal_rows: int) -> 
     Raises ValueError for a choice that cannot work; warns (`OvercompleteWarning`) when an
     explicit stack lets an unregularized model copy its input. `options` is only read.
     """
+    if n_normal_rows < MIN_TRAINING_ROWS:
+        raise ValueError(f"only {n_normal_rows} normal rows: training needs at least "
+                         f"{MIN_TRAINING_ROWS} to fit, cross-fit and calibrate a threshold")
     if not MODEL_NAME_PATTERN.match(options.name):
         raise ValueError(f"invalid model name {options.name!r}: letters, digits, '.', '_', '-'")
     variant = options.variant

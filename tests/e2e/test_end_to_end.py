@@ -122,7 +122,7 @@ def test_threshold_rules_from_the_cli(tmp_path, csv_file):
 
     result = run_cli("train", "--data", str(csv_file), "--name", "c", "--epochs", "30",
                      "--threshold", "contamination:0.05", "--quiet", "--models-dir",
-                     str(tmp_path))  # labels left in as a feature-free file would be
+                     str(tmp_path), "--drop-columns", "label")  # unlabelled: labels unused
     assert result.returncode == 0, result.stderr
     card = json.loads((tmp_path / "c" / "1" / "model.json").read_text())
     assert card["threshold_rule"] == "contamination:0.05"

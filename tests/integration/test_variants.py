@@ -132,7 +132,7 @@ def test_cli_trains_a_variant_and_prints_the_warning(tmp_path, csv_file):
 def test_cli_data_errors_name_file_line_column_and_value(tmp_path):
     from tests.e2e.test_end_to_end import run_cli
 
-    rows = "\n".join(f"{i};{i * 0.5};{i % 7}" for i in range(300))
+    rows = "\n".join(f"{i % 11};{i * 0.5};{i % 7}" for i in range(300))
     good = tmp_path / "semicolons.csv"
     good.write_text("a;b;c\n" + rows + "\n")
     result = run_cli("train", "--data", str(good), "--name", "s", "--epochs", "2", "--quiet",
@@ -141,7 +141,7 @@ def test_cli_data_errors_name_file_line_column_and_value(tmp_path):
     assert ModelCard.read(tmp_path / "models" / "s" / "1" / "model.json").feature_names == [
         "a", "b", "c"]
     bad = tmp_path / "bad.csv"
-    bad.write_text("a;b;c\n" + rows.replace("17;8.5;3", "17;n/a;3") + "\n")
+    bad.write_text("a;b;c\n" + rows.replace("6;8.5;3", "6;n/a;3") + "\n")
     for extra, message in (
             ((), "bad.csv: column 'b' is not numeric: line 19 holds 'n/a'"),
             (("--na-values", "", "n/a"), "bad.csv: column 'b' has 1 missing values, the first "
@@ -149,3 +149,40 @@ def test_cli_data_errors_name_file_line_column_and_value(tmp_path):
         result = run_cli("train", "--data", str(bad), "--name", "b", "--quiet", *extra,
                          "--models-dir", str(tmp_path / "models"))
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_cli_refuses_a_label_or_index_used_as_a_feature_and_records_the_columns(tmp_path):
+    from tests.e2e.test_end_to_end import run_cli
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    labels = (rng.random(60) < 0.1).astype(int)
+    path = tmp_path / "labelled.csv"
+    lines = [",mean,spread,is_anomaly,sensor,site"] + [
+        f"{i},{x[0]:.4f},{x[1]:.4f},{y},{x[2]:.4f},north" for i, (x, y) in enumerate(
+            zip(X, labels, strict=True))]
+    path.write_text("\n".join(lines) + "\n")
+    common = ("--data", str(path), "--epochs", "2", "--quiet", "--models-dir",
+              str(tmp_path / "models"))
+    result = run_cli("train", "--name", "a", *common)
+    assert result.returncode == 2 and "column 'site' is not numeric: line 2 holds 'north' (an " \
+        "id? --id-column 'site'; not a feature? --drop-columns 'site')" in result.stderr
+    result = run_cli("train", "--name", "a", *common, "--drop-columns", "site")
+    assert result.returncode == 2
+    assert "column 'is_anomaly' looks like a label" in result.stderr
+    assert "column '' looks like a row index" in result.stderr
+    result = run_cli("train", "--name", "b", *common, "--label-column", "is_anomaly",
+                     "--id-column", "", "--drop-columns", "site")
+    assert result.returncode == 0, result.stderr
+    card = ModelCard.read(tmp_path / "models" / "b" / "1" / "model.json")
+    assert card.feature_names == ["mean", "spread", "sensor"]
+    assert (card.training.label_column, card.training.id_column) == ("is_anomaly", "")
+    assert card.training.columns_dropped == ["site"]
+    result = run_cli("train", "--name", "c", *common, "--columns", "mean", "sensor",
+                     "--label-column", "is_anomaly")
+    assert result.returncode == 0, result.stderr
+    card = ModelCard.read(tmp_path / "models" / "c" / "1" / "model.json")
+    assert card.feature_names == ["mean", "sensor"]
+    assert card.training.columns_dropped == ["", "spread", "site"]
+    result = run_cli("train", "--name", "d", *common, "--drop-columns", "nope")
+    assert result.returncode == 2 and "no column 'nope'" in result.stderr

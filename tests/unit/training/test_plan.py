@@ -88,12 +88,19 @@ def test_scaling_follows_the_decoder():
         plan(decoder_activation="sigmoid", scaling="standard")
 
 
-@pytest.mark.parametrize(("rows", "members", "calibration"), [
-    (10, 5, "cross-fit"), (9, 4, "cross-fit"), (7, 3, "cross-fit"), (3, 1, "holdout"),
+@pytest.mark.parametrize(("rows", "asked", "members", "calibration"), [
+    (10, None, 5, "cross-fit"), (12, 8, 6, "cross-fit"), (15, 8, 7, "cross-fit"),
 ])
-def test_too_few_rows_for_a_fold_per_member_reduce_the_members(rows, members, calibration):
-    resolved = plan(n_normal_rows=rows)
+def test_too_few_rows_for_a_fold_per_member_reduce_the_members(rows, asked, members,
+                                                                calibration):
+    resolved = plan(n_normal_rows=rows, **({} if asked is None else {"members": asked}))
     assert (resolved.model.members, resolved.calibration) == (members, calibration)
+
+
+@pytest.mark.parametrize("rows", [0, 2, 9])
+def test_fewer_rows_than_the_minimum_are_refused(rows):
+    with pytest.raises(ValueError, match=f"only {rows} normal rows: training needs at least 10"):
+        plan(n_normal_rows=rows)
 
 
 @pytest.mark.parametrize(("options", "message"), [
