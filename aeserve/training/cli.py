@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from aeserve.training import defaults
+from aeserve.training.calibration import parse_threshold_rule
 from aeserve.training.column_checks import constant_columns, suspect_columns
 from aeserve.training.data import (
     ColumnChoice,
@@ -154,6 +155,7 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
 def run_train(args: argparse.Namespace) -> int:
     try:
         options = train_options(args)
+        parse_threshold_rule(options.threshold_rule)  # a typo is found before the data is read
     except ValueError as exc:
         print(f"aeserve train: error: {exc}", file=sys.stderr)
         return 2
