@@ -13,7 +13,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-serve
 
-.PHONY: install serve test test-fast test-container lint models bench bench-serving bench-quality bench-cost bench-reliability \
+.PHONY: install serve test test-fast test-container lint models example-data bench bench-serving bench-quality bench-cost bench-reliability \
 	clean bench-batch
 
 install: $(STAMP)
@@ -54,9 +54,13 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-# Rebuilds the shipped default model from scikit-learn's breast-cancer data, reproducibly.
-models: install
+# The example data of the README (scikit-learn's breast-cancer data as CSV), written to build/;
+# nothing else changes.
+example-data: install
 	$(PY) -m aeserve.training.examples.breast_cancer --out build/breast_cancer.csv
+
+# Rebuilds the shipped default model from scikit-learn's breast-cancer data, reproducibly.
+models: example-data
 	rm -rf models/breast-cancer
 	$(VENV)/bin/aeserve train --data build/breast_cancer.csv --label-column malignant \
 		--name breast-cancer --seed 0 --quiet --activation sigmoid --hidden 15 \
