@@ -85,8 +85,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train at least this many gradient steps; 0: exactly --epochs"
                              + _default(defaults.MIN_STEPS))
     parser.add_argument("--patience", type=int,
-                        help="epochs without validation improvement before stopping"
-                             + _default(defaults.PATIENCE))
+                        help="epochs without validation improvement before stopping (default: "
+                             f"{defaults.PATIENCE}; runs of {defaults.EPOCHS} epochs never reach "
+                             "it: it acts on small data, where --min-steps makes runs hundreds "
+                             "of epochs long; the best epoch is kept either way)")
     parser.add_argument("--val-fraction", type=float,
                         help="hold this share of the normal rows out of training, to calibrate "
                              "the threshold and stop early (default: cross-fit the members, see "
