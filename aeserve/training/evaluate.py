@@ -139,6 +139,6 @@ def write_report(out: Path, folder: Path, card: ModelCard, scores: np.ndarray,
         images.append(plot_losses(folder / HISTORY_FILENAME, out / "loss_curves.png").name)
     images.append(plot_scores(scores[labels == 0], scores[labels == 1], card.threshold,
                               out / "scores.png").name)
-    plot_curves(labels, scores, out / "roc.png", out / "pr.png")
+    plot_curves(labels, scores, out / "roc.png", out / "pr.png", threshold=card.threshold)
     images += ["roc.png", "pr.png"]
     write_html(out, f"{card.name} version {card.version}", metrics, images)

@@ -53,43 +53,74 @@ def plot_losses(history_path: Path, out: Path) -> Path:
 
 
 def plot_scores(normal: np.ndarray, anomalous: np.ndarray, threshold: float, out: Path) -> Path:
+    """Both score histograms as the share of their own rows per bin, so twenty anomalies and
+    two thousand normal rows are drawn on the same scale (a density per unit score would shrink
+    the anomalies' wide, high-score bins of a log axis to nothing)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     every = np.concatenate([normal, anomalous])
     positive = every[every > 0]
     log = positive.size == every.size and positive.max() / positive.min() > 100
     bins = np.geomspace(positive.min(), positive.max(), 50) if log else 50
-    ax.hist(normal, bins=bins, alpha=0.6, label=f"normal ({len(normal)})", density=True)
-    ax.hist(anomalous, bins=bins, alpha=0.6, label=f"anomalous ({len(anomalous)})",
-            density=True)
+    for values, name in ((normal, "normal"), (anomalous, "anomalous")):
+        ax.hist(values, bins=bins, alpha=0.6, label=f"{name} ({len(values)} rows)",
+                weights=np.full(len(values), 1.0 / max(len(values), 1)))
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
-    ax.set(xlabel="score", ylabel="density", title="Score distributions",
+    ax.set(xlabel="score", ylabel="share of the group's rows", title="Score distributions",
            xscale="log" if log else "linear")
     ax.legend()
     return _save(plt, fig, out)
 
 
-def plot_curves(labels: np.ndarray, scores: np.ndarray, out_roc: Path, out_pr: Path) -> None:
-    from sklearn.metrics import precision_recall_curve, roc_curve
+def operating_point(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """Where the model's threshold sits: its false positive and true positive rates, precision
+    and recall (anomaly = positive, flagged when the score is above the threshold)."""
+    flagged = np.asarray(scores, dtype=np.float64) > threshold
+    positive = labels == 1
+    tp = int(np.sum(flagged & positive))
+    fp = int(np.sum(flagged & ~positive))
+    return {"fpr": fp / max(int(np.sum(~positive)), 1), "tpr": tp / max(int(positive.sum()), 1),
+            "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / max(
+                int(positive.sum()), 1)}
+
+
+def plot_curves(labels: np.ndarray, scores: np.ndarray, out_roc: Path, out_pr: Path,
+                threshold: float | None = None) -> None:
+    """ROC and precision-recall curves, their areas in the legend, and the model's threshold
+    marked on both."""
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
 
     plt = _pyplot()
+    point = operating_point(labels, scores, threshold) if threshold is not None else None
     fpr, tpr, _ = roc_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(fpr, tpr)
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.plot(fpr, tpr, label=f"ROC-AUC {roc_auc_score(labels, scores):.3f}")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
+    if point is not None:
+        ax.plot(point["fpr"], point["tpr"], "o", color="black",
+                label=f"threshold {threshold:.4g}")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve")
+    ax.legend(loc="lower right")
     _save(plt, fig, out_roc)
     precision, recall, _ = precision_recall_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(recall, precision)
+    ax.plot(recall, precision, label=f"AP {average_precision_score(labels, scores):.3f}")
     ax.axhline(labels.mean(), color="grey", linestyle=":", label="anomaly share")
+    if point is not None:
+        ax.plot(point["recall"], point["precision"], "o", color="black",
+                label=f"threshold {threshold:.4g}")
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall curve")
-    ax.legend()
+    ax.legend(loc="lower left")
     _save(plt, fig, out_pr)
 
 
 def write_html(folder: Path, title: str, metrics: dict, images: list[str]) -> Path:
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_shown(v))}</td></tr>"
                    for k, v in _flatten(metrics).items())
     figures = "".join(f'<figure><img src="{html.escape(name)}" alt="{html.escape(name)}">'
                       f"</figure>" for name in images)
@@ -101,6 +132,13 @@ def write_html(folder: Path, title: str, metrics: dict, images: list[str]) -> Pa
     out = folder / "index.html"
     out.write_text(page)
     return out
+
+
+def _shown(value: object) -> str:
+    """A table cell: floats to four significant digits (0.9367, 212.0 as 212), the rest as is."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _flatten(metrics: dict, prefix: str = "") -> dict:
