@@ -1,4 +1,5 @@
-"""What a score means: the verdict against a threshold, and the percentile among normal scores."""
+"""What a score means: the verdict against a threshold, the percentile among normal scores, and
+the p-value, which keeps ranking scores beyond the largest normal one."""
 
 from __future__ import annotations
 
@@ -23,6 +24,42 @@ def percentiles(scores: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
         fraction = np.where(inside, (s - lo) / (hi - lo), 0.0)
     result = np.where(upper == 0, 0.0, np.where(upper >= len(q), 100.0, upper - 1 + fraction))
     return result * (100.0 / (len(q) - 1))
+
+
+#: Beyond this percentile of the held-out normal scores, the tail is modelled, not read off the
+#: stored quantiles: they stop at the largest held-out score, so percentiles saturate at 100 and
+#: every strong anomaly would read the same.
+TAIL_START = 95
+_TAIL_SHARE = 1.0 - TAIL_START / 100.0
+
+
+def tail_scale(quantiles: Sequence[float]) -> float:
+    """Scale beta of an exponential tail fitted to the 96th-99th percentiles: for a tail
+    P(S > s) = 0.05 exp(-(s - q95) / beta), the percentile at 1 - p lies at q95 + beta ln(0.05 / p);
+    least squares over p = 0.04 ... 0.01. (The 100th, the largest held-out score, is left out:
+    one row.) Floored at a millionth of the scores' scale, so that a flat tail stays defined."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    levels = np.log(_TAIL_SHARE / (1.0 - np.arange(TAIL_START + 1, 100) / 100.0))
+    excess = q[TAIL_START + 1:100] - q[TAIL_START]
+    beta = float(levels @ excess / (levels @ levels))
+    return max(beta, 1e-6 * max(abs(q[TAIL_START]), abs(q[-1]), 1e-12))
+
+
+def p_values(scores: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
+    """Each score's p-value: the share of normal rows expected to score at least as high.
+
+    Up to the 95th percentile it is 1 - percentile / 100, from the stored quantiles; beyond, the
+    exponential tail of `tail_scale`, which keeps falling past the largest held-out score, so
+    anomalies stay ranked where every percentile reads 100. Continuous at the 95th percentile;
+    it reaches 0 only where float64 does (a score some 700 tail scales beyond it).
+    """
+    q = np.asarray(quantiles, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    start = q[TAIL_START]
+    below = 1.0 - percentiles(s, q) / 100.0
+    with np.errstate(over="ignore", under="ignore"):
+        above = _TAIL_SHARE * np.exp(-(s - start) / tail_scale(q))
+    return np.where(s > start, above, below)
 
 
 def verdicts(scores: np.ndarray, threshold: float) -> np.ndarray:

@@ -202,7 +202,8 @@ def parse_answer(operation: str, response: Any) -> AnomalyScores | Embeddings | 
                                  np.asarray(payload["is_anomaly"], dtype=bool),
                                  np.asarray(payload["percentiles"], dtype=np.float64),
                                  None if explained is None else [explanation(e)
-                                                                 for e in explained])
+                                                                 for e in explained],
+                                 _optional(payload.get("p_values")))
         key = "embeddings" if operation == "encode" else "reconstructions"
         values = np.asarray(payload[key], dtype=np.float32)
     else:
@@ -221,10 +222,16 @@ def parse_answer(operation: str, response: Any) -> AnomalyScores | Embeddings | 
             percentiles = np.round(values["percentile"].astype(np.float64), 3)
             return AnomalyScores(model, version, float(headers["x-threshold"]),
                                  values["score"].astype(np.float32), values["is_anomaly"],
-                                 percentiles)
+                                 percentiles, None, _optional(
+                                     values["p_value"] if "p_value" in values.dtype.names
+                                     else None))
     if operation == "encode":
         return Embeddings(model, version, values)
     return Reconstructions(model, version, values)
+
+
+def _optional(values: Any) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.float64)
 
 
 def combine(parts: list):
@@ -237,7 +244,9 @@ def combine(parts: list):
                              np.concatenate([p.is_anomaly for p in parts]),
                              np.concatenate([p.percentiles for p in parts]),
                              None if first.explanations is None
-                             else [e for p in parts for e in p.explanations])
+                             else [e for p in parts for e in p.explanations],
+                             None if first.p_values is None
+                             else np.concatenate([p.p_values for p in parts]))
     if isinstance(first, Embeddings):
         return Embeddings(first.model, first.version,
                           np.concatenate([p.embeddings for p in parts]))

@@ -38,6 +38,9 @@ class AnomalyScores:
     is_anomaly: np.ndarray  # bool [N], score > threshold
     percentiles: np.ndarray  # float64 [N], 0 to 100 among held-out normal scores
     explanations: list[Explanation] | None = None  # one per row when asked for
+    #: float64 [N]: the share of normal rows expected to score as high; keeps ranking where the
+    #: percentiles read 100 (None from a server that does not send them)
+    p_values: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -48,11 +51,14 @@ class AnomalyScores:
         return np.flatnonzero(self.is_anomaly)
 
     def to_pandas(self, index: Any = None):
-        """A DataFrame with columns score, is_anomaly, percentile (needs pandas)."""
+        """A DataFrame with columns score, is_anomaly, percentile and p_value (needs pandas)."""
         import pandas as pd
 
-        return pd.DataFrame({"score": self.scores, "is_anomaly": self.is_anomaly,
-                             "percentile": self.percentiles}, index=index)
+        columns = {"score": self.scores, "is_anomaly": self.is_anomaly,
+                   "percentile": self.percentiles}
+        if self.p_values is not None:
+            columns["p_value"] = self.p_values
+        return pd.DataFrame(columns, index=index)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from aeserve.artifact.card import ModelCard
-from aeserve.artifact.scores import explanations, percentiles, verdicts
+from aeserve.artifact.scores import explanations, p_values, percentiles, verdicts
 from aeserve.artifact.session import ModelSession
 from aeserve.serving import v2_codec
 from aeserve.serving.batching import MicroBatcher
@@ -93,7 +93,8 @@ def annotate_scores(name: str, version: int, card: ModelCard, outputs: dict[str,
     flagged = verdicts(scores, card.threshold)
     metrics.observe_scores(name, version, scores, card.threshold, flagged)
     return {**outputs, "is_anomaly": flagged,
-            "percentile": percentiles(scores, card.score_quantiles).round(3)}
+            "percentile": percentiles(scores, card.score_quantiles).round(3),
+            "p_value": p_values(scores, card.score_quantiles)}
 
 
 def wants(accept: str | None) -> str:
@@ -117,7 +118,7 @@ def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.n
             threshold = options.threshold
             flagged = verdicts(outputs["score"], threshold)
         result = {"scores": outputs["score"], "threshold": threshold, "is_anomaly": flagged,
-                  "percentiles": outputs["percentile"]}
+                  "percentiles": outputs["percentile"], "p_values": outputs["p_value"]}
         if options.explain:
             result["explanations"] = explanations(outputs["feature_errors"],
                                                   entry.card.feature_names, options.top_k)
@@ -135,11 +136,11 @@ def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.n
     if fmt == BINARY_TYPE:
         return Encoded(primary.tobytes(), BINARY_TYPE, headers)
     array: np.ndarray = primary
-    if operation == "anomaly-score":  # one record per row: score, verdict, percentile
+    if operation == "anomaly-score":  # one record per row: score, verdict, percentile, p
         array = np.empty(len(primary), dtype=[("score", "<f4"), ("is_anomaly", "?"),
-                                              ("percentile", "<f4")])
+                                              ("percentile", "<f4"), ("p_value", "<f8")])
         array["score"], array["is_anomaly"] = primary, result["is_anomaly"]
-        array["percentile"] = result["percentiles"]
+        array["percentile"], array["p_value"] = result["percentiles"], result["p_values"]
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return Encoded(buffer.getvalue(), NPY_TYPE, headers)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from aeserve.artifact.card import ONNX_FILENAME
-from aeserve.artifact.scores import percentiles
+from aeserve.artifact.scores import p_values, percentiles
 from aeserve.artifact.session import ModelSession
 from aeserve.client import (
     AnomalyScores,
@@ -75,6 +75,9 @@ def check_scores(result: AnomalyScores, trained, expected) -> None:
     np.testing.assert_array_equal(result.is_anomaly,
                                   result.scores.astype(np.float64) > trained.card.threshold)
     np.testing.assert_allclose(result.percentiles, expected["percentile"], atol=0.002)
+    np.testing.assert_allclose(result.p_values, p_values(result.scores,
+                                                         trained.card.score_quantiles),
+                               rtol=1e-6)
 
 
 def test_binary_and_json_transports_give_the_same_answers(url, rows, trained, expected):
@@ -156,7 +159,7 @@ def test_dataframes_and_records_are_matched_by_name(url, rows, trained, expected
         client.anomaly_score([{**records[0], "extra": 1.0}])
     assert unknown.value.code == "feature_mismatch" and "unknown: ['extra']" in str(unknown.value)
     frame_df = from_frame.to_pandas(index=frame["sensor_id"])
-    assert list(frame_df.columns) == ["score", "is_anomaly", "percentile"]
+    assert list(frame_df.columns) == ["score", "is_anomaly", "percentile", "p_value"]
 
 
 def test_large_calls_are_split_and_pinned_to_one_version(url, rows, expected):

@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
+from aeserve.artifact.scores import p_values
 from tests.helpers import far_rows, running_server
 
 
@@ -61,6 +62,11 @@ def test_anomaly_score(client, normal_rows, trained):
     assert body["is_anomaly"][5:] == [True, True, True]
     assert all(0 <= p <= 100 for p in body["percentiles"])
     assert body["percentiles"][5:] == [100.0, 100.0, 100.0]
+    # where the percentiles saturate, the p-values still rank the anomalies by their scores
+    assert body["p_values"] == pytest.approx(
+        p_values(np.asarray(body["scores"]), trained.card.score_quantiles).tolist(), rel=1e-6)
+    far = np.argsort(body["scores"][5:])
+    assert np.all(np.diff(np.asarray(body["p_values"][5:])[far]) < 0)
 
 
 def test_same_answer_on_every_route(client, normal_rows):
@@ -253,6 +259,7 @@ def test_binary_responses_on_request(client, normal_rows):
     assert np.array_equal(table["score"], np.asarray(as_json["scores"], dtype=np.float32))
     assert table["is_anomaly"].tolist() == as_json["is_anomaly"]
     assert table["percentile"].tolist() == pytest.approx(as_json["percentiles"], abs=1e-3)
+    assert table["p_value"].tolist() == as_json["p_values"]
     embeddings = client.post("/encode", json={"instances": rows.tolist()},
                              headers={"accept": "application/x-npy"})
     assert np.load(io.BytesIO(embeddings.content)).shape == (5, 5 * 4)

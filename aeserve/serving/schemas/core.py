@@ -30,11 +30,15 @@ class ReconstructResponse(ModelRef):
 
 
 class AnomalyScoreResponse(ModelRef):
-    scores: list[float] = Field(description="Mean squared reconstruction error, scaled space.")
+    scores: list[float] = Field(description="The model's score (its card's score.kind).")
     threshold: float
     is_anomaly: list[bool] = Field(description="score > threshold")
     percentiles: list[float] = Field(
         description="Percentile of each score among held-out normal training scores (0-100).")
+    p_values: list[float] = Field(
+        description="Share of normal rows expected to score at least as high: 1 - percentile "
+                    "/ 100 up to the 95th percentile, an exponential tail fitted to the 96th-99th "
+                    "beyond, so scores above every held-out one still rank.")
 
 
 class ErrorDetail(BaseModel):

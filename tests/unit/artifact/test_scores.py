@@ -22,3 +22,31 @@ def test_verdict_is_strictly_above_threshold():
     assert verdicts(np.array([0.5, 1.0, 1.5]), 1.0).tolist() == [False, False, True]
 
 
+
+
+def test_p_values_follow_the_percentiles_then_a_fitted_tail():
+    import math
+
+    from aeserve.artifact.scores import p_values, tail_scale
+
+    quantiles = [float(k) for k in range(101)]  # the k-th percentile is k
+    levels = [math.log(0.05 / p) for p in (0.04, 0.03, 0.02, 0.01)]
+    beta = sum(e * v for e, v in zip((1, 2, 3, 4), levels, strict=True)) / sum(
+        v * v for v in levels)
+    assert tail_scale(quantiles) == pytest.approx(beta)  # 2.789 by hand
+    scores = np.array([0.0, 50.0, 95.0, 96.0, 100.0, 1000.0, 2000.0])
+    got = p_values(scores, quantiles)
+    assert got[:3] == pytest.approx([1.0, 0.5, 0.05])
+    assert got[3] == pytest.approx(0.05 * math.exp(-1 / beta))
+    assert got[4] == pytest.approx(0.05 * math.exp(-5 / beta))
+    # beyond the largest held-out score (100, the 100th percentile) rows still rank
+    assert 0 < got[6] < got[5] < got[4]
+    assert np.all(np.diff(p_values(np.linspace(-5, 200, 2000), quantiles)) <= 0)
+
+
+def test_a_flat_tail_still_gives_p_values():
+    from aeserve.artifact.scores import p_values
+
+    flat = [0.0] * 50 + [1.0] * 51
+    got = p_values(np.array([0.5, 1.0, 1.0 + 1e-3, 5.0]), flat)
+    assert np.all(np.isfinite(got)) and got[0] > got[2] >= got[3] >= 0
