@@ -4,8 +4,22 @@ the p-value, which keeps ranking scores beyond the largest normal one."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
+
+
+@lru_cache(maxsize=256)
+def _table(quantiles: tuple[float, ...]) -> tuple[np.ndarray, float]:
+    """A card's quantiles as an array, and their tail's scale: made once per card, not once
+    per request (converting 101 floats took two thirds of a one-row request's annotation)."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    q.setflags(write=False)
+    return q, _fit_tail(q)
+
+
+def _quantiles(quantiles: Sequence[float] | np.ndarray) -> tuple[np.ndarray, float]:
+    return _table(quantiles if isinstance(quantiles, tuple) else tuple(quantiles))
 
 
 def percentiles(scores: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
@@ -14,7 +28,7 @@ def percentiles(scores: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
     Linear between adjacent stored quantiles; 0 below the smallest, 100 at or above the largest.
     Runs of equal quantiles (a flat score distribution) are skipped over rather than divided by.
     """
-    q = np.asarray(quantiles, dtype=np.float64)
+    q, _ = _quantiles(quantiles)
     s = np.asarray(scores, dtype=np.float64)
     upper = np.searchsorted(q, s, side="right")  # q[upper - 1] <= s < q[upper]
     inside = (upper > 0) & (upper < len(q))
@@ -38,14 +52,18 @@ def tail_scale(quantiles: Sequence[float]) -> float:
     P(S > s) = 0.05 exp(-(s - q95) / beta), the percentile at 1 - p lies at q95 + beta ln(0.05 / p);
     least squares over p = 0.04 ... 0.01. (The 100th, the largest held-out score, is left out:
     one row.) Floored at a millionth of the scores' scale, so that a flat tail stays defined."""
-    q = np.asarray(quantiles, dtype=np.float64)
+    return _quantiles(quantiles)[1]
+
+
+def _fit_tail(q: np.ndarray) -> float:
     levels = np.log(_TAIL_SHARE / (1.0 - np.arange(TAIL_START + 1, 100) / 100.0))
     excess = q[TAIL_START + 1:100] - q[TAIL_START]
     beta = float(levels @ excess / (levels @ levels))
     return max(beta, 1e-6 * max(abs(q[TAIL_START]), abs(q[-1]), 1e-12))
 
 
-def p_values(scores: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
+def p_values(scores: np.ndarray, quantiles: Sequence[float],
+             percentile: np.ndarray | None = None) -> np.ndarray:
     """Each score's p-value: the share of normal rows expected to score at least as high.
 
     Up to the 95th percentile it is 1 - percentile / 100, from the stored quantiles; beyond, the
@@ -53,12 +71,14 @@ def p_values(scores: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
     anomalies stay ranked where every percentile reads 100. Continuous at the 95th percentile;
     it reaches 0 only where float64 does (a score some 700 tail scales beyond it).
     """
-    q = np.asarray(quantiles, dtype=np.float64)
+    q, beta = _quantiles(quantiles)
     s = np.asarray(scores, dtype=np.float64)
     start = q[TAIL_START]
-    below = 1.0 - percentiles(s, q) / 100.0
+    if percentile is None:
+        percentile = percentiles(s, quantiles)
+    below = 1.0 - percentile / 100.0
     with np.errstate(over="ignore", under="ignore"):
-        above = _TAIL_SHARE * np.exp(-(s - start) / tail_scale(q))
+        above = _TAIL_SHARE * np.exp(-(s - start) / beta)
     return np.where(s > start, above, below)
 
 

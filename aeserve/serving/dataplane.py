@@ -92,9 +92,9 @@ def annotate_scores(name: str, version: int, card: ModelCard, outputs: dict[str,
     scores = outputs["score"]
     flagged = verdicts(scores, card.threshold)
     metrics.observe_scores(name, version, scores, card.threshold, flagged)
-    return {**outputs, "is_anomaly": flagged,
-            "percentile": percentiles(scores, card.score_quantiles).round(3),
-            "p_value": p_values(scores, card.score_quantiles)}
+    percentile = percentiles(scores, card.score_quantiles)
+    return {**outputs, "is_anomaly": flagged, "percentile": percentile.round(3),
+            "p_value": p_values(scores, card.score_quantiles, percentile)}
 
 
 def wants(accept: str | None) -> str:
