@@ -42,13 +42,16 @@ def percentiles(scores: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
 
 #: Beyond this percentile of the held-out normal scores, the tail is modelled, not read off the
 #: stored quantiles: they stop at the largest held-out score, so percentiles saturate at 100 and
-#: every strong anomaly would read the same.
-TAIL_START = 95
+#: every strong anomaly would read the same. The 99th is the default threshold's quantile, so
+#: with the default rule a row is flagged exactly when its p-value is below 0.01.
+TAIL_START = 99
 _TAIL_SHARE = 1.0 - TAIL_START / 100.0
+#: The tail's scale is fitted on the percentiles from here to TAIL_START.
+_FIT_FROM = 95
 
 
 def tail_scale(quantiles: Sequence[float]) -> float:
-    """Scale beta of an exponential tail fitted to the 96th-99th percentiles: for a tail
+    """Scale beta of an exponential tail fitted to the 95th-99th percentiles: for a tail
     P(S > s) = 0.05 exp(-(s - q95) / beta), the percentile at 1 - p lies at q95 + beta ln(0.05 / p);
     least squares over p = 0.04 ... 0.01. (The 100th, the largest held-out score, is left out:
     one row.) Floored at a millionth of the scores' scale, so that a flat tail stays defined."""
@@ -56,8 +59,9 @@ def tail_scale(quantiles: Sequence[float]) -> float:
 
 
 def _fit_tail(q: np.ndarray) -> float:
-    levels = np.log(_TAIL_SHARE / (1.0 - np.arange(TAIL_START + 1, 100) / 100.0))
-    excess = q[TAIL_START + 1:100] - q[TAIL_START]
+    share = 1.0 - _FIT_FROM / 100.0
+    levels = np.log(share / (1.0 - np.arange(_FIT_FROM + 1, TAIL_START + 1) / 100.0))
+    excess = q[_FIT_FROM + 1:TAIL_START + 1] - q[_FIT_FROM]
     beta = float(levels @ excess / (levels @ levels))
     return max(beta, 1e-6 * max(abs(q[TAIL_START]), abs(q[-1]), 1e-12))
 
@@ -66,10 +70,11 @@ def p_values(scores: np.ndarray, quantiles: Sequence[float],
              percentile: np.ndarray | None = None) -> np.ndarray:
     """Each score's p-value: the share of normal rows expected to score at least as high.
 
-    Up to the 95th percentile it is 1 - percentile / 100, from the stored quantiles; beyond, the
-    exponential tail of `tail_scale`, which keeps falling past the largest held-out score, so
-    anomalies stay ranked where every percentile reads 100. Continuous at the 95th percentile;
-    it reaches 0 only where float64 does (a score some 700 tail scales beyond it).
+    Up to the 99th percentile it is 1 - percentile / 100, from the stored quantiles; beyond, the
+    exponential tail of `tail_scale` from there, 0.01 exp(-(s - q99) / beta), which keeps falling
+    past the largest held-out score, so anomalies stay ranked where every percentile reads 100.
+    Continuous at the 99th percentile; it reaches 0 only where float64 does (a score some 700
+    tail scales beyond it).
     """
     q, beta = _quantiles(quantiles)
     s = np.asarray(scores, dtype=np.float64)

@@ -17,12 +17,12 @@ import pyarrow as pa
 
 from aeserve.artifact.card import CARD_FILENAME, ONNX_FILENAME, ModelCard
 from aeserve.artifact.errors import ModelLoadError
-from aeserve.artifact.scores import verdicts
+from aeserve.artifact.scores import p_values, verdicts
 from aeserve.artifact.session import ModelSession, SessionConfig
 from aeserve.artifact.store import LoadedVersion, load_version, version_folders
 from aeserve.batch.quantiles import Percentiles
 
-RESULT_COLUMNS = ("score", "is_anomaly", "percentile")
+RESULT_COLUMNS = ("score", "is_anomaly", "percentile", "p_value")
 #: Each row is scored at the position it would have in one run over the whole input, modulo this
 #: many rows (see `BatchScorer.score`).
 ALIGN_ROWS = 16
@@ -95,7 +95,8 @@ class BatchScorer:
 
     Output columns, in order: the id column (when named), `score` (float32), `is_anomaly`
     (`score > threshold`), `percentile` (among held-out normal scores, 0 to 100, 3 decimals, as
-    the server answers), then for each of the `top_k` largest per-feature errors
+    the server answers), `p_value` (as the server answers: it keeps ranking rows whose percentile
+    reads 100), then for each of the `top_k` largest per-feature errors
     `top{i}_feature` (dictionary-encoded feature name) and `top{i}_error` (float32 squared error
     in the scaled space; their mean over all features is the score).
     """
@@ -180,7 +181,10 @@ class BatchScorer:
             columns[self.id_column] = batch.column(self.id_column)
         columns["score"] = pa.array(scores, pa.float32())
         columns["is_anomaly"] = pa.array(verdicts(scores, self.card.threshold), pa.bool_())
-        columns["percentile"] = pa.array(self._percentiles(scores).round(3), pa.float64())
+        percentile = self._percentiles(scores)
+        columns["percentile"] = pa.array(percentile.round(3), pa.float64())
+        columns["p_value"] = pa.array(p_values(scores, self.card.score_quantiles, percentile),
+                                      pa.float64())
         if self.top_k:
             errors = outputs["feature_errors"]
             # Largest error first; a stable sort breaks ties by feature order, so every engine

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from aeserve.artifact.card import CARD_FILENAME, ONNX_FILENAME
-from aeserve.artifact.scores import percentiles
+from aeserve.artifact.scores import p_values, percentiles
 from aeserve.artifact.session import ModelSession
 from aeserve.batch.cli import main as score_main
 from aeserve.batch.files import CSVSource, Sink
@@ -30,6 +30,7 @@ def expected_results(trained, X: np.ndarray) -> dict[str, np.ndarray]:
     scores = out["score"]
     return {"score": scores, "is_anomaly": scores.astype(np.float64) > trained.card.threshold,
             "percentile": percentiles(scores, trained.card.score_quantiles).round(3),
+            "p_value": p_values(scores, trained.card.score_quantiles),
             "feature_errors": out["feature_errors"]}
 
 
@@ -58,13 +59,15 @@ def test_csv_scores_equal_onnxruntime_and_the_server_functions(trained, csv_file
     assert score_main(["--model", str(trained.path), "--data", str(csv_file), "--out", str(out),
                        "--id-column", "label", "--quiet"]) == 0
     result = pv.read_csv(out)
-    assert result.column_names == ["label", "score", "is_anomaly", "percentile"]
+    assert result.column_names == ["label", "score", "is_anomaly", "percentile", "p_value"]
     expected = expected_results(trained, features(rows))
     assert result.num_rows == rows.num_rows == 420
     np.testing.assert_array_equal(result.column("score").to_numpy().astype(np.float32),
                                   expected["score"])
     np.testing.assert_array_equal(result.column("is_anomaly").to_numpy(), expected["is_anomaly"])
     np.testing.assert_array_equal(result.column("percentile").to_numpy(), expected["percentile"])
+    np.testing.assert_allclose(result.column("p_value").to_numpy(), expected["p_value"],
+                               rtol=1e-12)
     # the id column is copied as the file's text; the far rows at the end are the anomalies
     assert out.read_text().splitlines()[-1].startswith('"1",')
     assert result.column("label").to_pylist() == [0] * 400 + [1] * 20
@@ -82,7 +85,7 @@ def test_parquet_columns_matched_by_name_in_batches(trained, parquet_file, rows,
                        "--out", str(out), "--id-column", "row_id", "--top-k", "2",
                        "--batch-size", "50", "--workers", "2", "--quiet"]) == 0
     result = pq.read_table(out)
-    assert result.column_names == ["row_id", "score", "is_anomaly", "percentile",
+    assert result.column_names == ["row_id", "score", "is_anomaly", "percentile", "p_value",
                                    "top1_feature", "top1_error", "top2_feature", "top2_error"]
     assert result.column("row_id").to_pylist() == list(range(1000, 1420))  # input order kept
     expected = expected_results(trained, features(rows))
@@ -165,7 +168,7 @@ def test_empty_input_gives_an_empty_result_file(trained, tmp_path):
                        "--id-column", "id", "--quiet"]) == 0
     result = pq.read_table(out)
     assert result.num_rows == 0
-    assert result.column_names == ["id", "score", "is_anomaly", "percentile"]
+    assert result.column_names == ["id", "score", "is_anomaly", "percentile", "p_value"]
 
 
 def test_the_aeserve_command_scores_without_torch(trained, csv_file, tmp_path):

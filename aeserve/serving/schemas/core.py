@@ -37,7 +37,7 @@ class AnomalyScoreResponse(ModelRef):
         description="Percentile of each score among held-out normal training scores (0-100).")
     p_values: list[float] = Field(
         description="Share of normal rows expected to score at least as high: 1 - percentile "
-                    "/ 100 up to the 95th percentile, an exponential tail fitted to the 96th-99th "
+                    "/ 100 up to the 99th percentile, an exponential tail fitted to the 95th-99th "
                     "beyond, so scores above every held-out one still rank.")
 
 

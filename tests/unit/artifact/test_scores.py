@@ -34,11 +34,10 @@ def test_p_values_follow_the_percentiles_then_a_fitted_tail():
     beta = sum(e * v for e, v in zip((1, 2, 3, 4), levels, strict=True)) / sum(
         v * v for v in levels)
     assert tail_scale(quantiles) == pytest.approx(beta)  # 2.789 by hand
-    scores = np.array([0.0, 50.0, 95.0, 96.0, 100.0, 1000.0, 2000.0])
+    scores = np.array([0.0, 50.0, 95.0, 99.0, 100.0, 1000.0, 2000.0])
     got = p_values(scores, quantiles)
-    assert got[:3] == pytest.approx([1.0, 0.5, 0.05])
-    assert got[3] == pytest.approx(0.05 * math.exp(-1 / beta))
-    assert got[4] == pytest.approx(0.05 * math.exp(-5 / beta))
+    assert got[:4] == pytest.approx([1.0, 0.5, 0.05, 0.01])  # 1 - percentile / 100
+    assert got[4] == pytest.approx(0.01 * math.exp(-1 / beta))  # the tail, from the 99th
     # beyond the largest held-out score (100, the 100th percentile) rows still rank
     assert 0 < got[6] < got[5] < got[4]
     assert np.all(np.diff(p_values(np.linspace(-5, 200, 2000), quantiles)) <= 0)
