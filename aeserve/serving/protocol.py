@@ -55,7 +55,7 @@ _UPLOAD_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/
                     + b"\r\nconnection: close\r\n\r\n" + _UPLOAD_BODY)
 
 
-class HeadDeadlineProtocol(HttpToolsProtocol):
+class ServerProtocol(HttpToolsProtocol):
     """HttpToolsProtocol whose request heads must arrive within `head_timeout_s()`, and whose
     shutdown answers requests already on their way."""
 

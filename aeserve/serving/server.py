@@ -13,7 +13,7 @@ from types import FrameType
 import uvicorn
 
 from aeserve.serving.metrics import MULTIPROCESS_ENV
-from aeserve.serving.protocol import HeadDeadlineProtocol
+from aeserve.serving.protocol import ServerProtocol
 from aeserve.serving.settings import Settings
 
 APP_FACTORY = "aeserve.serving.app:create_app"
@@ -42,8 +42,9 @@ def run(host: str, port: int, models_dir: str | None = None) -> int:
                 workers=settings.workers, log_level=settings.log_level.lower(),
                 access_log=False, timeout_graceful_shutdown=None,
                 limit_concurrency=settings.max_concurrency,
-                # uvicorn's httptools protocol with a deadline on request heads (slow clients).
-                http=HeadDeadlineProtocol,
+                # uvicorn's httptools protocol with a deadline on request heads (slow clients)
+                # and a shutdown that answers requests already sent (serving/protocol.py).
+                http=ServerProtocol,
                 # Neither is used (no client address is logged, no version is advertised), and
                 # both cost time on every request.
                 proxy_headers=False, server_header=False)
