@@ -12,6 +12,7 @@ from aeserve.training.export import ScoringGraph, write_onnx
 from aeserve.training.model import Autoencoder, AutoencoderConfig, MemberLinear
 from aeserve.training.preprocessing import fit_scaler
 from aeserve.training.trainer import TrainConfig, train_autoencoder
+from tests.unit.training.handmade import two_member_identity_model
 
 
 def test_member_linear_is_k_independent_linear_layers():
@@ -29,19 +30,8 @@ def test_member_linear_is_k_independent_linear_layers():
                                + layer.bias[1])
 
 
-def _two_member_identity_model() -> Autoencoder:
-    """Member 0 reconstructs x exactly; member 1 always answers 0."""
-    model = Autoencoder(AutoencoderConfig(input_dim=2, hidden_sizes=[2], activation="relu",
-                                          members=2))
-    with torch.no_grad():
-        for layer in (model.encoder[0], model.decoder[0]):
-            layer.weight.copy_(torch.stack([torch.eye(2), torch.zeros(2, 2)]))
-            layer.bias.zero_()
-    return model
-
-
 def test_the_score_is_the_mean_of_the_members_errors():
-    graph = ScoringGraph(_two_member_identity_model(), fit_scaler(np.array([[0.0, 0.0],
+    graph = ScoringGraph(two_member_identity_model(), fit_scaler(np.array([[0.0, 0.0],
                                                                          [2.0, 4.0]]),
                                                                 "standard"))
     # Scaling: offset (1, 2), scale (1, 2), so x = (3, 4) is z = (2, 1) and x = (1, 2) is z = 0.
@@ -117,7 +107,7 @@ def test_default_members():
 def test_each_row_is_scored_by_the_member_that_never_saw_it():
     from aeserve.training.pipeline import held_out_member_scores
 
-    graph = ScoringGraph(_two_member_identity_model(),
+    graph = ScoringGraph(two_member_identity_model(),
                          fit_scaler(np.array([[0.0, 0.0], [2.0, 4.0]]), "standard"))
     X = np.array([[3.0, 4.0], [3.0, 4.0], [1.0, 6.0]])  # z = (2, 1), (2, 1), (0, 2)
     folds = np.array([0, 1, 1])

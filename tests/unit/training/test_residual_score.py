@@ -13,24 +13,13 @@ from aeserve.training.export import ScoringGraph, write_onnx
 from aeserve.training.model import Autoencoder, AutoencoderConfig
 from aeserve.training.preprocessing import AffineScaler
 from aeserve.training.residual_scale import FLOOR, FLOOR_SHARE, residual_scale
-
-
-def _two_member_identity_model() -> Autoencoder:
-    """Member 0 reconstructs z exactly; member 1 always answers 0."""
-    model = Autoencoder(AutoencoderConfig(input_dim=2, hidden_sizes=[2], activation="relu",
-                                          members=2))
-    with torch.no_grad():
-        for layer in (model.encoder[0], model.decoder[0]):
-            layer.weight.copy_(torch.stack([torch.eye(2), torch.zeros(2, 2)]))
-            layer.bias.zero_()
-    return model
-
+from tests.unit.training.handmade import two_member_identity_model
 
 IDENTITY_SCALER = AffineScaler("standard", np.zeros(2), np.ones(2))
 
 
 def test_the_score_is_the_mean_cauchy_term_of_each_member_and_feature():
-    graph = ScoringGraph(_two_member_identity_model(), IDENTITY_SCALER, "residual_cauchy",
+    graph = ScoringGraph(two_member_identity_model(), IDENTITY_SCALER, "residual_cauchy",
                          residual_scale=np.array([1.0, 4.0]))
     _, _, score, terms = graph(torch.tensor([[3.0, 2.0]]))
     # Member 0 errs by 0 (terms log 1 = 0); member 1 by z^2 = (9, 4) over scales (1, 4):
@@ -60,7 +49,7 @@ def test_one_huge_error_weighs_less_than_moderate_errors_everywhere():
 
 
 def test_the_scale_is_the_held_out_members_median_squared_error():
-    model = _two_member_identity_model()
+    model = two_member_identity_model()
     Z = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
     # Rows 0 and 2 are held out from member 1 (errors z^2), row 1 from member 0 (error 0).
     folds = np.array([1, 0, 1])
@@ -72,7 +61,7 @@ def test_the_scale_is_the_held_out_members_median_squared_error():
 
 
 def test_a_feature_rebuilt_exactly_gets_the_floor_not_zero():
-    model = _two_member_identity_model()
+    model = two_member_identity_model()
     Z = np.array([[0.0, 2.0], [0.0, 4.0]])  # feature 0 is always 0: no error anywhere
     got = residual_scale(model, Z, np.array([1, 1]))
     # medians 0 and 10 (of 4 and 16); the floor is a share of their mean, 5
@@ -80,7 +69,7 @@ def test_a_feature_rebuilt_exactly_gets_the_floor_not_zero():
 
 
 def test_the_graph_refuses_a_missing_or_bad_scale():
-    model = _two_member_identity_model()
+    model = two_member_identity_model()
     with pytest.raises(ValueError, match="residual_scale is needed"):
         ScoringGraph(model, IDENTITY_SCALER, "residual_cauchy")
     with pytest.raises(ValueError, match="and only by it"):
