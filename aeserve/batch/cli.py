@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "suffix) of Parquet files written by the workers")
     parser.add_argument("--id-column", default=None,
                         help="a column copied to the output, first, to tell the rows apart")
+    parser.add_argument("--keep-columns", nargs="+", default=[], metavar="NAME",
+                        help="other columns copied to the output after the id, as in the file "
+                             "(one named like an output column, such as is_anomaly, is written "
+                             "as NAME_input)")
     parser.add_argument("--top-k", type=int, default=0, metavar="K",
                         help="also write the K features with the largest reconstruction errors "
                              "(top1_feature, top1_error, ...)")
@@ -76,7 +80,8 @@ def run(args: argparse.Namespace) -> Summary:
         loaded = load_model(args.model)
         _warn_skipped(loaded)
         return score_with_ray(loaded, args.data, args.out, top_k=args.top_k,
-                              id_column=args.id_column, batch_rows=args.batch_size,
+                              id_column=args.id_column, keep_columns=args.keep_columns,
+                              batch_rows=args.batch_size,
                               actors=args.actors, address=args.ray_address,
                               num_cpus=args.num_cpus, progress=not args.quiet)
 
@@ -84,8 +89,10 @@ def run(args: argparse.Namespace) -> Summary:
     loaded = load_model(args.model)
     _warn_skipped(loaded)
     entry = loaded.entry
-    scorer = BatchScorer(entry.card, entry.session, top_k=args.top_k, id_column=args.id_column)
-    source = open_source(args.data, entry.card.feature_names, args.id_column, args.batch_size)
+    scorer = BatchScorer(entry.card, entry.session, top_k=args.top_k, id_column=args.id_column,
+                         keep_columns=args.keep_columns)
+    source = open_source(args.data, entry.card.feature_names, list(scorer.carried),
+                         args.batch_size)
     return score_file(scorer, source, Sink(args.out), progress=not args.quiet,
                       workers=args.workers, name=entry.name, version=entry.version)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -98,25 +98,25 @@ class ParquetSource(Source):
 
 class CSVSource(Source):
     """CSV with a header row. Features are parsed as float64 (then rounded to float32, as the
-    server does with JSON numbers); the id column is kept as the text in the file, so ids such as
-    `007` survive."""
+    server does with JSON numbers); the id and kept columns are kept as the text in the file, so
+    ids such as `007` survive and every block has the same schema."""
 
     unit = "B"
 
-    def __init__(self, path: Path, features: list[str], id_column: str | None,
+    def __init__(self, path: Path, features: list[str], carried: Sequence[str] = (),
                  block_bytes: int = CSV_BLOCK_BYTES) -> None:
         if not path.is_file():
             raise ScoringError(f"data not found: {path}")
         header = read_csv_header(path)
-        columns = [*features, *([id_column] if id_column and id_column not in features else [])]
+        extra = [name for name in dict.fromkeys(carried) if name not in features]
+        columns = [*features, *extra]
         missing = [name for name in columns if name not in header]
         if missing:
             raise ScoringError(f"{path.name} lacks columns {missing} (its header has {header})")
         self.path = path
         self.total = path.stat().st_size
         types = {name: pa.float64() for name in features}
-        if id_column and id_column not in features:
-            types[id_column] = pa.string()
+        types.update({name: pa.string() for name in extra})  # as in the file, every block alike
         self.schema = pa.schema([(name, types[name]) for name in columns])
         self._convert = pv.ConvertOptions(include_columns=columns, column_types=types)
         self._read = pv.ReadOptions(block_size=block_bytes)
@@ -146,12 +146,13 @@ def read_csv_header(path: Path) -> list[str]:
             raise ScoringError(f"{path.name} is empty") from None
 
 
-def open_source(path: Path, features: list[str], id_column: str | None,
+def open_source(path: Path, features: list[str], carried: Sequence[str],
                 batch_rows: int) -> Source:
-    columns = [*features, *([id_column] if id_column and id_column not in features else [])]
+    """A reader of `features` and the `carried` columns (id, kept columns) of a file."""
+    columns = [*features, *[name for name in dict.fromkeys(carried) if name not in features]]
     if path.is_dir() or file_kind(path) == "parquet":
         return ParquetSource(path, columns, batch_rows)
-    return CSVSource(path, features, id_column)
+    return CSVSource(path, features, carried)
 
 
 class Sink:

@@ -9,6 +9,7 @@ onnxruntime run, then the same verdicts and percentiles as the server's answers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def load_model(path: str | Path, config: SessionConfig = BATCH_SESSION) -> Loade
 class BatchScorer:
     """Scores Arrow batches with one model version: inputs by name, results as an Arrow table.
 
-    Output columns, in order: the id column (when named), `score` (float32), `is_anomaly`
+    Output columns, in order: the id column and the kept columns (when named; one named like an
+    output column is written as `NAME_input`), `score` (float32), `is_anomaly`
     (`score > threshold`), `percentile` (among held-out normal scores, 0 to 100, 3 decimals, as
     the server answers), `p_value` (as the server answers: it keeps ranking rows whose percentile
     reads 100), then for each of the `top_k` largest per-feature errors
@@ -102,18 +104,20 @@ class BatchScorer:
     """
 
     def __init__(self, card: ModelCard, session: ModelSession, *, top_k: int = 0,
-                 id_column: str | None = None) -> None:
+                 id_column: str | None = None, keep_columns: Sequence[str] = ()) -> None:
         if not 0 <= top_k <= card.input_dim:
             raise ScoringError(f"--top-k must lie between 0 and the model's {card.input_dim} "
                                f"features, got {top_k}")
         reserved = {*RESULT_COLUMNS, *self._top_names(top_k)}
-        if id_column in reserved:
-            raise ScoringError(f"the id column cannot be named {id_column!r}: that name is an "
-                               f"output column")
         self.card = card
         self.session = session
         self.top_k = top_k
         self.id_column = id_column
+        #: The input columns copied to the output, first (the id, then the kept ones), each with
+        #: its output name: its own, or `NAME_input` where the output has a column NAME (a
+        #: label named is_anomaly keeps its values beside the model's verdict).
+        carried = list(dict.fromkeys([*([id_column] if id_column else []), *keep_columns]))
+        self.carried = {name: f"{name}_input" if name in reserved else name for name in carried}
         self.outputs = ("score", "feature_errors") if top_k else ("score",)
         self._names = pa.array(card.feature_names, pa.string())
         self._percentiles = Percentiles(card.score_quantiles)
@@ -125,8 +129,7 @@ class BatchScorer:
     @property
     def input_columns(self) -> list[str]:
         """The columns a reader must provide: the features, then the id column if any."""
-        extra = [self.id_column] if self.id_column and self.id_column not in \
-            self.card.feature_names else []
+        extra = [name for name in self.carried if name not in self.card.feature_names]
         return [*self.card.feature_names, *extra]
 
     def check_columns(self, available: list[str], source: str) -> None:
@@ -177,8 +180,8 @@ class BatchScorer:
         outputs = {name: values[pad:] for name, values in self.session.run(X, self.outputs).items()}
         scores = outputs["score"]
         columns: dict[str, pa.Array | pa.ChunkedArray] = {}
-        if self.id_column:
-            columns[self.id_column] = batch.column(self.id_column)
+        for name, out_name in self.carried.items():
+            columns[out_name] = batch.column(name)
         columns["score"] = pa.array(scores, pa.float32())
         columns["is_anomaly"] = pa.array(verdicts(scores, self.card.threshold), pa.bool_())
         percentile = self._percentiles(scores)

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -42,7 +43,8 @@ class ActorScorer:
     """One Ray actor: a model version loaded from bytes, scoring one batch per call."""
 
     def __init__(self, model_files: dict[str, bytes], name: str, version: int, top_k: int,
-                 id_column: str | None, batch_rows: int) -> None:
+                 id_column: str | None, batch_rows: int,
+                 keep_columns: tuple[str, ...] = ()) -> None:
         folder = Path(tempfile.mkdtemp(prefix="aeserve-score-"))
         try:
             path = folder / name / str(version)
@@ -55,7 +57,8 @@ class ActorScorer:
                                f"{exc}") from None
         finally:  # the session holds the graph in memory; the files are no longer needed
             shutil.rmtree(folder, ignore_errors=True)
-        self.scorer = BatchScorer(entry.card, entry.session, top_k=top_k, id_column=id_column)
+        self.scorer = BatchScorer(entry.card, entry.session, top_k=top_k, id_column=id_column,
+                                  keep_columns=keep_columns)
         self.batch_rows = batch_rows
 
     def __call__(self, items: pa.Table) -> pa.Table:
@@ -85,7 +88,8 @@ def row_groups(files: list[Path]) -> list[dict]:
 
 
 def score_with_ray(loaded: LoadedModel, data: Path, out: Path, *, top_k: int = 0,
-                   id_column: str | None = None, batch_rows: int = 65536,
+                   id_column: str | None = None, keep_columns: Sequence[str] = (),
+                   batch_rows: int = 65536,
                    actors: int | None = None, address: str | None = None,
                    num_cpus: int | None = None, progress: bool = True) -> Summary:
     """Score Parquet `data` (a file or a folder) on Ray into `out` (a file or a folder).
@@ -96,7 +100,8 @@ def score_with_ray(loaded: LoadedModel, data: Path, out: Path, *, top_k: int = 0
     import ray
 
     entry = loaded.entry
-    scorer = BatchScorer(entry.card, entry.session, top_k=top_k, id_column=id_column)
+    scorer = BatchScorer(entry.card, entry.session, top_k=top_k, id_column=id_column,
+                         keep_columns=keep_columns)
     if not data.is_dir() and data.suffix.lower() == ".csv":
         raise ScoringError("--engine ray reads Parquet files or folders; score a CSV file with "
                            "--engine local")
@@ -129,7 +134,8 @@ def score_with_ray(loaded: LoadedModel, data: Path, out: Path, *, top_k: int = 0
             ActorScorer,
             fn_constructor_kwargs={"model_files": model_files, "name": entry.name,
                                    "version": entry.version, "top_k": top_k,
-                                   "id_column": id_column, "batch_rows": batch_rows},
+                                   "id_column": id_column, "batch_rows": batch_rows,
+                                   "keep_columns": tuple(keep_columns)},
             batch_format="pyarrow", batch_size=1,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool), num_cpus=1)
         if to_folder:

@@ -106,8 +106,8 @@ def test_csv_read_in_small_blocks_gives_the_same_file(trained, csv_file, tmp_pat
     outputs = []
     for block_bytes, workers in ((1 << 20, 1), (2048, 2)):
         out = tmp_path / f"scores-{block_bytes}.parquet"
-        source = CSVSource(csv_file, loaded.card.feature_names, None, block_bytes=block_bytes)
-        batches = sum(1 for _ in CSVSource(csv_file, loaded.card.feature_names, None,
+        source = CSVSource(csv_file, loaded.card.feature_names, (), block_bytes=block_bytes)
+        batches = sum(1 for _ in CSVSource(csv_file, loaded.card.feature_names, (),
                                            block_bytes=block_bytes).batches())
         summary = score_file(scorer, source, Sink(out), progress=False, workers=workers)
         assert summary.rows == 420
@@ -169,6 +169,30 @@ def test_empty_input_gives_an_empty_result_file(trained, tmp_path):
     result = pq.read_table(out)
     assert result.num_rows == 0
     assert result.column_names == ["id", "score", "is_anomaly", "percentile", "p_value"]
+
+
+def test_kept_columns_travel_with_their_rows_and_never_clash(trained, csv_file, tmp_path):
+    table = pv.read_csv(csv_file)
+    n = table.num_rows
+    labelled = table.rename_columns([*table.column_names[:-1], "is_anomaly"]).append_column(
+        "site", pa.array([f"s{i % 3:02d}" for i in range(n)]))
+    for suffix, writer in ((".csv", pv.write_csv), (".parquet", pq.write_table)):
+        data = tmp_path / f"labelled{suffix}"
+        writer(labelled, data)
+        out = tmp_path / f"out{suffix}.parquet"
+        assert score_main(["--model", str(trained.path), "--data", str(data), "--out", str(out),
+                           "--id-column", "is_anomaly", "--keep-columns", "site", "f0",
+                           "--batch-size", "64", "--quiet"]) == 0
+        result = pq.read_table(out)
+        assert result.column_names == ["is_anomaly_input", "site", "f0", "score", "is_anomaly",
+                                       "percentile", "p_value"]
+        # the label beside the model's verdict, row for row; CSV columns as the file's text
+        labels = result.column("is_anomaly_input").to_pylist()
+        assert [int(v) for v in labels] == [0] * 400 + [1] * 20
+        assert result.column("site").to_pylist() == [f"s{i % 3:02d}" for i in range(n)]
+        # a kept feature comes as the number the model read
+        assert result.column("f0").to_pylist() == labelled.column("f0").to_pylist()
+        assert result.column("is_anomaly").to_pylist()[-20:].count(True) >= 19
 
 
 def test_the_aeserve_command_scores_without_torch(trained, csv_file, tmp_path):

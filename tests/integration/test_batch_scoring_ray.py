@@ -44,7 +44,7 @@ def parquet_folder(tmp_path_factory, csv_file: Path) -> Path:
 
 def test_ray_engine_equals_the_local_engine(trained, parquet_folder, tmp_path, local_ray, capsys):
     common = ["--model", str(trained.path), "--data", str(parquet_folder), "--id-column", "event",
-              "--top-k", "2", "--quiet"]
+              "--keep-columns", "f1", "--top-k", "2", "--quiet"]
     assert score_main([*common, "--out", str(tmp_path / "local.parquet"),
                        "--batch-size", "4096"]) == 0
     assert score_main([*common, "--out", str(tmp_path / "ray.parquet"), "--engine", "ray",
@@ -52,7 +52,7 @@ def test_ray_engine_equals_the_local_engine(trained, parquet_folder, tmp_path, l
     assert score_main([*common, "--out", str(tmp_path / "ray-folder"), "--engine", "ray"]) == 0
     summaries = capsys.readouterr().out
     local = pq.read_table(tmp_path / "local.parquet")
-    assert local.num_rows == 2100
+    assert local.num_rows == 2100 and local.column_names[:3] == ["event", "f1", "score"]
     assert local.column("is_anomaly").to_numpy().sum() > 0
     # one output file: the same rows in the same order, every value equal
     on_ray = pq.read_table(tmp_path / "ray.parquet")
