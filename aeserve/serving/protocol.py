@@ -32,11 +32,18 @@ def head_timeout_s() -> float:
     """AESERVE_HEADER_TIMEOUT_S, read once per process (each worker reads its environment)."""
     return Settings().header_timeout_s
 
-_BODY = orjson.dumps({"error": {"code": "header_timeout",
-                                "message": "the request line and headers did not arrive in time"}})
-_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-             b"content-length: " + str(len(_BODY)).encode() + b"\r\nconnection: close\r\n\r\n"
-             + _BODY)
+
+def timeout_response(code: str, message: str) -> bytes:
+    """A whole HTTP 408 answer with our JSON error body, written straight to the transport:
+    these answers go out where no ASGI request cycle can send one."""
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+            + body)
+
+
+_HEAD_TIMEOUT = timeout_response("header_timeout",
+                                 "the request line and headers did not arrive in time")
 
 
 #: How long an idle kept-alive connection stays open after shutdown begins, for a request that
@@ -48,11 +55,9 @@ SHUTDOWN_IDLE_GRACE_S = 1.0
 #: closes, so a stalled upload cannot hold the shutdown.
 SHUTDOWN_UPLOAD_GRACE_S = 5.0
 
-_UPLOAD_BODY = orjson.dumps({"error": {"code": "body_timeout", "message": (
-    "the server is shutting down and the body had not arrived; send the request again")}})
-_UPLOAD_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                    b"content-length: " + str(len(_UPLOAD_BODY)).encode()
-                    + b"\r\nconnection: close\r\n\r\n" + _UPLOAD_BODY)
+_UPLOAD_TIMEOUT = timeout_response(
+    "body_timeout", "the server is shutting down and the body had not arrived; send the request "
+    "again")
 
 
 class ServerProtocol(HttpToolsProtocol):
@@ -101,10 +106,8 @@ class ServerProtocol(HttpToolsProtocol):
     def _end_unfinished_upload(self) -> None:
         self._grace_timer = None
         cycle = self.cycle
-        if (cycle is not None and cycle.more_body and not cycle.response_started
-                and not self.transport.is_closing()):
-            self.transport.write(_UPLOAD_RESPONSE)
-            self.transport.close()
+        if cycle is not None and cycle.more_body and not cycle.response_started:
+            self._answer_and_close(_UPLOAD_TIMEOUT)
 
     def _close_if_idle(self) -> None:
         self._grace_timer = None
@@ -122,6 +125,9 @@ class ServerProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
+        self._answer_and_close(_HEAD_TIMEOUT)
+
+    def _answer_and_close(self, response: bytes) -> None:
         if not self.transport.is_closing():
-            self.transport.write(_RESPONSE)
+            self.transport.write(response)
             self.transport.close()
