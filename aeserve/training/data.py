@@ -12,9 +12,12 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # pyarrow is imported where a table is read
+    import pyarrow as pa
 
 
 class DataError(ValueError):
@@ -112,8 +115,8 @@ def load_dataset(path: str | Path, label_column: str | None = None,
     if suffix in {".csv", ".parquet", ".pq"}:
         table = (_read_csv(path, na_values, delimiter) if suffix == ".csv"
                  else _read_parquet(path))
-        return _from_columns(table, choice, path.name, first_line=2 if suffix == ".csv"
-                             else None)
+        return _from_table(table, choice, path.name, first_line=2 if suffix == ".csv"
+                           else None)
     raise DataError(f"unsupported data format {suffix!r}: use .csv, .parquet or .npz")
 
 
@@ -127,7 +130,7 @@ def sniff_delimiter(path: Path) -> str:
         return ","
 
 
-def _read_csv(path: Path, na_values: Sequence[str], delimiter: str | None) -> dict:
+def _read_csv(path: Path, na_values: Sequence[str], delimiter: str | None) -> pa.Table:
     import pyarrow.csv as pv
 
     try:
@@ -137,19 +140,16 @@ def _read_csv(path: Path, na_values: Sequence[str], delimiter: str | None) -> di
                                               strings_can_be_null=True))
     except Exception as exc:  # pyarrow raises its own ArrowInvalid family
         raise DataError(f"cannot parse CSV {path.name}: {exc}") from exc
-    return {"_rows": table.num_rows, **{name: table.column(name)
-                                         for name in table.column_names}}
+    return table
 
 
-def _read_parquet(path: Path) -> dict:
+def _read_parquet(path: Path) -> pa.Table:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        return pq.read_table(path)
     except Exception as exc:
         raise DataError(f"cannot read Parquet {path.name}: {exc}") from exc
-    return {"_rows": table.num_rows, **{name: table.column(name)
-                                         for name in table.column_names}}
 
 
 def _place(row: int, first_line: int | None) -> str:
@@ -157,22 +157,22 @@ def _place(row: int, first_line: int | None) -> str:
     return f"line {row + first_line}" if first_line is not None else f"row {row + 1}"
 
 
-def _from_columns(columns: dict, choice: ColumnChoice, source: str,
-                  first_line: int | None = None) -> Dataset:
+def _from_table(table: pa.Table, choice: ColumnChoice, source: str,
+                first_line: int | None = None) -> Dataset:
     import pyarrow as pa
 
-    n_rows = columns.pop("_rows")
-    if n_rows == 0:
+    if table.num_rows == 0:
         raise DataError(f"{source}: the data has no rows (a header alone?)")
+    columns = table.column_names
     label_column = choice.label
     if label_column is not None and label_column not in columns:
         raise DataError(f"{source}: label column {label_column!r} not in {sorted(columns)}")
-    names = choice.features(list(columns), source)
+    names = choice.features(columns, source)
     if not names:
         raise DataError(f"{source}: no feature columns")
     features = []
     for name in names:
-        column = columns[name]
+        column = table.column(name)
         if column.null_count:
             values = column.to_pylist()
             row = next(i for i, v in enumerate(values) if v is None)
@@ -188,10 +188,10 @@ def _from_columns(columns: dict, choice: ColumnChoice, source: str,
     X = np.column_stack(features)
     y = None
     if label_column is not None:
-        y = _labels(columns[label_column].to_numpy(zero_copy_only=False), label_column)
+        y = _labels(table.column(label_column).to_numpy(zero_copy_only=False), label_column)
     return _checked(Dataset(X=X, y=y, feature_names=names, source=source,
                             label_column=label_column, id_column=choice.id,
-                            dropped_columns=_dropped(list(columns), names, choice)), first_line)
+                            dropped_columns=_dropped(columns, names, choice)), first_line)
 
 
 def _dropped(all_names: list[str], features: list[str], choice: ColumnChoice) -> tuple[str, ...]:
@@ -232,7 +232,7 @@ def _load_npz(path: Path, choice: ColumnChoice) -> Dataset:
     keep = [names.index(n) for n in features]
     return _checked(Dataset(X=X[:, keep], y=y, feature_names=features, source=path.name,
                             label_column=label_key if y is not None else None,
-                            dropped_columns=tuple(n for n in names if n not in features)))
+                            dropped_columns=_dropped(names, features, ColumnChoice())))
 
 
 def _labels(values: np.ndarray, name: str) -> np.ndarray:
