@@ -350,8 +350,9 @@ class Protocol:
     def _request(self, operation: str, rows: Rows, model: str | None,
                  version: int | None, options: ScoreOptions | None = None) -> Request:
         path = f"{model_path(model, version)}/{operation}"
-        if options is not None and options.query():
-            path = f"{path}?{urlencode(options.query())}"
+        query = options.query() if options is not None else {}
+        if query:
+            path = f"{path}?{urlencode(query)}"
         explain = options is not None and options.explain  # explanations come in JSON only
         if rows.matrix is not None and self.transport != "json" and not explain:
             accept = NPY if operation == "anomaly-score" else BINARY
