@@ -19,6 +19,12 @@ Where they come from:
 A member's score varies more than the mean of all members, so the cross-fitted scores' upper
 quantiles lie a little above those of the served score on new normal rows: the threshold errs
 towards fewer false alarms.
+
+The train-time evaluation (labelled data only) scores the same normal rows whatever the variant or
+the number of members, so that cards of different models compare: a seeded fifth of the normal
+rows (`EVALUATION_FRACTION`; the first rows of the permutation that a holdout split also starts
+from). Cross-fit scores them out of fold; a holdout model holds them out (with `--val-fraction`
+below 0.2 it holds out fewer rows, and is evaluated on those it held out).
 """
 
 from __future__ import annotations
@@ -72,9 +78,13 @@ from aeserve.training.residual_scale import residual_scale
 from aeserve.training.trainer import TrainResult, fold_assignment, train_autoencoder
 
 __all__ = [  # OvercompleteWarning, TrainOptions and resolve_plan live in training/plan.py
-    "Outcome", "OvercompleteWarning", "TrainOptions", "TrainingPlan", "evaluate",
-    "held_out_member_scores", "resolve_plan", "split_normal_rows", "train_and_export",
+    "EVALUATION_FRACTION", "Outcome", "OvercompleteWarning", "TrainOptions", "TrainingPlan",
+    "evaluate", "held_out_member_scores", "resolve_plan", "split_normal_rows", "train_and_export",
 ]
+
+
+#: The share of the normal rows that the train-time evaluation scores (see the module docstring).
+EVALUATION_FRACTION = 0.2
 
 
 @dataclass
@@ -94,6 +104,8 @@ class Rows:
     #: Cross-fit: each row's fold (`train` and `validation` are then both every normal row).
     folds: np.ndarray | None
     n_normal: int
+    #: Positions in `validation` of the normal rows that the train-time evaluation scores.
+    evaluation: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -128,7 +140,7 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
     try:
         exported = export_onnx(graph, scaler, data.X, plan.train.seed, staging)
         held_out, threshold = calibrate(plan, rows, graph, exported)
-        evaluation = (evaluate(held_out, exported.scores(anomalies), threshold)
+        evaluation = (evaluate(held_out[rows.evaluation], exported.scores(anomalies), threshold)
                       if anomalies is not None and len(anomalies) else None)
         fields = card_fields(plan, data, rows, scaler, result, graph, exported, held_out,
                              threshold, evaluation, duration_s=time.perf_counter() - started)
@@ -164,12 +176,18 @@ def split_rows(normal: np.ndarray, plan: TrainingPlan) -> Rows:
     """Cross-fit: every row trains, dealt into one fold per member. Holdout: a seeded share of
     the rows is kept out of training."""
     seed = plan.train.seed
+    # The same seeded permutation as a holdout split: its first rows are the evaluation's.
+    _, evaluation_idx = split_normal_rows(len(normal), EVALUATION_FRACTION, seed)
     if plan.cross_fit:
         folds = fold_assignment(len(normal), plan.model.members, seed)
-        return Rows(train=normal, validation=normal, folds=folds, n_normal=len(normal))
+        return Rows(train=normal, validation=normal, folds=folds, n_normal=len(normal),
+                    evaluation=evaluation_idx)
     train_idx, val_idx = split_normal_rows(len(normal), plan.validation_fraction, seed)
+    # val_idx and evaluation_idx both start the permutation: the evaluation rows are the
+    # first rows of `validation`, or all of them when fewer were held out.
     return Rows(train=normal[train_idx], validation=normal[val_idx], folds=None,
-                n_normal=len(normal))
+                n_normal=len(normal),
+                evaluation=np.arange(min(len(evaluation_idx), len(val_idx))))
 
 
 def fit(plan: TrainingPlan, rows: Rows, scaler: AffineScaler) -> TrainResult:
