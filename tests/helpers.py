@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -180,3 +181,41 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     while len(body) < length:
         body += sock.recv(65536)
     return int(lines[0].split()[1]), headers, body
+
+
+#: A fenced block of a Markdown document: its language and its text.
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
+
+
+def doc_blocks(doc: Path, section: str | None = None) -> list[tuple[str, str]]:
+    """(language, text) of every fenced block of `doc`, or of its section that starts with the
+    heading `section` (up to the next heading of level 2)."""
+    text = doc.read_text()
+    if section is not None:
+        start = text.index(section)
+        end = text.find("\n## ", start + len(section))
+        text = text[start:end if end != -1 else len(text)]
+    return FENCE.findall(text)
+
+
+def doc_examples(doc: Path, section: str | None = None) -> list[tuple[str, str, str | None]]:
+    """(language, code, the output block that follows it or None) for each `sh` or `python`
+    block of `doc` (or of its `section`): a document's examples, with what it says they print."""
+    return examples_in(doc_blocks(doc, section))
+
+
+def examples_in(blocks: list[tuple[str, str]]) -> list[tuple[str, str, str | None]]:
+    """The examples among fenced `blocks`: each `sh` or `python` block with the block after it
+    when that one is not code (its output)."""
+    found, pending = [], None
+    for language, body in blocks:
+        if language in ("sh", "python"):
+            if pending:
+                found.append((*pending, None))
+            pending = (language, body)
+        elif pending:
+            found.append((*pending, body))
+            pending = None
+    if pending:
+        found.append((*pending, None))
+    return found

@@ -1,6 +1,7 @@
 """docs/integrations.md, run: the worked example's code blocks on the real data (one epoch
 instead of five, in a temporary folder, against a server on a free port), and the alert rules'
-promtool commands. Outputs that do not depend on training are compared with the document's."""
+promtool commands, and the Python client's tour against a server. Outputs that do not depend on
+training are compared with the document's."""
 
 from __future__ import annotations
 
@@ -12,35 +13,15 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, running_server
+from tests.helpers import ROOT, SHIPPED_MODEL, add_version, doc_examples, running_server
 
 DOC = ROOT / "docs" / "integrations.md"
 DATA = "../shared/data/adbench/16_http.npz"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
-
-
-def blocks(section: str) -> list[tuple[str, str]]:
-    """(language, text) of every fenced block in the section that starts with `section`."""
-    text = DOC.read_text()
-    start = text.index(section)
-    end = text.find("\n## ", start + len(section))
-    return FENCE.findall(text[start:end if end != -1 else len(text)])
 
 
 def runs(section: str) -> list[tuple[str, str, str | None]]:
-    """(language, code, the output block that follows it or None) for each code block."""
-    found, pending = [], None
-    for language, body in blocks(section):
-        if language in ("sh", "python"):
-            if pending:
-                found.append((*pending, None))
-            pending = (language, body)
-        elif pending:
-            found.append((*pending, body))
-            pending = None
-    if pending:
-        found.append((*pending, None))
-    return found
+    """(language, code, documented output or None) for each example of the section."""
+    return doc_examples(DOC, section)
 
 
 def run(language: str, code: str) -> subprocess.CompletedProcess:
@@ -121,3 +102,26 @@ def test_alert_rules_pass_their_promtool_checks():
                                        if "promtool" in step[1]]
     done = run(language, code)
     assert done.stdout.split() == documented.split()
+
+
+def test_client_tour_runs_against_a_server(tmp_path):
+    """The Python client section's block, against a server whose only model is `pumps` (the
+    shipped model published as version 3), with the `rows` and `frame` it leaves to the reader."""
+    ((language, code, _),) = runs("## The Python client")
+    add_version(tmp_path, SHIPPED_MODEL, "pumps", 3)
+    features = json.loads((SHIPPED_MODEL / "model.json").read_text())["feature_names"]
+    prelude = (
+        "import json\nimport pandas as pd\n"
+        f"instances = json.load(open({str(ROOT / 'examples' / 'breast_cancer_rows.json')!r}))"
+        "['instances']\n"
+        f"frame = pd.DataFrame(instances, columns={features!r}, index=['benign', 'malignant'])\n"
+        "rows = frame.to_numpy()\n")
+    checks = (
+        "\nassert list(result.anomalies) == [1] and result.version == 3\n"
+        "assert len(explained.explanations[0].top_features) == 2\n"
+        "print(result.to_pandas(index=frame.index).to_json(orient='index'))\n")
+    with running_server(tmp_path) as url:
+        done = run(language, prelude + code.replace("http://127.0.0.1:8000", url) + checks)
+    printed = json.loads(done.stdout)
+    assert printed["benign"]["is_anomaly"] is False and printed["malignant"]["is_anomaly"] is True
+    assert printed["malignant"]["p_value"] < 1e-6 < printed["benign"]["p_value"]
