@@ -28,8 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help=COMMANDS["serve"][0])
     serve.add_argument("--models-dir", default=None,
                        help="model repository (default: AESERVE_MODELS_DIR, else ./models)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: %(default)s; 0.0.0.0 for every "
+                            "interface)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     for name, (help_text, extra) in COMMANDS.items():
         if name != "serve":
             commands.add_parser(name, help=f"{help_text} (needs [{extra}])", add_help=False)

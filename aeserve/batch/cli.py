@@ -31,17 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help=".csv or .parquet file; with --engine ray, also a folder (no "
                              "suffix) of Parquet files written by the workers")
     parser.add_argument("--id-column", default=None,
-                        help="a column copied to the output, first, to tell the rows apart")
+                        help="a column copied to the output, first, to tell the rows apart "
+                             "(default: none)")
     parser.add_argument("--keep-columns", nargs="+", default=[], metavar="NAME",
                         help="other columns copied to the output after the id, as in the file "
                              "(one named like an output column, such as is_anomaly, is written "
-                             "as NAME_input)")
+                             "as NAME_input; default: none)")
     parser.add_argument("--top-k", type=int, default=0, metavar="K",
                         help="also write the K features with the largest reconstruction errors "
-                             "(top1_feature, top1_error, ...)")
-    parser.add_argument("--engine", choices=["local", "ray"], default="local")
+                             "(top1_feature, top1_error, ...; default: %(default)s, none)")
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="local: onnxruntime in this process; ray: Ray Data, Parquet only "
+                             "(default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_ROWS,
-                        help="rows per onnxruntime run (Parquet batches, Ray batches)")
+                        help="rows per onnxruntime run (Parquet batches, Ray batches; "
+                             "default: %(default)s)")
     parser.add_argument("--workers", type=int, default=None,
                         help="batches scored at once by the local engine, one onnxruntime thread "
                              "each (default: every core)")

@@ -104,10 +104,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path,
                         help="models/NAME (highest version) or models/NAME/VERSION")
     parser.add_argument("--data", required=True, type=Path, help="CSV, Parquet or NPZ")
-    parser.add_argument("--label-column", default="y", help="0/1 column, 1 = anomaly")
+    parser.add_argument("--label-column", default="y",
+                        help="0/1 column, 1 = anomaly (default: %(default)s)")
     add_reading_arguments(parser)
     parser.add_argument("--report", type=Path, default=None,
-                        help="folder for PNG plots and an HTML page")
+                        help="folder for PNG plots and an HTML page (default: none, no report)")
 
 
 def run(args: argparse.Namespace) -> int:
