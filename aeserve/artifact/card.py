@@ -112,7 +112,8 @@ class TrainingSummary(_Strict):
         "holdout", description="holdout: a share of the normal rows is kept out of training and "
                                "scored; cross-fit: every normal row trains all members but one "
                                "and is scored by that one (see docs/architecture.md).")
-    data_fingerprint: str = Field(description="sha256 of the float64 feature matrix and names.")
+    data_fingerprint: str = Field(description="sha256 of the feature names and the float32 "
+                                              "feature matrix.")
     data_source: str = Field(description="File name of the training data (no directory).")
     label_column: str | None = Field(None, description="The 0/1 column kept out of the "
                                                        "features (1 = anomaly).")
@@ -121,6 +122,10 @@ class TrainingSummary(_Strict):
         default_factory=list, description="Other columns of the file left out of the features.")
     fit_s: float = Field(description="Seconds spent in the training loop.")
     duration_s: float = Field(description="Seconds for the whole run: training, export, checks.")
+    rows_per_s: float | None = Field(None, description="Training rows per second of the training "
+                                                       "loop (each row once per epoch).")
+    peak_rss_mb: float | None = Field(None, description="Peak resident memory of the training "
+                                                        "process, in MiB.")
     command: str = Field(description="The command line that reproduces this model.")
     torch_version: str
 

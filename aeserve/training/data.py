@@ -1,7 +1,10 @@
-"""Read a user's tabular data (CSV, Parquet, NPZ) into one float64 matrix.
+"""Read a user's tabular data (CSV, Parquet, NPZ) into one float32 matrix.
 
-Why float64: fitting preprocessing on float64 keeps means and deviations of large-valued features
-exact; the network itself trains in float32.
+Why float32: it is what the network trains on and what the exported graph reads, and it halves
+what training holds: the data once, at four bytes a value. Values are checked as read, one column
+at a time, so a non-finite value or one beyond float32's range is reported with its row and
+column. Statistics over the rows (the scaler's mean and spread, training/preprocessing.py) are
+still accumulated in float64.
 """
 
 from __future__ import annotations
@@ -39,11 +42,19 @@ class Dataset:
     dropped_columns: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
-        """sha256 of the feature values and names: identifies the data a model saw."""
+        """sha256 of the feature names and float32 values: identifies the data a model saw."""
         digest = hashlib.sha256()
         digest.update("\x1f".join(self.feature_names).encode())
-        digest.update(np.ascontiguousarray(self.X, dtype=np.float64).tobytes())
+        for start in range(0, len(self.X), _FINGERPRINT_ROWS):
+            digest.update(np.ascontiguousarray(self.X[start:start + _FINGERPRINT_ROWS],
+                                               dtype=np.float32).data)
         return digest.hexdigest()
+
+
+#: Rows hashed at a time by `Dataset.fingerprint`.
+_FINGERPRINT_ROWS = 65_536
+#: The largest finite float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 #: Cells read as missing: only an empty cell. A token such as "n/a" or "NA" is a value like any
@@ -143,13 +154,42 @@ def _read_csv(path: Path, na_values: Sequence[str], delimiter: str | None) -> pa
     return table
 
 
-def _read_parquet(path: Path) -> pa.Table:
+#: Rows per Parquet read: loading holds the float32 matrix plus this many rows in Arrow.
+PARQUET_BATCH_ROWS = 65_536
+
+
+def _read_parquet(path: Path) -> Batches:
+    """The file's rows a batch at a time (row groups are never all in memory at once)."""
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path)
+        parquet = pq.ParquetFile(path)
     except Exception as exc:
         raise DataError(f"cannot read Parquet {path.name}: {exc}") from exc
+
+    def batches(columns: list[str]):
+        try:
+            yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)
+        except Exception as exc:
+            raise DataError(f"cannot read Parquet {path.name}: {exc}") from exc
+
+    return Batches(names=parquet.schema_arrow.names, num_rows=parquet.metadata.num_rows,
+                   read=batches)
+
+
+@dataclass(frozen=True)
+class Batches:
+    """A table read a record batch at a time: its column names, its rows, and `read(columns)`,
+    which yields the batches of those columns in row order."""
+
+    names: list[str]
+    num_rows: int
+    read: Any
+
+    @classmethod
+    def of_table(cls, table: pa.Table) -> Batches:
+        return cls(names=table.column_names, num_rows=table.num_rows,
+                   read=lambda columns: table.select(columns).to_batches())
 
 
 def _place(row: int, first_line: int | None) -> str:
@@ -157,38 +197,47 @@ def _place(row: int, first_line: int | None) -> str:
     return f"line {row + first_line}" if first_line is not None else f"row {row + 1}"
 
 
-def _from_table(table: pa.Table, choice: ColumnChoice, source: str,
+def _from_table(table: pa.Table | Batches, choice: ColumnChoice, source: str,
                 first_line: int | None = None) -> Dataset:
+    """The Dataset of a table, filled a record batch at a time into one float32 matrix."""
     import pyarrow as pa
 
-    if table.num_rows == 0:
+    batches = table if isinstance(table, Batches) else Batches.of_table(table)
+    if batches.num_rows == 0:
         raise DataError(f"{source}: the data has no rows (a header alone?)")
-    columns = table.column_names
+    columns = batches.names
     label_column = choice.label
     if label_column is not None and label_column not in columns:
         raise DataError(f"{source}: label column {label_column!r} not in {sorted(columns)}")
     names = choice.features(columns, source)
     if not names:
         raise DataError(f"{source}: no feature columns")
-    features = []
-    for name in names:
-        column = table.column(name)
-        if column.null_count:
-            values = column.to_pylist()
-            row = next(i for i, v in enumerate(values) if v is None)
-            raise DataError(f"{source}: column {name!r} has {column.null_count} missing values, "
-                            f"the first at {_place(row, first_line)}")
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
-                or pa.types.is_boolean(column.type)):
-            raise DataError(f"{source}: column {name!r} is not numeric: "
-                            + _first_non_number(column.to_pylist(), first_line)
-                            + f" (an id? --id-column {name!r}; not a feature? --drop-columns "
-                              f"{name!r})")
-        features.append(column.to_numpy().astype(np.float64))
-    X = np.column_stack(features)
+    X = np.empty((batches.num_rows, len(names)), dtype=np.float32)
+    labels = [] if label_column is not None else None
+    offset = 0
+    for batch in batches.read(names + ([label_column] if label_column is not None else [])):
+        n = batch.num_rows
+        for j, name in enumerate(names):
+            column = batch.column(j)
+            if column.null_count:
+                row = offset + next(i for i, v in enumerate(column.to_pylist()) if v is None)
+                missing = sum(part.column(0).null_count for part in batches.read([name]))
+                raise DataError(f"{source}: column {name!r} has {missing} missing values, the "
+                                f"first at {_place(row, first_line)}")
+            if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+                    or pa.types.is_boolean(column.type)):
+                raise DataError(f"{source}: column {name!r} is not numeric: "
+                                + _first_non_number(column.to_pylist(), first_line, offset)
+                                + f" (an id? --id-column {name!r}; not a feature? "
+                                  f"--drop-columns {name!r})")
+            values = column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            X[offset:offset + n, j] = _as_float32(values, name, source, first_line, offset)
+        if labels is not None:
+            labels.append(batch.column(len(names)).to_numpy(zero_copy_only=False))
+        offset += n
     y = None
-    if label_column is not None:
-        y = _labels(table.column(label_column).to_numpy(zero_copy_only=False), label_column)
+    if labels is not None:
+        y = _labels(np.concatenate(labels) if labels else np.empty(0), label_column)
     return _checked(Dataset(X=X, y=y, feature_names=names, source=source,
                             label_column=label_column, id_column=choice.id,
                             dropped_columns=_dropped(columns, names, choice)), first_line)
@@ -199,12 +248,12 @@ def _dropped(all_names: list[str], features: list[str], choice: ColumnChoice) ->
     return tuple(n for n in all_names if n not in features and n not in (choice.label, choice.id))
 
 
-def _first_non_number(values: list, first_line: int | None) -> str:
+def _first_non_number(values: list, first_line: int | None, offset: int = 0) -> str:
     for row, value in enumerate(values):
         try:
             float(value)
         except (TypeError, ValueError):
-            return f"{_place(row, first_line)} holds {value!r}"
+            return f"{_place(offset + row, first_line)} holds {value!r}"
     return "its values are not numbers"
 
 
@@ -212,7 +261,7 @@ def _load_npz(path: Path, choice: ColumnChoice) -> Dataset:
     with np.load(path, allow_pickle=False) as archive:
         if "X" not in archive:
             raise DataError(f"{path.name} has no array 'X' (arrays: {sorted(archive.files)})")
-        X = np.asarray(archive["X"], dtype=np.float64)
+        X = np.asarray(archive["X"])
         label_key = choice.label or "y"
         y = _labels(archive[label_key], label_key) if label_key in archive else None
         if choice.label and label_key not in archive:
@@ -229,8 +278,15 @@ def _load_npz(path: Path, choice: ColumnChoice) -> Dataset:
     if choice.id is not None:
         raise DataError(f"{path.name}: an .npz archive has no id column; --id-column is for "
                         "CSV and Parquet")
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
+        raise DataError(f"{path.name}: 'X' is not numeric (dtype {X.dtype})")
     keep = [names.index(n) for n in features]
-    return _checked(Dataset(X=X[:, keep], y=y, feature_names=features, source=path.name,
+    X32 = np.empty((X.shape[0], len(keep)), dtype=np.float32)
+    for j, column in enumerate(keep):
+        X32[:, j] = _as_float32(X[:, column].astype(np.float64, copy=False), features[j],
+                                path.name, None)
+    del X
+    return _checked(Dataset(X=X32, y=y, feature_names=features, source=path.name,
                             label_column=label_key if y is not None else None,
                             dropped_columns=_dropped(names, features, ColumnChoice())))
 
@@ -245,18 +301,25 @@ def _labels(values: np.ndarray, name: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def _as_float32(values: np.ndarray, name: str, source: str,
+                first_line: int | None, offset: int = 0) -> np.ndarray:
+    """One column's values as float32, refused with the first bad one's place when a value is
+    not finite or would not be finite in float32 (beyond about 3.4e38)."""
+    bad = ~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        value = float(values[rows[0]])
+        what = ("non-finite value" if not np.isfinite(value)
+                else "value beyond float32's range (about 3.4e38)")
+        raise DataError(f"{source}: {what} {value!r} at "
+                        f"{_place(offset + int(rows[0]), first_line)}, column {name!r}")
+    return values.astype(np.float32)
+
+
 def _checked(data: Dataset, first_line: int | None = None) -> Dataset:
     source = data.source
     if data.X.shape[0] == 0:
         raise DataError(f"{source}: the data has no rows")
     if data.y is not None and data.y.shape[0] != data.X.shape[0]:
         raise DataError(f"{source}: {data.y.shape[0]} labels for {data.X.shape[0]} rows")
-    bad = ~np.isfinite(data.X)
-    if bad.any():
-        row, col = map(int, np.argwhere(bad)[0])
-        raise DataError(
-            f"{source}: non-finite value {float(data.X[row, col])!r} at "
-            f"{_place(row, first_line)}, column {data.feature_names[col]!r} "
-            f"({int(bad.sum())} in all)"
-        )
     return data

@@ -23,7 +23,7 @@ from aeserve.artifact.card import (
     ScoreKind,
 )
 from aeserve.training.model import Autoencoder
-from aeserve.training.preprocessing import AffineScaler
+from aeserve.training.preprocessing import AffineScaler, mean_and_std
 from aeserve.training.regularizers import gaussian_kl
 
 ONNX_OPSET = 17
@@ -133,7 +133,8 @@ def parity_rows(X: np.ndarray, seed: int, n_rows: int = PARITY_ROWS) -> np.ndarr
     rng = np.random.default_rng(seed)
     n_data = n_rows // 2
     resampled = X[rng.integers(0, len(X), size=n_data)]
-    mean, std = X.mean(axis=0), X.std(axis=0) + 1e-3 * (np.abs(X).mean(axis=0) + 1.0)
+    mean, std = mean_and_std(X)
+    std = std + 1e-3 * (np.abs(mean) + 1.0)
     synthetic = rng.normal(mean, 2.0 * std, size=(n_rows - n_data, X.shape[1]))
     return np.vstack([resampled, synthetic]).astype(np.float32)
 

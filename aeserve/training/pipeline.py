@@ -75,7 +75,13 @@ from aeserve.training.plan import (
 from aeserve.training.preprocessing import AffineScaler, fit_scaler
 from aeserve.training.report import HISTORY_FILENAME, LOSS_PLOT_FILENAME, plot_losses, write_history
 from aeserve.training.residual_scale import residual_scale
-from aeserve.training.trainer import TrainResult, fold_assignment, train_autoencoder
+from aeserve.training.resources import peak_rss_mib
+from aeserve.training.trainer import (
+    TrainResult,
+    fold_assignment,
+    narrow_rows,
+    train_autoencoder,
+)
 
 __all__ = [  # OvercompleteWarning, TrainOptions and resolve_plan live in training/plan.py
     "EVALUATION_FRACTION", "Outcome", "OvercompleteWarning", "TrainOptions", "TrainingPlan",
@@ -85,6 +91,9 @@ __all__ = [  # OvercompleteWarning, TrainOptions and resolve_plan live in traini
 
 #: The share of the normal rows that the train-time evaluation scores (see the module docstring).
 EVALUATION_FRACTION = 0.2
+#: Rows per scoring run in calibration and evaluation: memory stays a few megabytes of
+#: activations whatever the data's size.
+SCORE_CHUNK_ROWS = 8192
 
 
 @dataclass
@@ -97,9 +106,12 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Rows:
-    """The normal rows a model trains on, and those that give its held-out scores."""
+    """Which rows of the data train the model and which give its held-out scores, by number:
+    the data itself is never copied (every step reads it in chunks)."""
 
+    #: Row numbers of the normal rows that train.
     train: np.ndarray
+    #: Row numbers of the normal rows that give held-out scores.
     validation: np.ndarray
     #: Cross-fit: each row's fold (`train` and `validation` are then both every normal row).
     folds: np.ndarray | None
@@ -116,9 +128,17 @@ class Exported:
     session: ort.InferenceSession
     parity: float
 
-    def scores(self, X: np.ndarray) -> np.ndarray:
-        """The served score of each row: the exported graph's, by onnxruntime."""
-        return self.session.run(["score"], {"x": X.astype(np.float32)})[0].astype(np.float64)
+    def scores(self, X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """The served score of each row of `X` (or of its rows numbered `rows`): the exported
+        graph's, by onnxruntime, `SCORE_CHUNK_ROWS` rows per run."""
+        n = len(X) if rows is None else len(rows)
+        scores = np.empty(n, dtype=np.float64)
+        for start in range(0, n, SCORE_CHUNK_ROWS):
+            stop = min(n, start + SCORE_CHUNK_ROWS)
+            part = X[start:stop] if rows is None else X[rows[start:stop]]
+            scores[start:stop] = self.session.run(
+                ["score"], {"x": np.ascontiguousarray(part, dtype=np.float32)})[0]
+        return scores
 
 
 def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
@@ -127,20 +147,23 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
     `options` is only read: `resolve_plan` turns it into the plan that every step follows.
     """
     started = time.perf_counter()
+    X = data.X
     normal, anomalies = by_label(data)
-    plan = resolve_plan(options, n_features=data.X.shape[1], n_normal_rows=len(normal))
+    plan = resolve_plan(options, n_features=X.shape[1], n_normal_rows=len(normal))
     rows = split_rows(normal, plan)
-    scaler = fit_scaler(rows.train, plan.scaling)
-    result = fit(plan, rows, scaler)
-    scales = (residual_scale(result.model, scaler.transform(rows.validation), rows.folds)
+    scaler = fit_scaler(X, plan.scaling, rows.train)
+    result = fit(plan, X, rows, scaler)
+    scales = (residual_scale(result.model, X, rows.folds, rows=rows.validation, scaler=scaler,
+                             seed=plan.train.seed)
               if plan.score_kind == "residual_cauchy" else None)
     graph = ScoringGraph(result.model, scaler, plan.score_kind, plan.variant_options.vae_beta,
                          residual_scale=scales)
     staging = staging_dir(plan.model_dir)
     try:
-        exported = export_onnx(graph, scaler, data.X, plan.train.seed, staging)
-        held_out, threshold = calibrate(plan, rows, graph, exported)
-        evaluation = (evaluate(held_out[rows.evaluation], exported.scores(anomalies), threshold)
+        exported = export_onnx(graph, scaler, X, plan.train.seed, staging)
+        held_out, threshold = calibrate(plan, X, rows, graph, exported)
+        evaluation = (evaluate(held_out[rows.evaluation], exported.scores(X, anomalies),
+                               threshold)
                       if anomalies is not None and len(anomalies) else None)
         fields = card_fields(plan, data, rows, scaler, result, graph, exported, held_out,
                              threshold, evaluation, duration_s=time.perf_counter() - started)
@@ -156,10 +179,11 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
 
 
 def by_label(data: Dataset) -> tuple[np.ndarray, np.ndarray | None]:
-    """The normal rows, and the labelled anomalies (None without labels): those never train."""
+    """Row numbers of the normal rows, and of the labelled anomalies (None without labels):
+    those never train."""
     if data.y is None:
-        return data.X, None
-    return data.X[data.y == 0], data.X[data.y == 1]
+        return narrow_rows(np.arange(len(data.X))), None
+    return narrow_rows(np.flatnonzero(data.y == 0)), narrow_rows(np.flatnonzero(data.y == 1))
 
 
 def split_normal_rows(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +198,7 @@ def split_normal_rows(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarr
 
 def split_rows(normal: np.ndarray, plan: TrainingPlan) -> Rows:
     """Cross-fit: every row trains, dealt into one fold per member. Holdout: a seeded share of
-    the rows is kept out of training."""
+    the rows is kept out of training. `normal` holds the normal rows' numbers."""
     seed = plan.train.seed
     # The same seeded permutation as a holdout split: its first rows are the evaluation's.
     _, evaluation_idx = split_normal_rows(len(normal), EVALUATION_FRACTION, seed)
@@ -190,13 +214,12 @@ def split_rows(normal: np.ndarray, plan: TrainingPlan) -> Rows:
                 evaluation=np.arange(min(len(evaluation_idx), len(val_idx))))
 
 
-def fit(plan: TrainingPlan, rows: Rows, scaler: AffineScaler) -> TrainResult:
-    """Train the planned network on the scaled rows."""
-    if rows.folds is not None:
-        return train_autoencoder(scaler.transform(rows.train), None, plan.model, plan.train,
-                                 plan.variant_options, folds=rows.folds)
-    return train_autoencoder(scaler.transform(rows.train), scaler.transform(rows.validation),
-                             plan.model, plan.train, plan.variant_options)
+def fit(plan: TrainingPlan, X: np.ndarray, rows: Rows, scaler: AffineScaler) -> TrainResult:
+    """Train the planned network on the rows of `X`, each batch scaled as it is read."""
+    return train_autoencoder(X, None, plan.model, plan.train, plan.variant_options,
+                             folds=rows.folds, train_rows=rows.train,
+                             val_rows=None if rows.folds is not None else rows.validation,
+                             scaler=scaler)
 
 
 def export_onnx(graph: ScoringGraph, scaler: AffineScaler, X: np.ndarray, seed: int,
@@ -212,29 +235,37 @@ def export_onnx(graph: ScoringGraph, scaler: AffineScaler, X: np.ndarray, seed: 
     return Exported(path=path, session=session, parity=parity)
 
 
-def calibrate(plan: TrainingPlan, rows: Rows, graph: ScoringGraph,
+def calibrate(plan: TrainingPlan, X: np.ndarray, rows: Rows, graph: ScoringGraph,
               exported: Exported) -> tuple[np.ndarray, float]:
     """The held-out normal scores, and the threshold the plan's rule puts on them."""
     if rows.folds is not None:
-        held_out = held_out_member_scores(graph, rows.validation, rows.folds)
+        held_out = held_out_member_scores(graph, X, rows.folds, rows.validation)
         fit_scores = held_out  # every normal row, each scored out of fold
     else:
-        held_out = exported.scores(rows.validation)
-        fit_scores = (np.concatenate([exported.scores(rows.train), held_out])
+        held_out = exported.scores(X, rows.validation)
+        fit_scores = (np.concatenate([exported.scores(X, rows.train), held_out])
                       if plan.threshold_rule.kind == "contamination" else None)
     return held_out, threshold_from_rule(held_out, plan.threshold_rule, fit_scores)
 
 
-def held_out_member_scores(graph: ScoringGraph, X: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """Each row's score by the one member that did not train on it (its fold's member).
+def held_out_member_scores(graph: ScoringGraph, X: np.ndarray, folds: np.ndarray,
+                           rows: np.ndarray | None = None) -> np.ndarray:
+    """Each row's score by the one member that did not train on it (its fold's member); the
+    rows of `X`, or those numbered `rows`, with `folds` one per row.
 
     The same score as the exported graph's, for one member instead of their mean; computed in
-    torch, which the parity check ties to the graph.
+    torch, which the parity check ties to the graph, `SCORE_CHUNK_ROWS` rows at a time.
     """
+    n = len(X) if rows is None else len(rows)
+    scores = np.empty(n, dtype=np.float64)
     with torch.no_grad():
-        per_member = graph.member_scores(torch.as_tensor(X, dtype=torch.float32))  # [K, N]
-    rows = torch.arange(len(X))
-    return per_member[torch.as_tensor(folds), rows].numpy().astype(np.float64)
+        for start in range(0, n, SCORE_CHUNK_ROWS):
+            stop = min(n, start + SCORE_CHUNK_ROWS)
+            part = X[start:stop] if rows is None else X[rows[start:stop]]
+            per_member = graph.member_scores(torch.as_tensor(part, dtype=torch.float32))
+            scores[start:stop] = per_member[torch.as_tensor(folds[start:stop]),
+                                            torch.arange(stop - start)].numpy()
+    return scores
 
 
 def evaluate(normal_scores: np.ndarray, anomaly_scores: np.ndarray, threshold: float) -> Evaluation:
@@ -312,6 +343,8 @@ def card_fields(plan: TrainingPlan, data: Dataset, rows: Rows, scaler: AffineSca
             columns_dropped=list(data.dropped_columns),
             fit_s=round(result.duration_s, 3),
             duration_s=round(duration_s, 3),
+            rows_per_s=round(result.rows_per_s, 1),
+            peak_rss_mb=round(peak_rss_mib(), 1),
             command=plan.command,
             torch_version=torch.__version__,
         ),

@@ -34,28 +34,54 @@ class AffineScaler:
         return Z * self.scale + self.offset
 
 
-def fit_scaler(X: np.ndarray, kind: ScalingKind) -> AffineScaler:
-    """Standard (mean / std), robust (median / normal-consistent IQR) or min-max scaling.
+#: Rows per pass of the statistics: a float64 copy of this many rows at most, whatever the data.
+CHUNK_ROWS = 16_384
+
+
+def chunks(X: np.ndarray, rows: np.ndarray | None = None):
+    """The rows of `X` (or its rows numbered `rows`) as float64, `CHUNK_ROWS` at a time."""
+    n = len(X) if rows is None else len(rows)
+    for start in range(0, n, CHUNK_ROWS):
+        part = X[start:start + CHUNK_ROWS] if rows is None else X[rows[start:start + CHUNK_ROWS]]
+        yield part.astype(np.float64)
+
+
+def mean_and_std(X: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and (population) standard deviations, in two passes over float64 chunks:
+    exact to float64 rounding, in the memory of one chunk."""
+    n = len(X) if rows is None else len(rows)
+    mean = sum(chunk.sum(axis=0) for chunk in chunks(X, rows)) / n
+    variance = sum(((chunk - mean) ** 2).sum(axis=0) for chunk in chunks(X, rows)) / n
+    return mean, np.sqrt(variance)
+
+
+def fit_scaler(X: np.ndarray, kind: ScalingKind, rows: np.ndarray | None = None) -> AffineScaler:
+    """Standard (mean / std), robust (median / normal-consistent IQR) or min-max scaling, fit on
+    the rows of `X` numbered `rows` (all rows when None) without copying them.
 
     Robust scaling keeps a few extreme training values (heavy tails, unlabelled anomalies) from
     inflating the spread that every other row is measured in; where a column's IQR is zero (a
-    mostly constant feature) it falls back to the standard deviation.
+    mostly constant feature) it falls back to the standard deviation. Its quantiles need a
+    whole column: one column at a time is copied.
     """
-    X = np.asarray(X, dtype=np.float64)
-    if kind == "standard":
-        offset = X.mean(axis=0)
-        spread = X.std(axis=0)
-    elif kind == "robust":
-        offset = np.median(X, axis=0)
-        q75, q25 = np.percentile(X, [75, 25], axis=0)
-        spread = (q75 - q25) / 1.349  # the IQR of a normal distribution is 1.349 sigma
-        spread = np.where(spread > 0, spread, X.std(axis=0))
-    elif kind == "minmax":
-        offset = X.min(axis=0)
-        spread = X.max(axis=0) - offset
-    else:
+    if kind not in ("standard", "robust", "minmax"):
         raise ValueError(f"unknown scaling {kind!r}")
-    magnitude = np.maximum(np.abs(X).max(axis=0), 1.0)
+    minimum = np.min([chunk.min(axis=0) for chunk in chunks(X, rows)], axis=0)
+    maximum = np.max([chunk.max(axis=0) for chunk in chunks(X, rows)], axis=0)
+    if kind == "standard":
+        offset, spread = mean_and_std(X, rows)
+    elif kind == "robust":
+        # median, 75th and 25th percentiles of each column
+        q50, q75, q25 = np.array([
+            np.percentile((X[:, j] if rows is None else X[rows, j]).astype(np.float64),
+                          [50, 75, 25]) for j in range(X.shape[1])]).T
+        offset = q50
+        spread = (q75 - q25) / 1.349  # the IQR of a normal distribution is 1.349 sigma
+        spread = np.where(spread > 0, spread, mean_and_std(X, rows)[1])
+    else:
+        offset = minimum
+        spread = maximum - offset
+    magnitude = np.maximum(np.maximum(np.abs(minimum), np.abs(maximum)), 1.0)
     constant = spread <= _RELATIVE_TOLERANCE * magnitude
     scale = np.where(constant, np.maximum(np.abs(offset), 1.0), spread)
     return AffineScaler(kind=kind, offset=offset, scale=scale)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from aeserve.training.model import Autoencoder
+from aeserve.training.preprocessing import AffineScaler
 
 #: Rows per forward pass: memory stays a few batches' worth whatever the data's size.
 CHUNK_ROWS = 8192
@@ -24,18 +25,44 @@ FLOOR_SHARE = 1e-2
 FLOOR = 1e-6
 
 
-def residual_scale(model: Autoencoder, Z: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
-    """s_j for scaled rows `Z` [N, d] that the model did not train on: with `folds`, row i counts
-    with member folds[i] only (cross-fit); without, with every member."""
-    squared = []
+#: Rows whose errors give the medians at most: a seeded sample beyond it. The median of 200,000
+#: errors is within about 0.3 % of the whole data's, and memory stays bounded.
+MAX_ROWS = 200_000
+
+
+def residual_scale(model: Autoencoder, Z: np.ndarray, folds: np.ndarray | None, *,
+                   rows: np.ndarray | None = None, scaler: AffineScaler | None = None,
+                   seed: int = 0) -> np.ndarray:
+    """s_j for rows the model did not train on: the rows of `Z` (or those numbered `rows`,
+    scaled by `scaler` as they are read). With `folds`, one per row, row i counts with member
+    folds[i] only (cross-fit); without, with every member. Beyond `MAX_ROWS` rows, a seeded
+    sample of them."""
+    n = len(Z) if rows is None else len(rows)
+    positions = np.arange(n)
+    if n > MAX_ROWS:
+        positions = np.sort(np.random.default_rng(seed).choice(n, MAX_ROWS, replace=False))
+    offset = scale = None
+    if scaler is not None:
+        offset = torch.as_tensor(scaler.offset, dtype=torch.float32)
+        scale = torch.as_tensor(scaler.scale, dtype=torch.float32)
+    # Without folds, every member's errors of a row count: members rows of errors per row.
+    per_row = model.config.members if folds is None else 1
+    squared = np.empty((len(positions) * per_row, Z.shape[1]), dtype=np.float32)
+    filled = 0
     model.eval()
     with torch.no_grad():
-        for start in range(0, len(Z), CHUNK_ROWS):
-            z = torch.as_tensor(Z[start:start + CHUNK_ROWS], dtype=torch.float32)
+        for start in range(0, len(positions), CHUNK_ROWS):
+            chunk = positions[start:start + CHUNK_ROWS]
+            z = torch.as_tensor(Z[chunk if rows is None else rows[chunk]], dtype=torch.float32)
+            if scaler is not None:
+                z = (z - offset) / scale
             errors = (model(z)[1] - z) ** 2  # [N, d], or [K, N, d] with members
             if errors.dim() == 3 and folds is not None:
-                rows = torch.arange(len(z))
-                errors = errors[torch.as_tensor(folds[start:start + len(z)]), rows]
-            squared.append(errors.reshape(-1, Z.shape[1]).numpy())
-    median = np.median(np.concatenate(squared).astype(np.float64), axis=0)
+                errors = errors[torch.as_tensor(folds[chunk]), torch.arange(len(z))]
+            errors = errors.reshape(-1, Z.shape[1]).numpy()
+            squared[filled:filled + len(errors)] = errors
+            filled += len(errors)
+    # One column at a time in float64: a copy of one feature's errors, not of all of them.
+    median = np.array([np.median(squared[:, j].astype(np.float64))
+                       for j in range(Z.shape[1])])
     return np.maximum(median, FLOOR_SHARE * median.mean() + FLOOR)

@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 from aeserve.training import defaults
 from aeserve.training.model import Autoencoder, AutoencoderConfig
 from aeserve.training.objectives import VariantOptions, per_sample_objective
+from aeserve.training.preprocessing import AffineScaler
+from aeserve.training.resources import peak_rss_mib
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class TrainResult:
     val_losses: list[float] = field(default_factory=list)
     best_epoch: int = 0
     duration_s: float = 0.0
+    #: Training rows per second over the run (each row counted once per epoch).
+    rows_per_s: float = 0.0
 
     @property
     def epochs_run(self) -> int:
@@ -61,17 +65,22 @@ def _cross_fit_rows(folds: np.ndarray, generator: torch.Generator
 
     Folds differ in size by at most one row, so a member with one row fewer to train on repeats
     one of its own rows to fill the batch grid; validation takes at most `CROSS_FIT_VAL_ROWS`
-    rows of each fold.
+    rows of each fold. Row numbers are int32 below 2**31 rows: half the memory, and these grids
+    are the largest thing training holds besides the data.
     """
     members = int(folds.max()) + 1
-    train = [torch.as_tensor(np.flatnonzero(folds != k)) for k in range(members)]
-    val = [torch.as_tensor(np.flatnonzero(folds == k)) for k in range(members)]
-    length = max(len(rows) for rows in train)
-    padded = [torch.cat([rows, rows[torch.randint(len(rows), (length - len(rows),),
-                                                  generator=generator)]])
-              for rows in train]
+    dtype = torch.int32 if len(folds) < 2**31 else torch.int64
+    length = max(int((folds != k).sum()) for k in range(members))
+    grid = torch.empty((members, length), dtype=dtype)
+    val = []
+    for k in range(members):
+        rows = torch.as_tensor(np.flatnonzero(folds != k)).to(dtype)
+        grid[k, :len(rows)] = rows
+        grid[k, len(rows):] = rows[torch.randint(len(rows), (length - len(rows),),
+                                                 generator=generator)]
+        val.append(torch.as_tensor(np.flatnonzero(folds == k)))
     n_val = min(CROSS_FIT_VAL_ROWS, *(len(rows) for rows in val))
-    return torch.stack(padded), torch.stack([rows[:n_val] for rows in val])
+    return grid, torch.stack([rows[:n_val] for rows in val])
 
 
 def trimmed_mean(losses: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -84,6 +93,64 @@ def trimmed_mean(losses: torch.Tensor, fraction: float) -> torch.Tensor:
 
 #: Rows per member in the cross-fitted validation loss, enough for a stable mean.
 CROSS_FIT_VAL_ROWS = 1024
+
+#: Held-out rows per forward pass of the validation loss: its activations stay a few megabytes
+#: whatever the number of held-out rows.
+VALIDATION_CHUNK = 65_536
+
+
+def narrow_rows(rows: np.ndarray) -> np.ndarray:
+    """Row numbers as int32 where they fit: the index arrays of a large data set are half the
+    size, and torch indexes with either."""
+    rows = np.asarray(rows)
+    return rows.astype(np.int32) if len(rows) and rows.max() < 2**31 else rows.astype(np.int64)
+
+
+def _row_reader(Z: np.ndarray, scaler: AffineScaler | None):
+    """`take(rows)`: the rows of `Z` as float32, scaled by `scaler` if given. Never copies `Z`
+    when it is float32 already: only the rows taken are scaled, one batch at a time."""
+    x = torch.as_tensor(np.ascontiguousarray(Z, dtype=np.float32))
+    if scaler is None:
+        return lambda rows: x[rows]
+    offset = torch.as_tensor(scaler.offset, dtype=torch.float32)
+    scale = torch.as_tensor(scaler.scale, dtype=torch.float32)
+    return lambda rows: (x[rows] - offset) / scale
+
+
+def _epoch_order(n_rows: int, members: int, member_rows: torch.Tensor | None,
+                 numbers: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    """One epoch's row order: [n_rows] for one network, [K, n_rows] for members, one shuffle
+    per member. Members differ in the order they see the rows, not only in their initialisation.
+
+    Built in int32 (the same permutations torch draws in int64) one member at a time: the order
+    of a large data set costs four bytes per row and member.
+    """
+    if members == 1:
+        order = torch.randperm(n_rows, generator=generator, dtype=torch.int32)
+        return order if numbers is None else numbers[order]
+    grid = torch.empty((members, n_rows),
+                       dtype=torch.int32 if member_rows is None else member_rows.dtype)
+    for k in range(members):
+        order = torch.randperm(n_rows, generator=generator, dtype=torch.int32)
+        if member_rows is not None:
+            grid[k] = member_rows[k][order]
+        else:
+            grid[k] = order if numbers is None else numbers[order]
+    return grid
+
+
+def _validation_loss(model: Autoencoder, take, chunks: list, options: VariantOptions,
+                     generator: torch.Generator) -> float:
+    """Mean per-row objective over the held-out rows, read and scaled a chunk at a time."""
+    if len(chunks) == 1:
+        return per_sample_objective(model, take(chunks[0]), options, generator,
+                                    training=False).mean().item()
+    total, count = 0.0, 0
+    for chunk in chunks:
+        losses = per_sample_objective(model, take(chunk), options, generator, training=False)
+        total += losses.double().sum().item()
+        count += losses.numel()
+    return total / count
 
 
 def fold_assignment(n_rows: int, folds: int, seed: int) -> np.ndarray:
@@ -103,6 +170,10 @@ def train_autoencoder(
     config: TrainConfig,
     variant_options: VariantOptions | None = None,
     folds: np.ndarray | None = None,
+    *,
+    train_rows: np.ndarray | None = None,
+    val_rows: np.ndarray | None = None,
+    scaler: AffineScaler | None = None,
 ) -> TrainResult:
     """Fit an autoencoder to scaled rows; keep the weights of the epoch with the best val loss.
 
@@ -113,15 +184,21 @@ def train_autoencoder(
     row, member k trains on the rows outside fold k, and the validation loss is each member's
     loss on its own fold, which it never sees. Every row then trains all members but one, and
     has a held-out score from the one that never saw it. `Z_val` is unused.
+
+    Without a scaled copy of the data (what `aeserve train` does, so that training holds the
+    data once, as float32): `Z_train` is every raw row, `train_rows` the row numbers that train
+    (`folds` then has one entry per train row), `val_rows` those that validate (`Z_val` is
+    None), and `scaler` scales each batch as it is taken.
     """
+    n_train = len(Z_train) if train_rows is None else len(train_rows)
     if folds is not None:
-        if len(folds) != len(Z_train) or set(np.unique(folds)) != set(
+        if len(folds) != n_train or set(np.unique(folds)) != set(
                 range(model_config.members)) or model_config.members < 2:
             raise ValueError("cross-fitting needs one fold per member (2 or more), each row in "
                              "one fold")
-    elif Z_val is None or len(Z_val) == 0:
+    elif (Z_val is None or len(Z_val) == 0) and (val_rows is None or len(val_rows) == 0):
         raise ValueError("training and validation sets must both be non-empty")
-    if len(Z_train) == 0:
+    if n_train == 0:
         raise ValueError("training and validation sets must both be non-empty")
     started = time.perf_counter()
     options = variant_options or VariantOptions()
@@ -131,15 +208,23 @@ def train_autoencoder(
     # The fused kernel updates every parameter in one call: a quarter less time per step for
     # networks this small, whose steps are dominated by per-tensor overhead.
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
-    x_train = torch.as_tensor(Z_train, dtype=torch.float32)
+    take = _row_reader(Z_train, scaler)
+    numbers = None if train_rows is None else torch.as_tensor(narrow_rows(train_rows))
     members = model_config.members
     member_rows = None  # [K, L]: the rows each member trains on, when cross-fitting
     if folds is not None:
-        member_rows, val_rows = _cross_fit_rows(folds, generator)
-        x_val = x_train[val_rows]  # [K, V, d]: member k's own held-out rows
+        member_rows, fold_val_rows = _cross_fit_rows(folds, generator)
+        if numbers is not None:  # positions among the train rows -> rows of Z_train
+            member_rows, fold_val_rows = numbers[member_rows], numbers[fold_val_rows]
+        # [K, V, d]: member k's own held-out rows
+        validate, val_chunks = take, [fold_val_rows]
+    elif val_rows is not None:
+        validate = take
+        val_chunks = [torch.as_tensor(narrow_rows(val_rows[start:start + VALIDATION_CHUNK]))
+                      for start in range(0, len(val_rows), VALIDATION_CHUNK)]
     else:
-        x_val = torch.as_tensor(Z_val, dtype=torch.float32)
-    n_rows = len(x_train) if member_rows is None else member_rows.shape[1]
+        validate, val_chunks = _row_reader(Z_val, scaler), [slice(None)]
+    n_rows = n_train if member_rows is None else member_rows.shape[1]
     batch_size = max(1, min(config.batch_size, n_rows))
 
     epochs = config.epochs
@@ -152,22 +237,19 @@ def train_autoencoder(
     best_val = float("inf")
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     stale_epochs = 0
-    bar = tqdm(range(1, epochs + 1), desc="training", unit="epoch",
+    # Counted in rows, so that the rate is rows per second and the ETA moves within an epoch
+    # (an epoch of a large data set takes minutes); the postfix says which epoch, the losses and
+    # the peak memory. Early stopping can end the run before the bar's total.
+    bar = tqdm(total=epochs * n_rows, desc="training", unit="row", unit_scale=True,
                disable=not config.progress, leave=False, mininterval=0.5)
-    for epoch in bar:
+    for epoch in range(1, epochs + 1):
         model.train()
         # One shuffle per member: members differ in the order they see the rows, not only in
         # their initialisation. The batch is [K, B, d] then, [B, d] for a single network.
-        if members == 1:
-            order = torch.randperm(n_rows, generator=generator)
-        else:
-            order = torch.stack([torch.randperm(n_rows, generator=generator)
-                                 for _ in range(members)])
-            if member_rows is not None:
-                order = member_rows.gather(1, order)
+        order = _epoch_order(n_rows, members, member_rows, numbers, generator)
         total, seen = 0.0, 0
         for start in range(0, n_rows, batch_size):
-            batch = x_train[order[..., start:start + batch_size]]
+            batch = take(order[..., start:start + batch_size])
             losses = per_sample_objective(model, batch, options, generator, training=True)
             loss = trimmed_mean(losses.reshape(-1),
                                 config.trim_fraction if epoch > config.trim_warmup_epochs
@@ -177,13 +259,14 @@ def train_autoencoder(
             optimizer.step()
             total += loss.item() * batch.shape[-2]
             seen += batch.shape[-2]
+            bar.update(batch.shape[-2])
         model.eval()
         # No torch.no_grad here: the contractive penalty differentiates the encoder.
-        val_loss = per_sample_objective(model, x_val, options, generator,
-                                        training=False).mean().item()
+        val_loss = _validation_loss(model, validate, val_chunks, options, generator)
         result.train_losses.append(total / seen)
         result.val_losses.append(val_loss)
-        bar.set_postfix(train=f"{total / seen:.4f}", val=f"{val_loss:.4f}")
+        bar.set_postfix(epoch=f"{epoch}/{epochs}", train=f"{total / seen:.4f}",
+                        val=f"{val_loss:.4f}", peak=f"{peak_rss_mib():,.0f} MiB", refresh=False)
         if val_loss < best_val - config.min_delta:
             best_val, result.best_epoch, stale_epochs = val_loss, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -196,4 +279,5 @@ def train_autoencoder(
         model.load_state_dict(best_state)
     model.eval()
     result.duration_s = time.perf_counter() - started
+    result.rows_per_s = n_rows * result.epochs_run / max(result.duration_s, 1e-9)
     return result

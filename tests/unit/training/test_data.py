@@ -3,7 +3,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from aeserve.training.data import DataError, load_dataset
+from aeserve.training.data import ColumnChoice, DataError, load_dataset
 
 
 def write(path, text):
@@ -120,3 +120,23 @@ def test_fingerprint_tracks_values_and_names(tmp_path):
     d = load_dataset(write(tmp_path / "d.csv", "a,b\n1,3\n"))
     assert a.fingerprint() == b.fingerprint()
     assert len({a.fingerprint(), c.fingerprint(), d.fingerprint()}) == 3
+
+
+def test_parquet_is_read_a_batch_at_a_time_into_float32(tmp_path, monkeypatch):
+    from aeserve.training import data as data_module
+
+    monkeypatch.setattr(data_module, "PARQUET_BATCH_ROWS", 2)  # five rows: three batches
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"a": [1.5, 2.0, 3.0, 4.0, 5.0], "b": [1, 2, 3, 4, 5],
+                             "y": [0, 0, 1, 0, 1]}), path, row_group_size=3)
+    data = load_dataset(path, label_column="y")
+    assert data.X.dtype == np.float32
+    np.testing.assert_array_equal(data.X, [[1.5, 1], [2, 2], [3, 3], [4, 4], [5, 5]])
+    assert data.y.tolist() == [0, 0, 1, 0, 1]
+    # A bad value in the third batch is named with its row in the file, not in the batch.
+    pq.write_table(pa.table({"a": [1.0, 2.0, 3.0, 4.0, 1e39], "b": [1, 2, None, 4, None]}), path)
+    with pytest.raises(DataError, match=r"value beyond float32's range \(about 3\.4e38\) 1e\+39 "
+                                        r"at row 5, column 'a'"):
+        load_dataset(path, choice=ColumnChoice(columns=("a",)))
+    with pytest.raises(DataError, match=r"column 'b' has 2 missing values, the first at row 3"):
+        load_dataset(path, choice=ColumnChoice(columns=("b",)))
