@@ -122,6 +122,8 @@ class TrainingSummary(_Strict):
         default_factory=list, description="Other columns of the file left out of the features.")
     fit_s: float = Field(description="Seconds spent in the training loop.")
     duration_s: float = Field(description="Seconds for the whole run: training, export, checks.")
+    engine: Literal["local", "ray"] = Field("local", description="Where the training loop ran: "
+                                                               "this process, or Ray Train.")
     rows_per_s: float | None = Field(None, description="Training rows per second of the training "
                                                        "loop (each row once per epoch).")
     peak_rss_mb: float | None = Field(None, description="Peak resident memory of the training "

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 from aeserve.training import defaults
 from aeserve.training.calibration import parse_threshold_rule
-from aeserve.training.column_checks import constant_columns, suspect_columns
+from aeserve.training.column_checks import column_profile, constant_columns, suspect_columns
 from aeserve.training.data import (
     ColumnChoice,
     DataError,
@@ -21,7 +22,7 @@ from aeserve.training.export import ExportError
 from aeserve.training.model import MEMBER_VARIANTS, VARIANTS
 from aeserve.training.objectives import VariantOptions
 from aeserve.training.pipeline import train_and_export
-from aeserve.training.plan import OvercompleteWarning, TrainOptions
+from aeserve.training.plan import OvercompleteWarning, RaySettings, TrainOptions
 from aeserve.training.trainer import TrainConfig
 
 
@@ -35,7 +36,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The `aeserve train` options. None of them states a default: an option left out is None,
     and is left to the option dataclasses and the training plan (training/defaults.py, which
     the help text quotes)."""
-    parser.add_argument("--data", required=True, type=Path, help="CSV, Parquet or NPZ file")
+    parser.add_argument("--data", required=True, type=Path,
+                        help="CSV, Parquet or NPZ file; or a folder of Parquet files, or a glob "
+                             "such as 'data/*.parquet' (quoted)")
     parser.add_argument("--name", required=True, help="model name (folder under --models-dir)")
     parser.add_argument("--label-column",
                         help="0/1 column (1 = anomaly): anomalies are kept out of training "
@@ -128,6 +131,23 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                           help="vae: score by reconstruction error at mu, or negative ELBO"
                                + _default(defaults.VAE_SCORE))
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="local: this process; ray: data-parallel on Ray Train, reading "
+                             "Parquet with Ray Data (default: %(default)s; pip install "
+                             "'aeserve[ray]'; docs/scale.md)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="--engine ray: training processes, one CPU each (default: "
+                             "%(default)s)")
+    parser.add_argument("--ray-address", default=None,
+                        help="--engine ray: the cluster to join (default: RAY_ADDRESS, else a "
+                             "local Ray)")
+    parser.add_argument("--spill", choices=["auto", "always", "never"], default="auto",
+                        help="Parquet data larger than memory: write the float32 rows to a file "
+                             "and train from it a block at a time (default: %(default)s: when "
+                             "the float32 data exceeds half the machine's memory)")
+    parser.add_argument("--spill-dir", type=Path, default=None,
+                        help="where the spilled rows go, removed after training (default: the "
+                             "system's temporary folder; it needs rows x features x 4 bytes)")
 
 
 def _given(**values: object) -> dict[str, object]:
@@ -147,7 +167,10 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         patience=args.patience, seed=args.seed, min_steps=args.min_steps,
         progress=False if args.quiet else None))
-    return TrainOptions(name=args.name, train=train, variant_options=variant_options, **_given(
+    return TrainOptions(name=args.name, train=train, variant_options=variant_options,
+                        engine=args.engine,
+                        ray=RaySettings(workers=args.workers, address=args.ray_address),
+                        **_given(
         models_dir=args.models_dir, variant=args.variant, hidden_sizes=args.hidden,
         activation=args.activation, decoder_activation=args.decoder, tied_weights=args.tied,
         members=args.members, validation_fraction=args.val_fraction,
@@ -161,16 +184,26 @@ def run_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"aeserve train: error: {exc}", file=sys.stderr)
         return 2
+    if args.spill_dir is not None and not args.spill_dir.is_dir():
+        print(f"aeserve train: error: --spill-dir {args.spill_dir} is not a folder",
+              file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="aeserve-spill-", dir=args.spill_dir) as spill_dir:
+        return _load_and_train(args, options, Path(spill_dir))
+
+
+def _load_and_train(args: argparse.Namespace, options: TrainOptions, spill_dir: Path) -> int:
     try:
         data = load_dataset(args.data, **reading_options(args), choice=ColumnChoice(
             label=args.label_column, id=args.id_column,
             columns=tuple(args.columns) if args.columns else None,
-            drop=tuple(args.drop_columns)))
-        suspects = [] if args.allow_suspect_columns else suspect_columns(data)
+            drop=tuple(args.drop_columns)), spill=args.spill, spill_dir=spill_dir)
+        profile = column_profile(data.X)
+        suspects = [] if args.allow_suspect_columns else suspect_columns(data, profile)
         if suspects:
             raise DataError(f"{data.source}: " + "; ".join(suspects)
                             + " (or --allow-suspect-columns to train on them as they are)")
-        for name in constant_columns(data):
+        for name in constant_columns(data, profile):
             print(f"aeserve train: warning: column {name!r} holds one value throughout: it "
                   "carries nothing (--drop-columns leaves it out)", file=sys.stderr)
         with warnings.catch_warnings(record=True) as caught:

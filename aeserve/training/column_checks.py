@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from aeserve.training.data import Dataset
+from aeserve.training.spill import release
 
 #: Names (lower case, underscores and spaces alike) that labels go by.
 LABEL_NAMES = re.compile(r"^(y|label|labels|target|class|is_?anomaly|anomaly|anomalous|outlier|"
@@ -30,28 +31,50 @@ def _key(name: str) -> str:
     return name.strip().lower().replace(" ", "_").replace("-", "_")
 
 
-def suspect_columns(data: Dataset) -> list[str]:
+#: Rows per chunk of the one pass over the data that profiles its columns.
+_CHUNK_ROWS = 65_536
+
+
+def column_profile(X: np.ndarray) -> dict[str, np.ndarray]:
+    """Per column, in one pass over row chunks (bounded memory, sequential reads of a spilled
+    matrix): `binary` (only 0 and 1), `counts_rows` (equal to the row number, from 0 or from 1)
+    and `constant` (one value throughout)."""
+    width = X.shape[1]
+    binary, from_zero, from_one = (np.ones(width, dtype=bool) for _ in range(3))
+    constant = np.ones(width, dtype=bool)
+    first = np.asarray(X[0]) if len(X) else np.zeros(width)
+    for start in range(0, len(X), _CHUNK_ROWS):
+        chunk = np.asarray(X[start:start + _CHUNK_ROWS], dtype=np.float64)
+        numbers = np.arange(start, start + len(chunk), dtype=np.float64)[:, None]
+        binary &= ((chunk == 0.0) | (chunk == 1.0)).all(axis=0)
+        from_zero &= (chunk == numbers).all(axis=0)
+        from_one &= (chunk == numbers + 1).all(axis=0)
+        constant &= (chunk == first).all(axis=0)
+        release(X)
+    return {"binary": binary, "counts_rows": (from_zero | from_one) & (len(X) > 2),
+            "constant": constant & (len(X) > 0)}
+
+
+def suspect_columns(data: Dataset, profile: dict[str, np.ndarray] | None = None) -> list[str]:
     """One sentence per feature column that looks like a label or a row index."""
+    profile = profile or column_profile(data.X)
     problems = []
-    rows = np.arange(len(data.X), dtype=np.float64)
     for j, name in enumerate(data.feature_names):
-        values = data.X[:, j]
-        binary = np.isin(values, (0.0, 1.0)).all()
+        binary = bool(profile["binary"][j])
         if LABEL_NAMES.match(_key(name)) or (binary and re.search(r"label|anomal|outlier",
                                                                    _key(name))):
             shape = "0/1 values, " if binary else ""
             problems.append(f"column {name!r} looks like a label ({shape}named like one): name "
                             f"it with --label-column {name!r}, or leave it out with "
                             f"--drop-columns {name!r}")
-        elif INDEX_NAMES.match(_key(name)) or (len(values) > 2 and (
-                np.array_equal(values, rows) or np.array_equal(values, rows + 1))):
+        elif INDEX_NAMES.match(_key(name)) or profile["counts_rows"][j]:
             problems.append(f"column {name!r} looks like a row index or id (named like one, or "
                             f"counting the rows): name it with --id-column {name!r}, or leave it "
                             f"out with --drop-columns {name!r}")
     return problems
 
 
-def constant_columns(data: Dataset) -> list[str]:
+def constant_columns(data: Dataset, profile: dict[str, np.ndarray] | None = None) -> list[str]:
     """Feature columns with one value throughout: harmless, but they carry nothing."""
-    return [name for j, name in enumerate(data.feature_names)
-            if len(data.X) and np.all(data.X[:, j] == data.X[0, j])]
+    profile = profile or column_profile(data.X)
+    return [name for j, name in enumerate(data.feature_names) if profile["constant"][j]]

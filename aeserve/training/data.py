@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from aeserve.training import spill as spill_file
 
 if TYPE_CHECKING:  # pyarrow is imported where a table is read
     import pyarrow as pa
@@ -40,6 +43,8 @@ class Dataset:
     label_column: str | None = None
     id_column: str | None = None
     dropped_columns: tuple[str, ...] = ()
+    #: The Parquet files the rows came from, in order (`--engine ray` reads them again).
+    files: tuple[Path, ...] = ()
 
     def fingerprint(self) -> str:
         """sha256 of the feature names and float32 values: identifies the data a model saw."""
@@ -109,26 +114,57 @@ class ColumnChoice:
 
 def load_dataset(path: str | Path, label_column: str | None = None,
                  na_values: Sequence[str] = NA_VALUES, delimiter: str | None = None,
-                 choice: ColumnChoice | None = None) -> Dataset:
-    """Load CSV (header row), Parquet or NPZ (`X`, optional `y`) by file extension; `choice`
-    picks the feature columns (its label, if any, wins over `label_column`).
+                 choice: ColumnChoice | None = None, spill: str = "never",
+                 spill_dir: Path | None = None) -> Dataset:
+    """Load CSV (header row), Parquet (a file, a folder of .parquet files or a glob such as
+    `data/*.parquet`, read in sorted order) or NPZ (`X`, optional `y`) by file extension;
+    `choice` picks the feature columns (its label, if any, wins over `label_column`).
+
+    Parquet can be spilled (training/spill.py): with `spill` "always", or "auto" when the float32
+    data would exceed half the machine's memory, the matrix is a read-only map of a file written
+    into `spill_dir`, which must outlive the Dataset.
 
     Raises DataError naming the file and, for a bad value, its row, column and the value."""
     path = Path(path)
-    if not path.is_file():
+    parquet_files = _parquet_files(path)
+    if parquet_files is None and not path.is_file():
         raise DataError(f"data file not found: {path}")
     choice = choice or ColumnChoice(label=label_column)
     if choice.label is None and label_column is not None:
         choice = replace(choice, label=label_column)
+    if parquet_files is not None:
+        return replace(_from_table(_read_parquet(parquet_files), choice, path.name, spill=spill,
+                                   spill_dir=spill_dir), files=tuple(parquet_files))
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return _load_npz(path, choice)
-    if suffix in {".csv", ".parquet", ".pq"}:
-        table = (_read_csv(path, na_values, delimiter) if suffix == ".csv"
-                 else _read_parquet(path))
-        return _from_table(table, choice, path.name, first_line=2 if suffix == ".csv"
-                           else None)
+    if suffix == ".csv":
+        return _from_table(_read_csv(path, na_values, delimiter), choice, path.name,
+                           first_line=2)
     raise DataError(f"unsupported data format {suffix!r}: use .csv, .parquet or .npz")
+
+
+def _parquet_files(path: Path) -> list[Path] | None:
+    """The Parquet files `path` names (a .parquet file, a folder of them, a glob), sorted; None
+    when it names something else."""
+    if any(char in str(path) for char in "*?["):
+        files = sorted(Path(p) for p in glob.glob(str(path)))
+        if not files:
+            raise DataError(f"no file matches {path}")
+    elif path.is_dir():
+        files = sorted(path.glob("*.parquet"))
+        if not files:
+            raise DataError(f"no .parquet file in the folder {path}")
+    elif path.suffix.lower() in (".parquet", ".pq"):
+        if not path.is_file():
+            raise DataError(f"data file not found: {path}")
+        return [path]
+    else:
+        return None
+    others = [f.name for f in files if f.suffix.lower() not in (".parquet", ".pq")]
+    if others:
+        raise DataError(f"{path}: only Parquet files can be read together, not {others[:3]}")
+    return files
 
 
 def sniff_delimiter(path: Path) -> str:
@@ -158,22 +194,31 @@ def _read_csv(path: Path, na_values: Sequence[str], delimiter: str | None) -> pa
 PARQUET_BATCH_ROWS = 65_536
 
 
-def _read_parquet(path: Path) -> Batches:
-    """The file's rows a batch at a time (row groups are never all in memory at once)."""
+def _read_parquet(paths: list[Path]) -> Batches:
+    """The files' rows a batch at a time, file after file (row groups are never all in memory
+    at once). Every file must have the first one's columns."""
     import pyarrow.parquet as pq
 
-    try:
-        parquet = pq.ParquetFile(path)
-    except Exception as exc:
-        raise DataError(f"cannot read Parquet {path.name}: {exc}") from exc
-
-    def batches(columns: list[str]):
+    files = []
+    for path in paths:
         try:
-            yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)
+            files.append((path, pq.ParquetFile(path)))
         except Exception as exc:
             raise DataError(f"cannot read Parquet {path.name}: {exc}") from exc
+    names = files[0][1].schema_arrow.names
+    for path, parquet in files[1:]:
+        if set(parquet.schema_arrow.names) != set(names):
+            raise DataError(f"{path.name} has the columns {parquet.schema_arrow.names}, "
+                            f"{files[0][0].name} has {names}: files read together must agree")
 
-    return Batches(names=parquet.schema_arrow.names, num_rows=parquet.metadata.num_rows,
+    def batches(columns: list[str]):
+        for path, parquet in files:
+            try:
+                yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)
+            except Exception as exc:
+                raise DataError(f"cannot read Parquet {path.name}: {exc}") from exc
+
+    return Batches(names=names, num_rows=sum(p.metadata.num_rows for _, p in files),
                    read=batches)
 
 
@@ -198,8 +243,10 @@ def _place(row: int, first_line: int | None) -> str:
 
 
 def _from_table(table: pa.Table | Batches, choice: ColumnChoice, source: str,
-                first_line: int | None = None) -> Dataset:
-    """The Dataset of a table, filled a record batch at a time into one float32 matrix."""
+                first_line: int | None = None, spill: str = "never",
+                spill_dir: Path | None = None) -> Dataset:
+    """The Dataset of a table, filled a record batch at a time into one float32 matrix (in
+    memory, or spilled to a file in `spill_dir`: training/spill.py)."""
     import pyarrow as pa
 
     batches = table if isinstance(table, Batches) else Batches.of_table(table)
@@ -212,7 +259,11 @@ def _from_table(table: pa.Table | Batches, choice: ColumnChoice, source: str,
     names = choice.features(columns, source)
     if not names:
         raise DataError(f"{source}: no feature columns")
-    X = np.empty((batches.num_rows, len(names)), dtype=np.float32)
+    spilled = spill_file.should_spill(spill, batches.num_rows, len(names))
+    if spilled and spill_dir is None:
+        raise ValueError("spilling the data needs a folder for it (spill_dir)")
+    X = (spill_file.create(spill_dir, batches.num_rows, len(names)) if spilled
+         else np.empty((batches.num_rows, len(names)), dtype=np.float32))
     labels = [] if label_column is not None else None
     offset = 0
     for batch in batches.read(names + ([label_column] if label_column is not None else [])):
@@ -235,6 +286,11 @@ def _from_table(table: pa.Table | Batches, choice: ColumnChoice, source: str,
         if labels is not None:
             labels.append(batch.column(len(names)).to_numpy(zero_copy_only=False))
         offset += n
+        if spilled:
+            X.flush()  # written pages go to the file, then out of this process's memory
+            spill_file.release(X)
+    if spilled:
+        X = spill_file.reopen(X)
     y = None
     if labels is not None:
         y = _labels(np.concatenate(labels) if labels else np.empty(0), label_column)

@@ -30,7 +30,7 @@ below 0.2 it holds out fewer rows, and is evaluated on those it held out).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,8 @@ from aeserve.training.preprocessing import AffineScaler, fit_scaler
 from aeserve.training.report import HISTORY_FILENAME, LOSS_PLOT_FILENAME, plot_losses, write_history
 from aeserve.training.residual_scale import residual_scale
 from aeserve.training.resources import peak_rss_mib
+from aeserve.training.row_hash import row_folds, row_held_out
+from aeserve.training.spill import SHUFFLE_BLOCK_ROWS, release
 from aeserve.training.trainer import (
     TrainResult,
     fold_assignment,
@@ -138,6 +140,7 @@ class Exported:
             part = X[start:stop] if rows is None else X[rows[start:stop]]
             scores[start:stop] = self.session.run(
                 ["score"], {"x": np.ascontiguousarray(part, dtype=np.float32)})[0]
+            release(X)
         return scores
 
 
@@ -150,9 +153,11 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
     X = data.X
     normal, anomalies = by_label(data)
     plan = resolve_plan(options, n_features=X.shape[1], n_normal_rows=len(normal))
-    rows = split_rows(normal, plan)
+    rows = split_rows(normal, plan) if plan.engine == "local" else split_rows_by_hash(
+        X, normal, plan)
     scaler = fit_scaler(X, plan.scaling, rows.train)
-    result = fit(plan, X, rows, scaler)
+    result = (fit(plan, X, rows, scaler) if plan.engine == "local"
+              else fit_on_ray_engine(plan, data, rows, scaler))
     scales = (residual_scale(result.model, X, rows.folds, rows=rows.validation, scaler=scaler,
                              seed=plan.train.seed)
               if plan.score_kind == "residual_cauchy" else None)
@@ -214,9 +219,59 @@ def split_rows(normal: np.ndarray, plan: TrainingPlan) -> Rows:
                 evaluation=np.arange(min(len(evaluation_idx), len(val_idx))))
 
 
+def split_rows_by_hash(X: np.ndarray, normal: np.ndarray, plan: TrainingPlan) -> Rows:
+    """`split_rows` for `--engine ray`, whose workers see rows but not their numbers: folds and
+    the holdout from a seeded hash of each row (training/row_hash.py). The evaluation's rows are
+    those whose hash falls in the first `EVALUATION_FRACTION`, whatever the variant, as the
+    permutation's first rows are for the local engine."""
+    seed = plan.train.seed
+    hashed = [_hash_chunk(X[normal[start:start + SCORE_CHUNK_ROWS]], plan, seed)
+              for start in range(0, len(normal), SCORE_CHUNK_ROWS)]
+    folds = np.concatenate([f for f, _, _ in hashed]) if plan.cross_fit else None
+    held = np.concatenate([h for _, h, _ in hashed])
+    evaluated = np.concatenate([e for _, _, e in hashed])
+    if plan.cross_fit:
+        if len(np.unique(folds)) < plan.model.members:
+            raise ValueError(f"{len(normal)} normal rows leave a cross-fitting fold empty")
+        return Rows(train=normal, validation=normal, folds=folds, n_normal=len(normal),
+                    evaluation=np.flatnonzero(evaluated))
+    if held.all() or not held.any():
+        raise ValueError(f"the holdout of {len(normal)} normal rows leaves one side empty")
+    return Rows(train=normal[~held], validation=normal[held], folds=None, n_normal=len(normal),
+                evaluation=np.flatnonzero(evaluated[held]))
+
+
+def _hash_chunk(rows: np.ndarray, plan: TrainingPlan,
+                seed: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    folds = row_folds(rows, plan.model.members, seed) if plan.cross_fit else None
+    held = (row_held_out(rows, plan.validation_fraction, seed) if not plan.cross_fit
+            else np.zeros(len(rows), dtype=bool))
+    return folds, held, row_held_out(rows, EVALUATION_FRACTION, seed)
+
+
+def fit_on_ray_engine(plan: TrainingPlan, data: Dataset, rows: Rows,
+                      scaler: AffineScaler) -> TrainResult:
+    """The training loop on Ray Train (training/ray_train.py), from the data's Parquet files."""
+    from aeserve.training.ray_train import fit_on_ray, validation_rows
+
+    if not data.files:
+        raise ValueError("--engine ray reads Parquet: give a .parquet file, a folder of them or "
+                         "a glob")
+    members = plan.model.members
+    n_train = (rows.n_normal * (members - 1) // members if rows.folds is not None
+               else len(rows.train))
+    validation = validation_rows(data.X, rows.validation, rows.folds, members)
+    return fit_on_ray(plan, list(data.files), data.feature_names, data.label_column, validation,
+                      scaler, n_train, plan.ray)
+
+
 def fit(plan: TrainingPlan, X: np.ndarray, rows: Rows, scaler: AffineScaler) -> TrainResult:
     """Train the planned network on the rows of `X`, each batch scaled as it is read."""
-    return train_autoencoder(X, None, plan.model, plan.train, plan.variant_options,
+    config = plan.train
+    if isinstance(X, np.memmap) and not config.shuffle_block_rows:
+        # spilled: shuffle a block at a time, so that reads stay sequential
+        config = replace(config, shuffle_block_rows=SHUFFLE_BLOCK_ROWS)
+    return train_autoencoder(X, None, plan.model, config, plan.variant_options,
                              folds=rows.folds, train_rows=rows.train,
                              val_rows=None if rows.folds is not None else rows.validation,
                              scaler=scaler)
@@ -265,6 +320,7 @@ def held_out_member_scores(graph: ScoringGraph, X: np.ndarray, folds: np.ndarray
             per_member = graph.member_scores(torch.as_tensor(part, dtype=torch.float32))
             scores[start:stop] = per_member[torch.as_tensor(folds[start:stop]),
                                             torch.arange(stop - start)].numpy()
+            release(X)
     return scores
 
 
@@ -343,6 +399,7 @@ def card_fields(plan: TrainingPlan, data: Dataset, rows: Rows, scaler: AffineSca
             columns_dropped=list(data.dropped_columns),
             fit_s=round(result.duration_s, 3),
             duration_s=round(duration_s, 3),
+            engine=plan.engine,
             rows_per_s=round(result.rows_per_s, 1),
             peak_rss_mb=round(peak_rss_mib(), 1),
             command=plan.command,

@@ -35,6 +35,16 @@ class OvercompleteWarning(UserWarning):
     """A hidden layer at least as wide as the input, with nothing to stop it copying the input."""
 
 
+@dataclass(frozen=True)
+class RaySettings:
+    """`--engine ray`: `workers` training processes of one CPU each, on the Ray at `address`
+    (or `RAY_ADDRESS`), else on a local Ray started with `num_cpus` (training/ray_train.py)."""
+
+    workers: int = 2
+    address: str | None = None
+    num_cpus: int | None = None
+
+
 @dataclass
 class TrainOptions:
     """The user's choices. None (and an empty list or string) leaves a choice to the plan."""
@@ -56,6 +66,9 @@ class TrainOptions:
     #: The reconstruction score; the VAE's `vae_score="elbo"` replaces it with the negative ELBO.
     score: str = defaults.SCORE
     description: str = defaults.DESCRIPTION
+    #: "local" (this process) or "ray" (data-parallel on Ray Train, Parquet data only).
+    engine: str = "local"
+    ray: RaySettings = field(default_factory=RaySettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     variant_options: VariantOptions = field(default_factory=VariantOptions)
     command: str = field(default_factory=defaults.invoked_command)
@@ -78,6 +91,8 @@ class TrainingPlan:
     variant_options: VariantOptions
     description: str
     command: str
+    engine: str = "local"
+    ray: RaySettings | None = None
 
     @property
     def cross_fit(self) -> bool:
@@ -100,6 +115,10 @@ def resolve_plan(options: TrainOptions, n_features: int, n_normal_rows: int) -> 
                          f"{MIN_TRAINING_ROWS} to fit, cross-fit and calibrate a threshold")
     if not MODEL_NAME_PATTERN.match(options.name):
         raise ValueError(f"invalid model name {options.name!r}: letters, digits, '.', '_', '-'")
+    if options.engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine {options.engine!r}: local or ray")
+    if options.engine == "ray" and options.ray.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {options.ray.workers}")
     variant = options.variant
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
@@ -146,6 +165,8 @@ def resolve_plan(options: TrainOptions, n_features: int, n_normal_rows: int) -> 
         variant_options=options.variant_options,
         description=options.description,
         command=options.command,
+        engine=options.engine,
+        ray=options.ray if options.engine == "ray" else None,
     )
 
 

@@ -15,6 +15,8 @@ from typing import Literal
 
 import numpy as np
 
+from aeserve.training.spill import release
+
 ScalingKind = Literal["standard", "robust", "minmax"]
 
 #: Spreads below this (relative to the feature's magnitude) count as a constant feature.
@@ -44,6 +46,7 @@ def chunks(X: np.ndarray, rows: np.ndarray | None = None):
     for start in range(0, n, CHUNK_ROWS):
         part = X[start:start + CHUNK_ROWS] if rows is None else X[rows[start:start + CHUNK_ROWS]]
         yield part.astype(np.float64)
+        release(X)  # a spilled matrix's pages, once read
 
 
 def mean_and_std(X: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ import torch
 
 from aeserve.training.model import Autoencoder
 from aeserve.training.preprocessing import AffineScaler
+from aeserve.training.spill import release
 
 #: Rows per forward pass: memory stays a few batches' worth whatever the data's size.
 CHUNK_ROWS = 8192
@@ -62,6 +63,7 @@ def residual_scale(model: Autoencoder, Z: np.ndarray, folds: np.ndarray | None, 
             errors = errors.reshape(-1, Z.shape[1]).numpy()
             squared[filled:filled + len(errors)] = errors
             filled += len(errors)
+            release(Z)
     # One column at a time in float64: a copy of one feature's errors, not of all of them.
     median = np.array([np.median(squared[:, j].astype(np.float64))
                        for j in range(Z.shape[1])])

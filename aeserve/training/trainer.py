@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from aeserve.training import defaults
+from aeserve.training import defaults, spill
 from aeserve.training.model import Autoencoder, AutoencoderConfig
 from aeserve.training.objectives import VariantOptions, per_sample_objective
 from aeserve.training.preprocessing import AffineScaler
@@ -42,6 +42,10 @@ class TrainConfig:
     min_steps: int = defaults.MIN_STEPS
     #: Restore the weights of the epoch with the best validation loss (False: keep the last).
     restore_best: bool = defaults.RESTORE_BEST
+    #: When positive, shuffle blocks of this many consecutive training rows, in a random order,
+    #: instead of all rows at once: reads of a spilled data set stay sequential
+    #: (training/spill.py). 0: one shuffle of every row.
+    shuffle_block_rows: int = 0
 
 
 @dataclass
@@ -118,18 +122,22 @@ def _row_reader(Z: np.ndarray, scaler: AffineScaler | None):
 
 
 def _epoch_order(n_rows: int, members: int, member_rows: torch.Tensor | None,
-                 numbers: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+                 numbers: torch.Tensor | None, generator: torch.Generator,
+                 block_rows: int = 0) -> torch.Tensor:
     """One epoch's row order: [n_rows] for one network, [K, n_rows] for members, one shuffle
     per member. Members differ in the order they see the rows, not only in their initialisation.
 
     Built in int32 (the same permutations torch draws in int64) one member at a time: the order
-    of a large data set costs four bytes per row and member.
+    of a large data set costs four bytes per row and member. With `block_rows`, the blocks of
+    that many consecutive training rows come in a random order and each is shuffled on its own
+    (for each member), so that reading a spilled data set stays sequential.
     """
+    if 0 < block_rows < n_rows:
+        return _block_order(n_rows, members, member_rows, numbers, generator, block_rows)
     if members == 1:
         order = torch.randperm(n_rows, generator=generator, dtype=torch.int32)
         return order if numbers is None else numbers[order]
-    grid = torch.empty((members, n_rows),
-                       dtype=torch.int32 if member_rows is None else member_rows.dtype)
+    grid = torch.empty((members, n_rows), dtype=_order_dtype(member_rows, numbers))
     for k in range(members):
         order = torch.randperm(n_rows, generator=generator, dtype=torch.int32)
         if member_rows is not None:
@@ -137,6 +145,34 @@ def _epoch_order(n_rows: int, members: int, member_rows: torch.Tensor | None,
         else:
             grid[k] = order if numbers is None else numbers[order]
     return grid
+
+
+def _order_dtype(member_rows: torch.Tensor | None, numbers: torch.Tensor | None) -> torch.dtype:
+    """The row numbers' own type (int64 only for data of 2**31 rows or more)."""
+    for rows in (member_rows, numbers):
+        if rows is not None:
+            return rows.dtype
+    return torch.int32
+
+
+def _block_order(n_rows: int, members: int, member_rows: torch.Tensor | None,
+                 numbers: torch.Tensor | None, generator: torch.Generator,
+                 block_rows: int) -> torch.Tensor:
+    """`_epoch_order` a block at a time (see there)."""
+    blocks = torch.randperm(-(-n_rows // block_rows), generator=generator)
+    grid = torch.empty((members, n_rows), dtype=_order_dtype(member_rows, numbers))
+    filled = 0
+    for block in blocks.tolist():
+        low, high = block * block_rows, min(n_rows, (block + 1) * block_rows)
+        for k in range(members):
+            positions = low + torch.randperm(high - low, generator=generator, dtype=torch.int32)
+            if member_rows is not None:
+                grid[k, filled:filled + high - low] = member_rows[k][positions]
+            else:
+                grid[k, filled:filled + high - low] = (positions if numbers is None
+                                                      else numbers[positions])
+        filled += high - low
+    return grid[0] if members == 1 else grid
 
 
 def _validation_loss(model: Autoencoder, take, chunks: list, options: VariantOptions,
@@ -246,9 +282,13 @@ def train_autoencoder(
         model.train()
         # One shuffle per member: members differ in the order they see the rows, not only in
         # their initialisation. The batch is [K, B, d] then, [B, d] for a single network.
-        order = _epoch_order(n_rows, members, member_rows, numbers, generator)
+        order = _epoch_order(n_rows, members, member_rows, numbers, generator,
+                             config.shuffle_block_rows)
         total, seen = 0.0, 0
-        for start in range(0, n_rows, batch_size):
+        for step, start in enumerate(range(0, n_rows, batch_size)):
+            if config.shuffle_block_rows and step % max(
+                    1, config.shuffle_block_rows // batch_size) == 0:
+                spill.release(Z_train)  # the pages of the blocks already read
             batch = take(order[..., start:start + batch_size])
             losses = per_sample_objective(model, batch, options, generator, training=True)
             loss = trimmed_mean(losses.reshape(-1),

@@ -379,3 +379,24 @@ def test_readme_shows_the_commands_the_container_test_runs():
         for line in block.splitlines():
             if line.strip() and not line.startswith("#"):
                 shlex.split(line.rstrip("\\"))  # every shown command is well-formed
+
+
+# --- KubeRay ------------------------------------------------------------------------------
+
+
+def test_the_rayjob_runs_the_ray_engine_on_a_shared_volume():
+    (job,) = load_all(DEPLOY / "kuberay" / "rayjob.yaml")
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
+    command = job["spec"]["entrypoint"].split()
+    assert command[:2] == ["aeserve", "train"] and "--engine" in command
+    assert command[command.index("--engine") + 1] == "ray"
+    workers = int(command[command.index("--workers") + 1])
+    cluster = job["spec"]["rayClusterSpec"]
+    (group,) = cluster["workerGroupSpecs"]
+    # One CPU per training worker and one for Ray Data's reads in each pod: every worker fits.
+    assert group["replicas"] * (int(group["rayStartParams"]["num-cpus"]) - 1) >= workers
+    pods = [cluster["headGroupSpec"]["template"], group["template"]]
+    for pod in pods:  # every pod reads the data and the driver publishes: one shared volume
+        (container,) = pod["spec"]["containers"]
+        assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
+        assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "aeserve-data"

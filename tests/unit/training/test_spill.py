@@ -1,0 +1,104 @@
+"""Data larger than memory: Parquet folders and globs, the spilled matrix, block shuffling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from aeserve.training.data import DataError, load_dataset
+from aeserve.training.trainer import _epoch_order
+
+
+def write_parts(folder, parts=3, rows=50, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    frames = []
+    for i in range(parts):
+        X = rng.normal(size=(rows, 4)).astype(np.float32)
+        y = (rng.random(rows) < 0.1).astype(np.int64)
+        pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "d": X[:, 3],
+                                 "y": y}), folder / f"part-{i}.parquet")
+        frames.append((X, y))
+    return np.vstack([X for X, _ in frames]), np.concatenate([y for _, y in frames])
+
+
+def test_a_folder_and_a_glob_of_parquet_files_read_as_one_table_in_order(tmp_path):
+    X, y = write_parts(tmp_path / "parts")
+    for source in (tmp_path / "parts", tmp_path / "parts" / "part-*.parquet"):
+        data = load_dataset(source, label_column="y")
+        np.testing.assert_array_equal(data.X, X)
+        assert data.y.tolist() == y.tolist() and data.feature_names == ["a", "b", "c", "d"]
+    with pytest.raises(DataError, match="no file matches"):
+        load_dataset(tmp_path / "parts" / "nothing-*.parquet")
+    pq.write_table(pa.table({"a": [1.0], "z": [2.0]}), tmp_path / "parts" / "part-9.parquet")
+    with pytest.raises(DataError, match="files read together must agree"):
+        load_dataset(tmp_path / "parts")
+
+
+def test_spilled_data_is_a_read_only_map_with_the_same_rows(tmp_path):
+    X, _ = write_parts(tmp_path / "parts")
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    data = load_dataset(tmp_path / "parts", label_column="y", spill="always", spill_dir=spill)
+    assert isinstance(data.X, np.memmap) and not data.X.flags.writeable
+    np.testing.assert_array_equal(data.X, X)
+    assert (spill / "rows.f32").stat().st_size == X.nbytes
+    in_memory = load_dataset(tmp_path / "parts", label_column="y", spill="auto")
+    assert not isinstance(in_memory.X, np.memmap)  # 600 values never exceed half the memory
+    assert data.fingerprint() == in_memory.fingerprint()
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_block_shuffle_reads_blocks_of_consecutive_rows_in_a_random_order(members):
+    n, block = 666, 128
+    member_rows = None
+    if members > 1:  # member k trains on the rows not congruent to k mod 3 (sorted, like folds)
+        member_rows = torch.as_tensor(np.stack(
+            [np.flatnonzero(np.arange(1000) % 3 != k)[:n] for k in range(3)]).astype(np.int32))
+    order = _epoch_order(n, members, member_rows, None, torch.Generator().manual_seed(0),
+                         block_rows=block).reshape(members, n)
+    for k in range(members):
+        rows = np.arange(n) if member_rows is None else member_rows[k].numpy()
+        position = {int(r): i for i, r in enumerate(rows)}
+        positions = [position[int(r)] for r in order[k]]
+        # Walk the order: each block's rows come together, all of them, once.
+        seen, i = [], 0
+        while i < n:
+            b = positions[i] // block
+            size = min(block, n - b * block)
+            assert sorted(positions[i:i + size]) == list(range(b * block, b * block + size))
+            seen.append(b)
+            i += size
+        assert sorted(seen) == list(range(-(-n // block))) and seen != sorted(seen)
+
+
+def test_a_spilled_data_set_trains_the_same_model_as_in_memory(tmp_path):
+    """Smaller than one shuffle block, a spilled set is shuffled whole, as in memory: the
+    same model, byte for byte. With blocks smaller than the data it still trains and publishes."""
+    import warnings
+
+    from aeserve.training.pipeline import TrainOptions, train_and_export
+    from aeserve.training.trainer import TrainConfig
+
+    write_parts(tmp_path / "parts", parts=4, rows=100)
+    (tmp_path / "spill").mkdir()
+    spilled = load_dataset(tmp_path / "parts", label_column="y", spill="always",
+                           spill_dir=tmp_path / "spill")
+    in_memory = load_dataset(tmp_path / "parts", label_column="y")
+
+    def train(data, name, block=0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return train_and_export(data, TrainOptions(
+                name=name, models_dir=tmp_path / "models", command="t",
+                train=TrainConfig(epochs=2, min_steps=0, progress=False,
+                                  shuffle_block_rows=block))).card
+
+    ours, theirs = train(spilled, "spilled"), train(in_memory, "memory")
+    assert ours.onnx_sha256 == theirs.onnx_sha256 and ours.threshold == theirs.threshold
+    blocked = train(spilled, "blocked", block=64)
+    assert blocked.training.rows_train == ours.training.rows_train
+    assert blocked.onnx_sha256 != ours.onnx_sha256  # another order, another model
