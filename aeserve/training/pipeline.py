@@ -252,6 +252,10 @@ def _hash_chunk(rows: np.ndarray, plan: TrainingPlan,
 def fit_on_ray_engine(plan: TrainingPlan, data: Dataset, rows: Rows,
                       scaler: AffineScaler) -> TrainResult:
     """The training loop on Ray Train (training/ray_train.py), from the data's Parquet files."""
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise ValueError("--engine ray needs Ray: pip install 'aeserve[ray]'") from exc
     from aeserve.training.ray_train import fit_on_ray, validation_rows
 
     if not data.files:

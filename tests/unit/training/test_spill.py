@@ -102,3 +102,16 @@ def test_a_spilled_data_set_trains_the_same_model_as_in_memory(tmp_path):
     blocked = train(spilled, "blocked", block=64)
     assert blocked.training.rows_train == ours.training.rows_train
     assert blocked.onnx_sha256 != ours.onnx_sha256  # another order, another model
+
+
+def test_the_ray_engine_refuses_data_that_is_not_parquet(tmp_path):
+    from aeserve.training.data import Dataset
+    from aeserve.training.pipeline import TrainOptions, train_and_export
+    from aeserve.training.trainer import TrainConfig
+
+    X = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"--engine ray (reads Parquet|needs Ray)"):
+        train_and_export(Dataset(X=X, y=None, feature_names=["a", "b", "c"], source="d.csv"),
+                         TrainOptions(name="m", models_dir=tmp_path, engine="ray",
+                                      train=TrainConfig(progress=False)))
+    assert not (tmp_path / "m").exists()  # nothing trained, nothing published
