@@ -13,7 +13,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-serve
 
-.PHONY: install serve test test-fast test-container lint models example-data bench bench-serving bench-quality bench-cost bench-reliability \
+.PHONY: install serve test test-fast test-container lint models example-data bench bench-serving bench-quality bench-cost bench-reliability bench-training \
 	clean bench-batch
 
 install: $(STAMP)
@@ -79,6 +79,12 @@ bench-quality: install
 # A soak, the memory of one 60 MB body, and requests lost on SIGTERM under load (a few minutes).
 bench-reliability: install
 	$(PY) -m bench.reliability
+
+# Training at scale: wall time, rows/s and peak memory for 1M, 5M and 20M synthetic rows x 32
+# features (Parquet, written to build/training_scale) and two real sets; hours on 2 cores
+# (`python -m bench.training_scale --rows 1000000` for a subset).
+bench-training: install
+	$(PY) -m bench.training_scale
 
 # In-process cost of the default model against one small network (a minute).
 bench-cost: install
