@@ -116,7 +116,8 @@ def measure_aeserve(data: Path, label: str | None, models: Path, spill: str) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", type=int, default=[1_000_000, 5_000_000, 20_000_000])
-    parser.add_argument("--datasets", nargs="+", default=["11_donors", "16_http"])
+    parser.add_argument("--datasets", nargs="*", default=["11_donors", "16_http"],
+                        help="sets of ../shared/data to train too (none: synthetic only)")
     parser.add_argument("--pyod-max-rows", type=int, default=1_000_000)
     parser.add_argument("--spill", choices=["auto", "always", "never"], default="auto",
                         help="aeserve train's --spill (default: %(default)s)")
