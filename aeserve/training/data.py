@@ -139,6 +139,9 @@ def load_dataset(path: str | Path, label_column: str | None = None,
     if suffix == ".npz":
         return _load_npz(path, choice)
     if suffix == ".csv":
+        if spill_file.should_spill(spill, path.stat().st_size):
+            return _from_table(_stream_csv(path, na_values, delimiter), choice, path.name,
+                               first_line=2, spill="always", spill_dir=spill_dir)
         return _from_table(_read_csv(path, na_values, delimiter), choice, path.name,
                            first_line=2)
     raise DataError(f"unsupported data format {suffix!r}: use .csv, .parquet or .npz")
@@ -190,6 +193,39 @@ def _read_csv(path: Path, na_values: Sequence[str], delimiter: str | None) -> pa
     return table
 
 
+#: Bytes of CSV text parsed at a time when a CSV file is spilled.
+CSV_BLOCK_BYTES = 8 << 20
+
+
+def _stream_csv(path: Path, na_values: Sequence[str], delimiter: str | None) -> Batches:
+    """A CSV file parsed a block at a time (for spilling: its rows are never all in memory).
+
+    Column types are inferred from the first block; a later value that does not fit them is
+    reported as pyarrow words it (without the line that the whole-file parser gives)."""
+    import pyarrow.csv as pv
+
+    parse = pv.ParseOptions(delimiter=delimiter or sniff_delimiter(path))
+
+    def reader(columns: list[str] | None = None):
+        return pv.open_csv(path, read_options=pv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                           parse_options=parse, convert_options=pv.ConvertOptions(
+                               null_values=list(na_values), strings_can_be_null=True,
+                               include_columns=columns or []))
+
+    try:
+        names = reader().schema.names
+    except Exception as exc:
+        raise DataError(f"cannot parse CSV {path.name}: {exc}") from exc
+
+    def batches(columns: list[str]):
+        try:
+            yield from reader(columns)
+        except Exception as exc:
+            raise DataError(f"cannot parse CSV {path.name}: {exc}") from exc
+
+    return Batches(names=names, num_rows=None, read=batches)
+
+
 #: Rows per Parquet read: loading holds the float32 matrix plus this many rows in Arrow.
 PARQUET_BATCH_ROWS = 65_536
 
@@ -228,7 +264,8 @@ class Batches:
     which yields the batches of those columns in row order."""
 
     names: list[str]
-    num_rows: int
+    #: None where it is not known before reading (a streamed CSV file).
+    num_rows: int | None
     read: Any
 
     @classmethod
@@ -250,8 +287,6 @@ def _from_table(table: pa.Table | Batches, choice: ColumnChoice, source: str,
     import pyarrow as pa
 
     batches = table if isinstance(table, Batches) else Batches.of_table(table)
-    if batches.num_rows == 0:
-        raise DataError(f"{source}: the data has no rows (a header alone?)")
     columns = batches.names
     label_column = choice.label
     if label_column is not None and label_column not in columns:
@@ -259,15 +294,17 @@ def _from_table(table: pa.Table | Batches, choice: ColumnChoice, source: str,
     names = choice.features(columns, source)
     if not names:
         raise DataError(f"{source}: no feature columns")
-    spilled = spill_file.should_spill(spill, batches.num_rows, len(names))
+    spilled = batches.num_rows is None or spill_file.should_spill(
+        spill, batches.num_rows * len(names) * 4)
     if spilled and spill_dir is None:
         raise ValueError("spilling the data needs a folder for it (spill_dir)")
-    X = (spill_file.create(spill_dir, batches.num_rows, len(names)) if spilled
-         else np.empty((batches.num_rows, len(names)), dtype=np.float32))
+    appender = spill_file.Appender(spill_dir, len(names)) if spilled else None
+    X = None if spilled else np.empty((batches.num_rows, len(names)), dtype=np.float32)
     labels = [] if label_column is not None else None
     offset = 0
     for batch in batches.read(names + ([label_column] if label_column is not None else [])):
         n = batch.num_rows
+        block = np.empty((n, len(names)), dtype=np.float32)
         for j, name in enumerate(names):
             column = batch.column(j)
             if column.null_count:
@@ -282,15 +319,18 @@ def _from_table(table: pa.Table | Batches, choice: ColumnChoice, source: str,
                                 + f" (an id? --id-column {name!r}; not a feature? "
                                   f"--drop-columns {name!r})")
             values = column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-            X[offset:offset + n, j] = _as_float32(values, name, source, first_line, offset)
+            block[:, j] = _as_float32(values, name, source, first_line, offset)
+        if appender is not None:
+            appender.write(block)
+        else:
+            X[offset:offset + n] = block
         if labels is not None:
             labels.append(batch.column(len(names)).to_numpy(zero_copy_only=False))
         offset += n
-        if spilled:
-            X.flush()  # written pages go to the file, then out of this process's memory
-            spill_file.release(X)
-    if spilled:
-        X = spill_file.reopen(X)
+    if appender is not None:
+        X = appender.matrix()
+    if offset == 0:
+        raise DataError(f"{source}: the data has no rows (a header alone?)")
     y = None
     if labels is not None:
         y = _labels(np.concatenate(labels) if labels else np.empty(0), label_column)

@@ -1,9 +1,10 @@
 """Data larger than memory: the float32 matrix in a file on disk, mapped, instead of in RAM.
 
 `aeserve train --spill` (automatic when the float32 data would take more than half the machine's
-memory) writes the rows, a Parquet batch at a time, to `rows.f32` in a scratch folder and maps it
-read-only: every step of training then reads it exactly as it reads an array in memory (by row
-number and in chunks, training/pipeline.py), and the trainer shuffles it a block of rows at a time
+memory) writes the rows, a Parquet or CSV batch at a time, to `rows.f32` in a scratch folder and
+maps it read-only: every step of training then reads it exactly as it reads an array in memory
+(by row number and in chunks, training/pipeline.py), and the trainer shuffles it a block of rows
+at a time
 (`SHUFFLE_BLOCK_ROWS`) so that reads stay sequential. Pages of the file that were read are
 handed back to the kernel after each block and each chunked pass (`release`), so the process's
 resident memory stays bounded whatever the file's size; the kernel's page cache keeps what it has
@@ -33,27 +34,36 @@ def physical_memory_bytes() -> int | None:
         return None
 
 
-def should_spill(mode: str, rows: int, features: int) -> bool:
-    """`always`, `never`, or `auto`: spill when the float32 data exceeds half the memory."""
+def should_spill(mode: str, data_bytes: int) -> bool:
+    """`always`, `never`, or `auto`: spill when the data (its float32 rows; a CSV's size on
+    disk, which is larger than its float32 rows) exceeds half the memory."""
     if mode in ("always", "never"):
         return mode == "always"
     memory = physical_memory_bytes()
-    return memory is not None and rows * features * 4 > memory // 2
+    return memory is not None and data_bytes > memory // 2
 
 
-def create(folder: Path, rows: int, features: int) -> np.memmap:
-    """A writable float32 [rows, features] matrix backed by a file in `folder`."""
-    return np.memmap(folder / SPILL_FILENAME, dtype=np.float32, mode="w+",
-                     shape=(rows, features))
+class Appender:
+    """Rows written one after the other to a file in `folder`, then mapped read-only: the file
+    grows as batches come, so the number of rows need not be known (a CSV's is not)."""
 
+    def __init__(self, folder: Path, features: int) -> None:
+        self.path = folder / SPILL_FILENAME
+        self.features = features
+        self.rows = 0
+        self._file = open(self.path, "wb")  # noqa: SIM115 (closed by `matrix`)
 
-def reopen(matrix: np.memmap) -> np.memmap:
-    """The filled matrix, flushed and mapped again read-only."""
-    matrix.flush()
-    path, shape = Path(matrix.filename), matrix.shape
-    release(matrix)
-    del matrix
-    return np.memmap(path, dtype=np.float32, mode="r", shape=shape)
+    def write(self, rows: np.ndarray) -> None:
+        self._file.write(np.ascontiguousarray(rows, dtype=np.float32).data)
+        self.rows += len(rows)
+
+    def matrix(self) -> np.ndarray:
+        """The rows written, as a read-only float32 [rows, features] map of the file."""
+        self._file.close()
+        if self.rows == 0:
+            return np.empty((0, self.features), dtype=np.float32)
+        return np.memmap(self.path, dtype=np.float32, mode="r",
+                         shape=(self.rows, self.features))
 
 
 def release(matrix: np.ndarray) -> None:

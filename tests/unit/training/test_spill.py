@@ -115,3 +115,29 @@ def test_the_ray_engine_refuses_data_that_is_not_parquet(tmp_path):
                          TrainOptions(name="m", models_dir=tmp_path, engine="ray",
                                       train=TrainConfig(progress=False)))
     assert not (tmp_path / "m").exists()  # nothing trained, nothing published
+
+
+def test_a_spilled_csv_is_parsed_a_block_at_a_time(tmp_path, monkeypatch):
+    from aeserve.training import data as data_module
+
+    monkeypatch.setattr(data_module, "CSV_BLOCK_BYTES", 256)  # many blocks for 200 rows
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3)).round(4)
+    y = (rng.random(200) < 0.1).astype(int)
+    lines = ["a,b,c,y"] + [f"{r[0]},{r[1]},{r[2]},{t}" for r, t in zip(X, y, strict=True)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "spill").mkdir()
+    spilled = load_dataset(tmp_path / "d.csv", label_column="y", spill="always",
+                           spill_dir=tmp_path / "spill")
+    in_memory = load_dataset(tmp_path / "d.csv", label_column="y")
+    assert isinstance(spilled.X, np.memmap) and not isinstance(in_memory.X, np.memmap)
+    np.testing.assert_array_equal(spilled.X, in_memory.X)
+    assert spilled.y.tolist() == in_memory.y.tolist() == y.tolist()
+    lines[150] = "1.0,oops,2.0,0"  # a later block holds text where numbers were
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"cannot parse CSV d\.csv: .*oops"):
+        load_dataset(tmp_path / "d.csv", label_column="y", spill="always",
+                     spill_dir=tmp_path / "spill")
+    (tmp_path / "h.csv").write_text("a,b\n")
+    with pytest.raises(DataError, match="no rows"):
+        load_dataset(tmp_path / "h.csv", spill="always", spill_dir=tmp_path / "spill")
