@@ -226,7 +226,8 @@ def _stream_csv(path: Path, na_values: Sequence[str], delimiter: str | None) -> 
     return Batches(names=names, num_rows=None, read=batches)
 
 
-#: Rows per Parquet read: loading holds the float32 matrix plus this many rows in Arrow.
+#: Rows per batch of a Parquet row group: loading holds the float32 matrix plus one row group in
+#: Arrow.
 PARQUET_BATCH_ROWS = 65_536
 
 
@@ -248,11 +249,19 @@ def _read_parquet(paths: list[Path]) -> Batches:
                             f"{files[0][0].name} has {names}: files read together must agree")
 
     def batches(columns: list[str]):
+        import pyarrow as pa
+
+        # One row group at a time, its memory handed back before the next: Arrow's reader and
+        # allocator otherwise keep what they have decoded until the whole file is read.
         for path, parquet in files:
-            try:
-                yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)
-            except Exception as exc:
-                raise DataError(f"cannot read Parquet {path.name}: {exc}") from exc
+            for group in range(parquet.num_row_groups):
+                try:
+                    table = parquet.read_row_group(group, columns=columns)
+                except Exception as exc:
+                    raise DataError(f"cannot read Parquet {path.name}: {exc}") from exc
+                yield from table.to_batches(max_chunksize=PARQUET_BATCH_ROWS)
+                del table
+                pa.default_memory_pool().release_unused()
 
     return Batches(names=names, num_rows=sum(p.metadata.num_rows for _, p in files),
                    read=batches)
@@ -327,6 +336,7 @@ def _from_table(table: pa.Table | Batches, choice: ColumnChoice, source: str,
         if labels is not None:
             labels.append(batch.column(len(names)).to_numpy(zero_copy_only=False))
         offset += n
+    pa.default_memory_pool().release_unused()  # what Arrow kept of the last batches
     if appender is not None:
         X = appender.matrix()
     if offset == 0:
