@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
-from aeserve.batch.model import ScoringError
+from aeserve.batch.model import ScoringError, input_columns
 
 CSV_SUFFIXES = {".csv"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -108,8 +108,8 @@ class CSVSource(Source):
         if not path.is_file():
             raise ScoringError(f"data not found: {path}")
         header = read_csv_header(path)
-        extra = [name for name in dict.fromkeys(carried) if name not in features]
-        columns = [*features, *extra]
+        columns = input_columns(features, carried)
+        extra = columns[len(features):]
         missing = [name for name in columns if name not in header]
         if missing:
             raise ScoringError(f"{path.name} lacks columns {missing} (its header has {header})")
@@ -149,7 +149,7 @@ def read_csv_header(path: Path) -> list[str]:
 def open_source(path: Path, features: list[str], carried: Sequence[str],
                 batch_rows: int) -> Source:
     """A reader of `features` and the `carried` columns (id, kept columns) of a file."""
-    columns = [*features, *[name for name in dict.fromkeys(carried) if name not in features]]
+    columns = input_columns(features, carried)
     if path.is_dir() or file_kind(path) == "parquet":
         return ParquetSource(path, columns, batch_rows)
     return CSVSource(path, features, carried)

@@ -91,6 +91,13 @@ def load_model(path: str | Path, config: SessionConfig = BATCH_SESSION) -> Loade
     raise ScoringError(f"no version of {path.name} loads ({reasons})")
 
 
+def input_columns(features: Sequence[str], carried: Sequence[str]) -> list[str]:
+    """The columns a job reads: the features, then each carried column (the id, the kept
+    columns) that is not a feature, once."""
+    return [*features, *[name for name in dict.fromkeys(carried) if name not in features]]
+
+
+
 class BatchScorer:
     """Scores Arrow batches with one model version: inputs by name, results as an Arrow table.
 
@@ -128,9 +135,8 @@ class BatchScorer:
 
     @property
     def input_columns(self) -> list[str]:
-        """The columns a reader must provide: the features, then the id column if any."""
-        extra = [name for name in self.carried if name not in self.card.feature_names]
-        return [*self.card.feature_names, *extra]
+        """The columns a reader must provide: the features, then the carried columns."""
+        return input_columns(self.card.feature_names, list(self.carried))
 
     def check_columns(self, available: list[str], source: str) -> None:
         missing = [name for name in self.input_columns if name not in available]

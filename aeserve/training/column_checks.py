@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from aeserve.training.data import Dataset
-from aeserve.training.spill import release
+from aeserve.training.spill import row_chunks
 
 #: Names (lower case, underscores and spaces alike) that labels go by.
 LABEL_NAMES = re.compile(r"^(y|label|labels|target|class|is_?anomaly|anomaly|anomalous|outlier|"
@@ -43,14 +43,13 @@ def column_profile(X: np.ndarray) -> dict[str, np.ndarray]:
     binary, from_zero, from_one = (np.ones(width, dtype=bool) for _ in range(3))
     constant = np.ones(width, dtype=bool)
     first = np.asarray(X[0]) if len(X) else np.zeros(width)
-    for start in range(0, len(X), _CHUNK_ROWS):
-        chunk = np.asarray(X[start:start + _CHUNK_ROWS], dtype=np.float64)
-        numbers = np.arange(start, start + len(chunk), dtype=np.float64)[:, None]
+    for start, stop, part in row_chunks(X, size=_CHUNK_ROWS):
+        chunk = np.asarray(part, dtype=np.float64)
+        numbers = np.arange(start, stop, dtype=np.float64)[:, None]
         binary &= ((chunk == 0.0) | (chunk == 1.0)).all(axis=0)
         from_zero &= (chunk == numbers).all(axis=0)
         from_one &= (chunk == numbers + 1).all(axis=0)
         constant &= (chunk == first).all(axis=0)
-        release(X)
     return {"binary": binary, "counts_rows": (from_zero | from_one) & (len(X) > 2),
             "constant": constant & (len(X) > 0)}
 

@@ -76,8 +76,8 @@ from aeserve.training.preprocessing import AffineScaler, fit_scaler
 from aeserve.training.report import HISTORY_FILENAME, LOSS_PLOT_FILENAME, plot_losses, write_history
 from aeserve.training.residual_scale import residual_scale
 from aeserve.training.resources import peak_rss_mib
-from aeserve.training.row_hash import row_folds, row_held_out
-from aeserve.training.spill import SHUFFLE_BLOCK_ROWS, release
+from aeserve.training.row_hash import below, folds_of, row_hashes
+from aeserve.training.spill import SHUFFLE_BLOCK_ROWS, row_chunks
 from aeserve.training.trainer import (
     TrainResult,
     fold_assignment,
@@ -133,14 +133,10 @@ class Exported:
     def scores(self, X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """The served score of each row of `X` (or of its rows numbered `rows`): the exported
         graph's, by onnxruntime, `SCORE_CHUNK_ROWS` rows per run."""
-        n = len(X) if rows is None else len(rows)
-        scores = np.empty(n, dtype=np.float64)
-        for start in range(0, n, SCORE_CHUNK_ROWS):
-            stop = min(n, start + SCORE_CHUNK_ROWS)
-            part = X[start:stop] if rows is None else X[rows[start:stop]]
+        scores = np.empty(len(X) if rows is None else len(rows), dtype=np.float64)
+        for start, stop, part in row_chunks(X, rows, SCORE_CHUNK_ROWS):
             scores[start:stop] = self.session.run(
                 ["score"], {"x": np.ascontiguousarray(part, dtype=np.float32)})[0]
-            release(X)
         return scores
 
 
@@ -224,9 +220,7 @@ def split_rows_by_hash(X: np.ndarray, normal: np.ndarray, plan: TrainingPlan) ->
     the holdout from a seeded hash of each row (training/row_hash.py). The evaluation's rows are
     those whose hash falls in the first `EVALUATION_FRACTION`, whatever the variant, as the
     permutation's first rows are for the local engine."""
-    seed = plan.train.seed
-    hashed = [_hash_chunk(X[normal[start:start + SCORE_CHUNK_ROWS]], plan, seed)
-              for start in range(0, len(normal), SCORE_CHUNK_ROWS)]
+    hashed = [_hash_chunk(part, plan) for _, _, part in row_chunks(X, normal, SCORE_CHUNK_ROWS)]
     folds = np.concatenate([f for f, _, _ in hashed]) if plan.cross_fit else None
     held = np.concatenate([h for _, h, _ in hashed])
     evaluated = np.concatenate([e for _, _, e in hashed])
@@ -241,12 +235,14 @@ def split_rows_by_hash(X: np.ndarray, normal: np.ndarray, plan: TrainingPlan) ->
                 evaluation=np.flatnonzero(evaluated[held]))
 
 
-def _hash_chunk(rows: np.ndarray, plan: TrainingPlan,
-                seed: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    folds = row_folds(rows, plan.model.members, seed) if plan.cross_fit else None
-    held = (row_held_out(rows, plan.validation_fraction, seed) if not plan.cross_fit
+def _hash_chunk(rows: np.ndarray,
+                plan: TrainingPlan) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(folds, held out, evaluated) of some rows, from one hash of each."""
+    hashes = row_hashes(rows, plan.train.seed)
+    folds = folds_of(hashes, plan.model.members) if plan.cross_fit else None
+    held = (below(hashes, plan.validation_fraction) if not plan.cross_fit
             else np.zeros(len(rows), dtype=bool))
-    return folds, held, row_held_out(rows, EVALUATION_FRACTION, seed)
+    return folds, held, below(hashes, EVALUATION_FRACTION)
 
 
 def fit_on_ray_engine(plan: TrainingPlan, data: Dataset, rows: Rows,
@@ -315,16 +311,12 @@ def held_out_member_scores(graph: ScoringGraph, X: np.ndarray, folds: np.ndarray
     The same score as the exported graph's, for one member instead of their mean; computed in
     torch, which the parity check ties to the graph, `SCORE_CHUNK_ROWS` rows at a time.
     """
-    n = len(X) if rows is None else len(rows)
-    scores = np.empty(n, dtype=np.float64)
+    scores = np.empty(len(X) if rows is None else len(rows), dtype=np.float64)
     with torch.no_grad():
-        for start in range(0, n, SCORE_CHUNK_ROWS):
-            stop = min(n, start + SCORE_CHUNK_ROWS)
-            part = X[start:stop] if rows is None else X[rows[start:stop]]
+        for start, stop, part in row_chunks(X, rows, SCORE_CHUNK_ROWS):
             per_member = graph.member_scores(torch.as_tensor(part, dtype=torch.float32))
             scores[start:stop] = per_member[torch.as_tensor(folds[start:stop]),
                                             torch.arange(stop - start)].numpy()
-            release(X)
     return scores
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from aeserve.training.spill import release
+from aeserve.training.spill import row_chunks
 
 ScalingKind = Literal["standard", "robust", "minmax"]
 
@@ -42,11 +42,8 @@ CHUNK_ROWS = 16_384
 
 def chunks(X: np.ndarray, rows: np.ndarray | None = None):
     """The rows of `X` (or its rows numbered `rows`) as float64, `CHUNK_ROWS` at a time."""
-    n = len(X) if rows is None else len(rows)
-    for start in range(0, n, CHUNK_ROWS):
-        part = X[start:start + CHUNK_ROWS] if rows is None else X[rows[start:start + CHUNK_ROWS]]
+    for _, _, part in row_chunks(X, rows, CHUNK_ROWS):
         yield part.astype(np.float64)
-        release(X)  # a spilled matrix's pages, once read
 
 
 def mean_and_std(X: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ import torch
 from aeserve.training.model import Autoencoder
 from aeserve.training.preprocessing import AffineScaler
 from aeserve.training.spill import release
+from aeserve.training.trainer import row_reader
 
 #: Rows per forward pass: memory stays a few batches' worth whatever the data's size.
 CHUNK_ROWS = 8192
@@ -42,10 +43,8 @@ def residual_scale(model: Autoencoder, Z: np.ndarray, folds: np.ndarray | None, 
     positions = np.arange(n)
     if n > MAX_ROWS:
         positions = np.sort(np.random.default_rng(seed).choice(n, MAX_ROWS, replace=False))
-    offset = scale = None
-    if scaler is not None:
-        offset = torch.as_tensor(scaler.offset, dtype=torch.float32)
-        scale = torch.as_tensor(scaler.scale, dtype=torch.float32)
+    selected = positions if rows is None else rows[positions]
+    take = row_reader(Z, scaler)
     # Without folds, every member's errors of a row count: members rows of errors per row.
     per_row = model.config.members if folds is None else 1
     squared = np.empty((len(positions) * per_row, Z.shape[1]), dtype=np.float32)
@@ -53,13 +52,11 @@ def residual_scale(model: Autoencoder, Z: np.ndarray, folds: np.ndarray | None, 
     model.eval()
     with torch.no_grad():
         for start in range(0, len(positions), CHUNK_ROWS):
-            chunk = positions[start:start + CHUNK_ROWS]
-            z = torch.as_tensor(Z[chunk if rows is None else rows[chunk]], dtype=torch.float32)
-            if scaler is not None:
-                z = (z - offset) / scale
+            chunk = slice(start, start + CHUNK_ROWS)
+            z = take(torch.as_tensor(selected[chunk]))
             errors = (model(z)[1] - z) ** 2  # [N, d], or [K, N, d] with members
             if errors.dim() == 3 and folds is not None:
-                errors = errors[torch.as_tensor(folds[chunk]), torch.arange(len(z))]
+                errors = errors[torch.as_tensor(folds[positions[chunk]]), torch.arange(len(z))]
             errors = errors.reshape(-1, Z.shape[1]).numpy()
             squared[filled:filled + len(errors)] = errors
             filled += len(errors)

@@ -28,11 +28,21 @@ def row_hashes(X: np.ndarray, seed: int) -> np.ndarray:
     return hashes
 
 
+def folds_of(hashes: np.ndarray, folds: int) -> np.ndarray:
+    """Each hashed row's fold, 0..folds-1."""
+    return (hashes % np.uint64(folds)).astype(np.int64)
+
+
+def below(hashes: np.ndarray, fraction: float) -> np.ndarray:
+    """Whether each hash, as a number in [0, 1), is below `fraction` (the row is held out)."""
+    return (hashes >> np.uint64(11)).astype(np.float64) / 2.0**53 < fraction
+
+
 def row_folds(X: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Each row's fold, 0..folds-1, from its hash."""
-    return (row_hashes(X, seed) % np.uint64(folds)).astype(np.int64)
+    return folds_of(row_hashes(X, seed), folds)
 
 
 def row_held_out(X: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Whether each row is held out: its hash, as a number in [0, 1), below `fraction`."""
-    return (row_hashes(X, seed) >> np.uint64(11)).astype(np.float64) / 2.0**53 < fraction
+    return below(row_hashes(X, seed), fraction)

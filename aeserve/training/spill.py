@@ -66,6 +66,17 @@ class Appender:
                          shape=(self.rows, self.features))
 
 
+def row_chunks(X: np.ndarray, rows: np.ndarray | None = None, size: int = 65_536):
+    """`(start, stop, part)` for the rows of `X`, or for its rows numbered `rows`, `size` at a
+    time: `part` holds rows start..stop of them. The pages of a spilled `X` are handed back
+    after each chunk, so a pass over it stays in the memory of one chunk."""
+    n = len(X) if rows is None else len(rows)
+    for start in range(0, n, size):
+        stop = min(n, start + size)
+        yield start, stop, (X[start:stop] if rows is None else X[rows[start:stop]])
+        release(X)
+
+
 def release(matrix: np.ndarray) -> None:
     """Hand the pages of a mapped matrix back to the kernel (a no-op for an array in memory).
     They are clean, so the next read of them comes from the page cache or the file."""

@@ -110,7 +110,7 @@ def narrow_rows(rows: np.ndarray) -> np.ndarray:
     return rows.astype(np.int32) if len(rows) and rows.max() < 2**31 else rows.astype(np.int64)
 
 
-def _row_reader(Z: np.ndarray, scaler: AffineScaler | None):
+def row_reader(Z: np.ndarray, scaler: AffineScaler | None):
     """`take(rows)`: the rows of `Z` as float32, scaled by `scaler` if given. Never copies `Z`
     when it is float32 already: only the rows taken are scaled, one batch at a time."""
     x = torch.as_tensor(np.ascontiguousarray(Z, dtype=np.float32))
@@ -244,7 +244,7 @@ def train_autoencoder(
     # The fused kernel updates every parameter in one call: a quarter less time per step for
     # networks this small, whose steps are dominated by per-tensor overhead.
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
-    take = _row_reader(Z_train, scaler)
+    take = row_reader(Z_train, scaler)
     numbers = None if train_rows is None else torch.as_tensor(narrow_rows(train_rows))
     members = model_config.members
     member_rows = None  # [K, L]: the rows each member trains on, when cross-fitting
@@ -259,7 +259,7 @@ def train_autoencoder(
         val_chunks = [torch.as_tensor(narrow_rows(val_rows[start:start + VALIDATION_CHUNK]))
                       for start in range(0, len(val_rows), VALIDATION_CHUNK)]
     else:
-        validate, val_chunks = _row_reader(Z_val, scaler), [slice(None)]
+        validate, val_chunks = row_reader(Z_val, scaler), [slice(None)]
     n_rows = n_train if member_rows is None else member_rows.shape[1]
     batch_size = max(1, min(config.batch_size, n_rows))
 
