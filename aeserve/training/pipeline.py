@@ -262,14 +262,14 @@ def fit_on_ray_engine(plan: TrainingPlan, data: Dataset, rows: Rows,
                else len(rows.train))
     validation = validation_rows(data.X, rows.validation, rows.folds, members)
     return fit_on_ray(plan, list(data.files), data.feature_names, data.label_column, validation,
-                      scaler, n_train, plan.ray)
+                      scaler, n_train, plan.ray, n_file_rows=len(data.X))
 
 
 def fit(plan: TrainingPlan, X: np.ndarray, rows: Rows, scaler: AffineScaler) -> TrainResult:
     """Train the planned network on the rows of `X`, each batch scaled as it is read."""
     config = plan.train
     if isinstance(X, np.memmap) and not config.shuffle_block_rows:
-        # spilled: shuffle a block at a time, so that reads stay sequential
+        # spilled: shuffle a buffer of runs of rows at a time, so that reads stay sequential
         config = replace(config, shuffle_block_rows=SHUFFLE_BLOCK_ROWS)
     return train_autoencoder(X, None, plan.model, config, plan.variant_options,
                              folds=rows.folds, train_rows=rows.train,

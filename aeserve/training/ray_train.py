@@ -54,11 +54,17 @@ def validation_rows(X: np.ndarray, rows: np.ndarray, folds: np.ndarray | None,
 
 def fit_on_ray(plan: TrainingPlan, files: list[Path], feature_names: list[str],
                label_column: str | None, validation: np.ndarray, scaler: AffineScaler,
-               n_train_rows: int, settings: RaySettings) -> TrainResult:
+               n_train_rows: int, settings: RaySettings, n_file_rows: int | None = None
+               ) -> TrainResult:
     """Train the planned network on Ray Train; the best epoch's weights, with the loss history.
 
     `validation` comes from `validation_rows`; `n_train_rows` (the rows one member trains on)
-    sets the number of epochs exactly as the local engine's `min_steps` rule does.
+    sets the number of epochs exactly as the local engine's `min_steps` rule does. A worker's
+    batch holds every kind of row of the files (`n_file_rows` of them): labelled anomalies,
+    held-out rows and, for each member, its own fold are dropped from it after reading. So the
+    batches read are larger than `batch_size` by the files' rows over a member's training rows,
+    and each member's step then sees about `batch_size` rows, as it does on the local engine:
+    the same steps per epoch, the same gradient noise.
     """
     import ray
     from ray.train import RunConfig, ScalingConfig
@@ -74,7 +80,9 @@ def fit_on_ray(plan: TrainingPlan, files: list[Path], feature_names: list[str],
         "validation_fraction": plan.validation_fraction,
         "offset": scaler.offset.astype(np.float32), "scale": scaler.scale.astype(np.float32),
         "validation": validation,
-        "batch_per_worker": max(1, math.ceil(train.batch_size / settings.workers)),
+        "batch_per_worker": max(1, math.ceil(
+            train.batch_size * max(n_file_rows or n_train_rows, n_train_rows)
+            / max(1, n_train_rows) / settings.workers)),
     }
     started_ray = not ray.is_initialized()
     if started_ray:

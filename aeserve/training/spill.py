@@ -3,9 +3,9 @@
 `aeserve train --spill` (automatic when the float32 data would take more than half the machine's
 memory) writes the rows, a Parquet or CSV batch at a time, to `rows.f32` in a scratch folder and
 maps it read-only: every step of training then reads it exactly as it reads an array in memory
-(by row number and in chunks, training/pipeline.py), and the trainer shuffles it a block of rows
-at a time
-(`SHUFFLE_BLOCK_ROWS`) so that reads stay sequential. Pages of the file that were read are
+(by row number and in chunks, training/pipeline.py), and the trainer shuffles it a buffer of
+`SHUFFLE_BLOCK_ROWS` rows at a time, made of runs of consecutive rows from random places
+(trainer.py, `_block_order`), so that reads stay sequential. Pages of the file that were read are
 handed back to the kernel after each block and each chunked pass (`release`), so the process's
 resident memory stays bounded whatever the file's size; the kernel's page cache keeps what it has
 room for.
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-#: Rows per shuffle block of a spilled data set: 2**20 rows (128 MiB at 32 features) are read
-#: sequentially and shuffled among themselves; blocks come in a seeded random order. Data in
-#: memory is shuffled whole.
+#: Rows per shuffle buffer of a spilled data set: 2**20 rows (128 MiB at 32 features), 64 runs of
+#: 16,384 consecutive rows from random places, shuffled among themselves; the runs come in a
+#: seeded random order. Data in memory is shuffled whole.
 SHUFFLE_BLOCK_ROWS = 1 << 20
 SPILL_FILENAME = "rows.f32"
 

@@ -42,9 +42,10 @@ class TrainConfig:
     min_steps: int = defaults.MIN_STEPS
     #: Restore the weights of the epoch with the best validation loss (False: keep the last).
     restore_best: bool = defaults.RESTORE_BEST
-    #: When positive, shuffle blocks of this many consecutive training rows, in a random order,
-    #: instead of all rows at once: reads of a spilled data set stay sequential
-    #: (training/spill.py). 0: one shuffle of every row.
+    #: When positive, shuffle the rows a buffer of this many at a time, each buffer made of
+    #: `SEGMENTS_PER_BUFFER` runs of consecutive rows from random places, instead of all rows at
+    #: once: reads of a spilled data set stay sequential (training/spill.py). 0: one shuffle of
+    #: every row.
     shuffle_block_rows: int = 0
 
 
@@ -128,9 +129,9 @@ def _epoch_order(n_rows: int, members: int, member_rows: torch.Tensor | None,
     per member. Members differ in the order they see the rows, not only in their initialisation.
 
     Built in int32 (the same permutations torch draws in int64) one member at a time: the order
-    of a large data set costs four bytes per row and member. With `block_rows`, the blocks of
-    that many consecutive training rows come in a random order and each is shuffled on its own
-    (for each member), so that reading a spilled data set stays sequential.
+    of a large data set costs four bytes per row and member. With `block_rows`, rows are
+    shuffled a buffer of that many at a time, each buffer made of runs of consecutive rows
+    (`_block_order`), so that reading a spilled data set stays sequential.
     """
     if 0 < block_rows < n_rows:
         return _block_order(n_rows, members, member_rows, numbers, generator, block_rows)
@@ -155,23 +156,40 @@ def _order_dtype(member_rows: torch.Tensor | None, numbers: torch.Tensor | None)
     return torch.int32
 
 
+#: Segments (runs of consecutive rows) that one shuffle buffer of a spilled data set mixes.
+SEGMENTS_PER_BUFFER = 64
+
+
 def _block_order(n_rows: int, members: int, member_rows: torch.Tensor | None,
                  numbers: torch.Tensor | None, generator: torch.Generator,
                  block_rows: int) -> torch.Tensor:
-    """`_epoch_order` a block at a time (see there)."""
-    blocks = torch.randperm(-(-n_rows // block_rows), generator=generator)
+    """`_epoch_order` a shuffle buffer at a time (see there).
+
+    The training rows are cut into segments of `block_rows // SEGMENTS_PER_BUFFER` consecutive
+    rows, the segments come in a seeded random order, and each run of `SEGMENTS_PER_BUFFER` of
+    them is one buffer, whose rows are shuffled together (for each member). A batch then mixes
+    rows from that many places of the file, not from one stretch of it (rows written in time
+    order would otherwise train a stretch of time at once), while every read is still a
+    sequential run of a segment's rows.
+    """
+    segment = max(1, block_rows // SEGMENTS_PER_BUFFER)
+    segments = torch.randperm(-(-n_rows // segment), generator=generator).tolist()
     grid = torch.empty((members, n_rows), dtype=_order_dtype(member_rows, numbers))
     filled = 0
-    for block in blocks.tolist():
-        low, high = block * block_rows, min(n_rows, (block + 1) * block_rows)
+    per_buffer = max(1, block_rows // segment)
+    for first in range(0, len(segments), per_buffer):
+        buffer = torch.cat([torch.arange(s * segment, min(n_rows, (s + 1) * segment),
+                                         dtype=torch.int32)
+                            for s in segments[first:first + per_buffer]])
+        size = len(buffer)
         for k in range(members):
-            positions = low + torch.randperm(high - low, generator=generator, dtype=torch.int32)
+            positions = buffer[torch.randperm(size, generator=generator, dtype=torch.int32)]
             if member_rows is not None:
-                grid[k, filled:filled + high - low] = member_rows[k][positions]
+                grid[k, filled:filled + size] = member_rows[k][positions]
             else:
-                grid[k, filled:filled + high - low] = (positions if numbers is None
-                                                      else numbers[positions])
-        filled += high - low
+                grid[k, filled:filled + size] = (positions if numbers is None
+                                                 else numbers[positions])
+        filled += size
     return grid[0] if members == 1 else grid
 
 

@@ -61,6 +61,5 @@ def test_ray_engine_trains_the_same_kind_of_model_as_the_local_one(tmp_path):
     assert ray["training"]["rows_train"] == local["training"]["rows_train"]
     ours = roc_auc(models / "ray" / "1", X_test, y_test)
     theirs = roc_auc(models / "local" / "1", X_test, y_test)
-    # The local engine's own spread over seeds 0-2 on this split is 0.930-0.946 (batch 32):
-    # a 107-row test part cannot tell models apart more finely than that.
-    assert ours > 0.9 and abs(ours - theirs) <= 0.02, (ours, theirs)
+    # Seeds 0-2 on this split: local 0.936, 0.931, 0.946; ray 0.938, 0.934, 0.938.
+    assert ours > 0.9 and abs(ours - theirs) <= 0.01, (ours, theirs)

@@ -52,27 +52,40 @@ def test_spilled_data_is_a_read_only_map_with_the_same_rows(tmp_path):
 
 
 @pytest.mark.parametrize("members", [1, 3])
-def test_block_shuffle_reads_blocks_of_consecutive_rows_in_a_random_order(members):
-    n, block = 666, 128
+def test_a_shuffle_buffer_mixes_runs_of_consecutive_rows_from_random_places(members):
+    """Buffers of 256 rows: 64 segments of 4 consecutive rows each, from anywhere in the data;
+    every row once an epoch; members share the buffers (the same reads) but not the order."""
+    from aeserve.training.trainer import SEGMENTS_PER_BUFFER
+
+    n, block = 664, 256
+    segment = block // SEGMENTS_PER_BUFFER
     member_rows = None
     if members > 1:  # member k trains on the rows not congruent to k mod 3 (sorted, like folds)
         member_rows = torch.as_tensor(np.stack(
             [np.flatnonzero(np.arange(1000) % 3 != k)[:n] for k in range(3)]).astype(np.int32))
     order = _epoch_order(n, members, member_rows, None, torch.Generator().manual_seed(0),
                          block_rows=block).reshape(members, n)
+    buffers, orders = [], []
     for k in range(members):
         rows = np.arange(n) if member_rows is None else member_rows[k].numpy()
         position = {int(r): i for i, r in enumerate(rows)}
-        positions = [position[int(r)] for r in order[k]]
-        # Walk the order: each block's rows come together, all of them, once.
-        seen, i = [], 0
-        while i < n:
-            b = positions[i] // block
-            size = min(block, n - b * block)
-            assert sorted(positions[i:i + size]) == list(range(b * block, b * block + size))
-            seen.append(b)
-            i += size
-        assert sorted(seen) == list(range(-(-n // block))) and seen != sorted(seen)
+        positions = np.array([position[int(r)] for r in order[k]])
+        assert sorted(positions) == list(range(n))  # every row once
+        orders.append(positions)
+        mine = []
+        for start in range(0, n, block):  # sizes 256, 256, 152
+            part = positions[start:start + block]
+            segments = sorted(set(part // segment))
+            # Whole segments only, as many as fit, from far apart in the data.
+            assert len(part) == len(segments) * segment == min(block, n - start)
+            assert set(part) == {s * segment + j for s in segments for j in range(segment)}
+            assert segments[-1] - segments[0] > 2 * SEGMENTS_PER_BUFFER
+            assert list(part) != sorted(part)
+            mine.append(segments)
+        buffers.append(mine)
+    assert all(b == buffers[0] for b in buffers)
+    if members > 1:
+        assert list(orders[0]) != list(orders[1])
 
 
 def test_a_spilled_data_set_trains_the_same_model_as_in_memory(tmp_path):
