@@ -201,7 +201,9 @@ def _stream_csv(path: Path, na_values: Sequence[str], delimiter: str | None) -> 
     """A CSV file parsed a block at a time (for spilling: its rows are never all in memory).
 
     Column types are inferred from the first block; a later value that does not fit them is
-    reported as pyarrow words it (without the line that the whole-file parser gives)."""
+    found again (`_locate_non_number`) and reported with its line, as the whole-file parser
+    reports it."""
+    import pyarrow as pa
     import pyarrow.csv as pv
 
     parse = pv.ParseOptions(delimiter=delimiter or sniff_delimiter(path))
@@ -218,10 +220,43 @@ def _stream_csv(path: Path, na_values: Sequence[str], delimiter: str | None) -> 
         raise DataError(f"cannot parse CSV {path.name}: {exc}") from exc
 
     def batches(columns: list[str]):
+        done = 0  # rows of the blocks already read
         try:
-            yield from reader(columns)
+            for batch in reader(columns):
+                yield batch
+                done += batch.num_rows
         except Exception as exc:
-            raise DataError(f"cannot parse CSV {path.name}: {exc}") from exc
+            where = _locate_non_number(done, columns) if isinstance(exc, pa.ArrowInvalid) else None
+            raise DataError(f"{path.name}: {where}" if where
+                            else f"cannot parse CSV {path.name}: {exc}") from exc
+
+    def _locate_non_number(done: int, columns: list[str]) -> str | None:
+        """The first value of the failing block, which starts `done` rows after the header,
+        that is not a number: the block again, its columns read as text (an error path: one
+        block parsed twice)."""
+        try:
+            block = next(iter(pv.open_csv(
+                path, read_options=pv.ReadOptions(block_size=CSV_BLOCK_BYTES,
+                                                  skip_rows_after_names=done),
+                parse_options=parse, convert_options=pv.ConvertOptions(
+                    null_values=list(na_values), strings_can_be_null=True,
+                    include_columns=columns,
+                    column_types={name: pa.string() for name in columns}))))
+        except Exception:
+            return None
+        found = []
+        for j, name in enumerate(columns):
+            for row, value in enumerate(block.column(j).to_pylist()):
+                try:
+                    float(value if value is not None else 0.0)
+                except ValueError:
+                    found.append((row, name, value))
+                    break
+        if not found:
+            return None
+        row, name, value = min(found)
+        return (f"column {name!r} is not numeric: {_place(done + row, 2)} holds {value!r} "
+                f"(the rows above it held numbers only)")
 
     return Batches(names=names, num_rows=None, read=batches)
 
