@@ -191,7 +191,7 @@ class DataPlane:
         """The Open Inference Protocol's `infer` on `entry`: (the answer, rows)."""
         request = await self.decoder.v2(body, header_length, entry.card.input_dim,
                                         self.settings.max_rows)
-        wanted = [name for name, _ in request.wanted]
+        wanted = request.graph_outputs
         results = await entry.batcher.submit(request.rows, wanted)
         require_finite(results, wanted)
         self.metrics.rows_counter(entry.name, entry.version, "v2-infer").inc(len(request.rows))

@@ -3,7 +3,10 @@ outputs back to a response (JSON, or the binary tensor extension).
 
 Tensors travel as `{"name", "shape", "datatype", "data"}` with `data` flattened in row-major order
 (nested lists are accepted too). The one input is `x` ([N, d], FP32 or FP64); the outputs are the
-graph's: embedding, reconstruction, score, feature_errors (all four unless the request names some).
+graph's: embedding, reconstruction, score, feature_errors (all four unless the request names some),
+and on request what a score means, as `/anomaly-score` answers it: `is_anomaly` (BOOL),
+`percentile` (FP32) and `p_value` (FP64). A request parameter `threshold` replaces the card's
+threshold for that request's verdicts, as `/anomaly-score?threshold=` does.
 
 `split_json` is the fast path for large JSON requests (run in the decoder process, see
 aeserve/serving/decoder.py): simdjson fills one buffer with the tensor's numbers and only the
@@ -23,9 +26,11 @@ from pydantic import ValidationError
 
 from aeserve.artifact.card import INPUT_NAME, OUTPUT_NAMES
 from aeserve.artifact.errors import schema_problems
+from aeserve.artifact.scores import verdicts
 from aeserve.serving.codecs import count_brackets, dumps, json_document
 from aeserve.serving.errors import (
     InvalidInstances,
+    InvalidParameter,
     MalformedJSON,
     NonFinite,
     NonNumeric,
@@ -36,16 +41,31 @@ from aeserve.serving.schemas.v2 import InferenceRequest
 
 DATATYPES = {"FP32": np.float32, "FP64": np.float64}
 BINARY_HEADER = "inference-header-content-length"
+#: Outputs the server adds to the graph's (from the score and the card), with their protocol
+#: datatype and little-endian wire type.
+ANNOTATIONS = {"is_anomaly": ("BOOL", "|b1"), "percentile": ("FP32", "<f4"),
+               "p_value": ("FP64", "<f8")}
+V2_OUTPUTS = (*OUTPUT_NAMES, *ANNOTATIONS)
 
 
 @dataclass(frozen=True)
 class V2Request:
     """A decoded inference request: the parsed envelope, the input rows, the outputs wanted as
-    (name, as binary)."""
+    (name, as binary), and the request's own threshold (None: the card's)."""
 
     request: InferenceRequest
     rows: np.ndarray
     wanted: list[tuple[str, bool]]
+    threshold: float | None = None
+
+    @property
+    def graph_outputs(self) -> list[str]:
+        """What the graph must compute: the graph outputs wanted, and the score when an
+        annotation is (the server derives those from it)."""
+        names = [name for name, _ in self.wanted if name in OUTPUT_NAMES]
+        if "score" not in names and any(name in ANNOTATIONS for name, _ in self.wanted):
+            names.append("score")
+        return names
 
 
 def decode_request(body: bytes, header_length: str | None, width: int, max_rows: int,
@@ -59,7 +79,18 @@ def decode_request(body: bytes, header_length: str | None, width: int, max_rows:
     else:
         request, binary = parse_inference_request(body, header_length)
         rows = input_matrix(request, binary, width, max_rows)
-    return V2Request(request, rows, requested_outputs(request))
+    return V2Request(request, rows, requested_outputs(request), request_threshold(request))
+
+
+def request_threshold(request: InferenceRequest) -> float | None:
+    """The request's `threshold` parameter: a finite number, or a typed 422."""
+    value = (request.parameters or {}).get("threshold")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not np.isfinite(float(value)):
+        raise InvalidParameter(f"parameter threshold must be a finite number, got {value!r}")
+    return float(value)
 
 
 def split_json(body: bytes) -> tuple[bytes, np.ndarray] | None:
@@ -211,23 +242,29 @@ def requested_outputs(request: InferenceRequest) -> list[tuple[str, bool]]:
     binary_default = bool((request.parameters or {}).get("binary_data_output", False))
     if not request.outputs:
         return [(name, binary_default) for name in OUTPUT_NAMES]
-    unknown = [o.name for o in request.outputs if o.name not in OUTPUT_NAMES]
+    unknown = [o.name for o in request.outputs if o.name not in V2_OUTPUTS]
     if unknown:
-        raise InvalidInstances(f"unknown outputs {unknown}; choose from {list(OUTPUT_NAMES)}")
+        raise InvalidInstances(f"unknown outputs {unknown}; choose from {list(V2_OUTPUTS)}")
     return [(o.name, bool((o.parameters or {}).get("binary_data", binary_default)))
             for o in request.outputs]
 
 
 def encode_response(name: str, version: int, threshold: float, decoded: V2Request,
                     results: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str], str]:
-    """JSON, or the binary extension's JSON header followed by raw little-endian tensors."""
+    """JSON, or the binary extension's JSON header followed by raw little-endian tensors.
+
+    `threshold` is the card's; the request's own, when it has one, decides the verdicts."""
+    if decoded.threshold is not None:
+        threshold = decoded.threshold
+        results = {**results, "is_anomaly": verdicts(results["score"], threshold)}
     parameters: dict[str, Any] = {"threshold": threshold}
-    if any(output == "score" for output, _ in decoded.wanted):
+    if any(output == "score" or output in ANNOTATIONS for output, _ in decoded.wanted):
         parameters["anomalies"] = int(np.count_nonzero(results["is_anomaly"]))
     outputs, blobs = [], []
     for output, as_binary in decoded.wanted:
-        tensor = np.ascontiguousarray(results[output], dtype="<f4")
-        entry: dict[str, Any] = {"name": output, "datatype": "FP32",
+        datatype, wire = ANNOTATIONS.get(output, ("FP32", "<f4"))
+        tensor = np.ascontiguousarray(results[output], dtype=wire)
+        entry: dict[str, Any] = {"name": output, "datatype": datatype,
                                  "shape": list(tensor.shape)}
         if as_binary:
             blob = tensor.tobytes()

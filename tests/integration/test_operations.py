@@ -132,8 +132,10 @@ def test_v2_with_the_triton_client(server, normal_rows):
     assert client.is_model_ready("sensors", headers=dict(AUTH))
     meta = client.get_model_metadata("sensors", headers=dict(AUTH))
     assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 6]}]
-    assert [o["name"] for o in meta["outputs"]] == [
-        "embedding", "reconstruction", "score", "feature_errors"]
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [
+        ("embedding", "FP32"), ("reconstruction", "FP32"), ("score", "FP32"),
+        ("feature_errors", "FP32"), ("is_anomaly", "BOOL"), ("percentile", "FP32"),
+        ("p_value", "FP64")]
     assert client.get_server_metadata(headers=dict(AUTH))["extensions"] == [
         "model_repository", "binary_tensor_data"]
 
@@ -191,6 +193,48 @@ def test_v2_json_fp64_versions_and_errors(client, normal_rows):
     assert "unknown model" in error(request, "/v2/models/nope/infer")
     assert client.get("/v2/models/nope/ready").status_code == 404
     assert client.get("/v2/models/sensors/versions/1/ready").json()["ready"] is True
+
+
+def test_v2_answers_what_a_score_means_as_anomaly_score_does(client, normal_rows):
+    from tests.helpers import far_rows
+
+    rows = np.vstack([normal_rows[:5], far_rows(normal_rows, 2)])
+    wanted = ["is_anomaly", "percentile", "p_value"]
+    request = {"inputs": [{"name": "x", "shape": list(rows.shape), "datatype": "FP64",
+                           "data": rows.ravel().tolist()}],
+               "outputs": [{"name": name} for name in wanted]}
+    core = client.post("/anomaly-score", json={"instances": rows.tolist()}).json()
+    answer = client.post("/v2/models/sensors/infer", json=request).json()
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert [o["name"] for o in answer["outputs"]] == wanted  # the score is not asked for
+    assert outputs["is_anomaly"]["datatype"] == "BOOL" and outputs["is_anomaly"]["shape"] == [7]
+    assert outputs["is_anomaly"]["data"] == core["is_anomaly"]
+    assert core["is_anomaly"][5:] == [True, True] and not any(core["is_anomaly"][:5])
+    np.testing.assert_allclose(outputs["percentile"]["data"], core["percentiles"], rtol=1e-6)
+    assert outputs["p_value"]["datatype"] == "FP64"
+    assert outputs["p_value"]["data"] == core["p_values"]
+    assert answer["parameters"] == {"threshold": core["threshold"], "anomalies": 2}
+
+    # The request's own threshold, as /anomaly-score?threshold= takes it: between the scores.
+    threshold = float(np.sort(core["scores"])[2]) + 1e-6
+    mine = client.post("/v2/models/sensors/infer", json=dict(
+        request, parameters={"threshold": threshold})).json()
+    theirs = client.post(f"/anomaly-score?threshold={threshold!r}",
+                         json={"instances": rows.tolist()}).json()
+    assert mine["outputs"][0]["data"] == theirs["is_anomaly"]
+    assert sum(theirs["is_anomaly"]) == 4
+    assert mine["parameters"] == {"threshold": threshold, "anomalies": 4}
+
+    # Binary: one byte per verdict.
+    binary = client.post("/v2/models/sensors/infer", json=dict(
+        request, outputs=[{"name": "is_anomaly"}], parameters={"binary_data_output": True}))
+    header = int(binary.headers["inference-header-content-length"])
+    assert np.frombuffer(binary.content[header:], dtype=bool).tolist() == core["is_anomaly"]
+
+    for bad in ("high", True, [1.0]):
+        refused = client.post("/v2/models/sensors/infer", json=dict(
+            request, parameters={"threshold": bad}))
+        assert refused.status_code == 422 and "threshold" in refused.json()["error"]
 
 
 def test_v2_large_json_bodies_answer_as_small_ones(client, normal_rows):

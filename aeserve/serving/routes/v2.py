@@ -25,7 +25,7 @@ from aeserve.serving.deps import get_repository
 from aeserve.serving.errors import InvalidParameter, ModelNotReady
 from aeserve.serving.repository import ModelRepository, ModelVersion
 from aeserve.serving.schemas.v2 import IndexRequest, InferenceRequest
-from aeserve.serving.v2_codec import BINARY_HEADER
+from aeserve.serving.v2_codec import ANNOTATIONS, BINARY_HEADER
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 Repo = Annotated[ModelRepository, Depends(get_repository)]
@@ -66,7 +66,9 @@ def _metadata(repository: ModelRepository, entry: ModelVersion) -> dict[str, Any
                      if v.state == "ready"],
         "platform": "onnxruntime_onnx",
         "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, card.input_dim]}],
-        "outputs": [{"name": n, "datatype": "FP32", "shape": widths[n]} for n in OUTPUT_NAMES],
+        "outputs": [{"name": n, "datatype": "FP32", "shape": widths[n]} for n in OUTPUT_NAMES]
+        + [{"name": n, "datatype": datatype, "shape": [-1]}
+           for n, (datatype, _) in ANNOTATIONS.items()],
         "parameters": {"feature_names": card.feature_names, "threshold": card.threshold,
                        "providers": entry.session.providers},
     }
