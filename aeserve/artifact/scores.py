@@ -87,6 +87,22 @@ def p_values(scores: np.ndarray, quantiles: Sequence[float],
     return np.where(s > start, above, below)
 
 
+def score_at_quantile(quantiles: Sequence[float], level: float) -> float:
+    """The score that a share `level` (0 < level < 1) of normal rows stays below: the inverse of
+    `percentiles` up to the 99th percentile, of `p_values` beyond (the exponential tail), so that
+    a threshold set to `quantile:Q` from a card flags normal rows at the rate 1 - Q that the
+    card's own percentiles and p-values say."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"a quantile level must be strictly between 0 and 1, got {level}")
+    q, beta = _quantiles(quantiles)
+    position = level * (len(q) - 1)
+    if position > TAIL_START:
+        return float(q[TAIL_START] + beta * np.log(_TAIL_SHARE / (1.0 - level)))
+    low = int(np.floor(position))
+    high = min(low + 1, len(q) - 1)
+    return float(q[low] + (position - low) * (q[high] - q[low]))
+
+
 def verdicts(scores: np.ndarray, threshold: float) -> np.ndarray:
     """A row is anomalous when its score is strictly above the threshold (compared in float64,
     so a float32 score is never rounded onto the threshold)."""

@@ -1,6 +1,7 @@
-"""Version policy of one model: which of its version folders the server loads.
+"""A model's `config.json`: its version policy (which of its version folders the server loads)
+and its managed thresholds (aeserve/serving/thresholds.py).
 
-Read from the optional `models/<name>/config.json`, in Triton's shape:
+The version policy, in Triton's shape:
 
     {"version_policy": {"latest": {"num_versions": 1}}}     the default
     {"version_policy": {"specific": {"versions": [1, 3]}}}
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aeserve.artifact.errors import schema_problems
+from aeserve.serving.thresholds import ThresholdSetting, check_keys
 
 CONFIG_FILENAME = "config.json"
 
@@ -72,6 +74,13 @@ class VersionPolicy(_Strict):
 
 class ModelConfig(_Strict):
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
+    thresholds: dict[str, ThresholdSetting] = Field(default_factory=dict)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _version_keys(cls, thresholds: dict[str, ThresholdSetting]
+                      ) -> dict[str, ThresholdSetting]:
+        return check_keys(thresholds)
 
 
 def read_model_config(model_dir: Path) -> ModelConfig:

@@ -30,6 +30,13 @@ from aeserve.serving.batching import MicroBatcher
 from aeserve.serving.errors import ModelNotReady, UnknownModel, UnknownVersion
 from aeserve.serving.policy import PolicyError, VersionPolicy, read_model_config
 from aeserve.serving.settings import Settings, session_config
+from aeserve.serving.thresholds import (
+    FROM_CARD,
+    FROM_CONFIG,
+    ThresholdSetting,
+    effective_card,
+    setting_for,
+)
 
 log = logging.getLogger("aeserve.repository")
 
@@ -49,10 +56,20 @@ class ModelVersion:
     provider_error: bool = False
     #: Made when the version loads (ready versions only), closed when it stops serving.
     batcher: MicroBatcher | None = None
+    #: The card as exported, where config.json replaced its threshold in `card` (else None).
+    stored_card: ModelCard | None = None
 
     def summary(self) -> dict:
         return {"version": self.version, "state": self.state, "error": self.error,
                 "providers": self.session.providers if self.session else []}
+
+    def threshold(self) -> dict | None:
+        """The threshold in force, its rule, and where it came from (None unless ready)."""
+        if self.card is None:
+            return None
+        return {"value": self.card.threshold, "rule": self.card.threshold_rule,
+                "source": FROM_CONFIG if self.stored_card is not None else FROM_CARD,
+                "card_value": (self.stored_card or self.card).threshold}
 
 
 @dataclass
@@ -138,13 +155,14 @@ class ModelRepository:
 
     def _scan_model(self, name: str, model_dir: Path, previous: Model | None) -> Model:
         try:
-            policy = read_model_config(model_dir).version_policy
+            config = read_model_config(model_dir)
+            policy, thresholds = config.version_policy, config.thresholds
         except PolicyError as exc:
-            if previous is not None:  # keep serving what was loaded under the last valid policy
+            if previous is not None:  # keep serving what was loaded under the last valid config
                 log.error("model %s: %s; keeping the loaded versions", name, exc)
                 return replace(previous, error=str(exc))
             log.error("model %s: %s", name, exc)
-            policy = VersionPolicy()
+            policy, thresholds = VersionPolicy(), {}
         on_disk = store.version_folders(model_dir)
         candidates, wanted = policy.candidates(list(on_disk))
         versions: dict[int, ModelVersion] = {}
@@ -157,7 +175,8 @@ class ModelRepository:
                 versions[number] = ModelVersion(name, number, model_dir / str(number), "failed",
                                                 error="version folder not found")
                 continue
-            entry = self._load_or_reuse(name, number, path, previous)
+            entry = self._load_or_reuse(name, number, path, previous,
+                                        setting_for(thresholds, number))
             versions[number] = entry
             ready += entry.state == "ready"
         for number, path in on_disk.items():
@@ -167,19 +186,38 @@ class ModelRepository:
                     error=f"not served under version policy {policy.describe()}")
         return Model(name, versions, policy.describe())
 
-    def _load_or_reuse(self, name: str, number: int, path: Path,
-                       previous: Model | None) -> ModelVersion:
+    def _load_or_reuse(self, name: str, number: int, path: Path, previous: Model | None,
+                       setting: ThresholdSetting | None) -> ModelVersion:
+        """The version, loaded (or the last scan's, when its files are unchanged), serving with
+        `setting`'s threshold, else its card's."""
         old = previous.versions.get(number) if previous else None
         if (old is not None and old.state != "unloaded"
                 and old.fingerprint == store.fingerprint(path)):
-            return old
+            if old.state != "ready" or effective_card(old.stored_card or old.card,
+                                                       setting) == old.card:
+                return old
+            # Same files, another threshold: a new entry with its own batcher; the old one
+            # closes with the scan, after its in-flight batches.
+            return self._serving(old, old.stored_card or old.card, setting)
         entry = load_version(name, number, path, self.session_config, self.root)
         if entry.state == "ready":
-            return replace(entry, batcher=self._make_batcher(name, number, entry.card,
-                                                             entry.session))
+            return self._serving(entry, entry.card, setting)
         if self._on_load_failure is not None:
             self._on_load_failure(entry)
         return entry
+
+    def _serving(self, entry: ModelVersion, stored: ModelCard,
+                 setting: ThresholdSetting | None) -> ModelVersion:
+        """`entry` ready to serve with the threshold in force, and a batcher that uses it."""
+        card = effective_card(stored, setting)
+        if setting is not None:
+            log.info("model %s version %s threshold %s from %s (%s; the card says %s)",
+                     entry.name, entry.version, card.threshold, FROM_CONFIG,
+                     card.threshold_rule, stored.threshold,
+                     extra={"model": entry.name, "version": entry.version})
+        return replace(entry, card=card, stored_card=None if setting is None else stored,
+                       batcher=self._make_batcher(entry.name, entry.version, card,
+                                                  entry.session))
 
     def load_model(self, name: str) -> Model:
         """Load (or reload) one model by name: the repository extension's `load`."""

@@ -237,6 +237,38 @@ def test_v2_answers_what_a_score_means_as_anomaly_score_does(client, normal_rows
         assert refused.status_code == 422 and "threshold" in refused.json()["error"]
 
 
+def test_a_threshold_in_config_json_applies_at_the_next_scan(client, repo, normal_rows):
+    from tests.helpers import far_rows
+
+    rows = np.vstack([normal_rows[:20], far_rows(normal_rows, 2)])
+    before = client.post("/anomaly-score", json={"instances": rows.tolist()}).json()
+    card_threshold = before["threshold"]
+    assert client.get("/models/sensors").json()["threshold"] == {
+        "value": card_threshold, "rule": "quantile:0.99", "source": "card",
+        "card_value": card_threshold}
+    # Between the scores: the 5th highest of the 22 rows is flagged, and those above it.
+    threshold = float(np.sort(before["scores"])[-5]) - 1e-6
+    (repo / "sensors" / "config.json").write_text(
+        json.dumps({"thresholds": {"1": {"value": threshold}}}))
+    assert wait_for(lambda: client.get("/models/sensors").json()["threshold"]["source"]
+                    == "config.json", timeout=10)
+    shown = client.get("/models/sensors").json()
+    assert shown["threshold"]["value"] == threshold
+    assert shown["card"]["threshold"] == card_threshold  # the exported card, unchanged
+    after = client.post("/anomaly-score", json={"instances": rows.tolist()}).json()
+    assert after["threshold"] == threshold and sum(after["is_anomaly"]) == 5
+    assert after["scores"] == before["scores"]
+    v2 = client.post("/v2/models/sensors/infer", json={
+        "inputs": [{"name": "x", "shape": list(rows.shape), "datatype": "FP64",
+                    "data": rows.ravel().tolist()}], "outputs": [{"name": "is_anomaly"}]})
+    assert v2.json()["outputs"][0]["data"] == after["is_anomaly"]
+    assert v2.json()["parameters"]["threshold"] == threshold
+    (repo / "sensors" / "config.json").unlink()
+    assert wait_for(lambda: client.get("/models/sensors").json()["threshold"]["source"]
+                    == "card", timeout=10)
+    assert client.post("/anomaly-score", json={"instances": rows.tolist()}).json() == before
+
+
 def test_v2_large_json_bodies_answer_as_small_ones(client, normal_rows):
     """Above AESERVE_DECODE_PROCESS_MIN_BYTES (1 MB) a flat V2 tensor is split in the decoder
     process, a nested one parsed in a codec thread; both answer as the rows do one by one."""

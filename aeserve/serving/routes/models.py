@@ -29,8 +29,9 @@ def model_summary(model: Model, default: str | None) -> dict[str, Any]:
 
 
 def _version_detail(entry: ModelVersion) -> dict[str, Any]:
-    return {**entry.summary(), "name": entry.name,
-            "card": entry.card.model_dump(mode="json") if entry.card else None}
+    card = entry.stored_card or entry.card  # the card as exported; the threshold in force apart
+    return {**entry.summary(), "name": entry.name, "threshold": entry.threshold(),
+            "card": card.model_dump(mode="json") if card else None}
 
 
 @router.get("/models", summary="List models, their versions and states")
@@ -49,7 +50,9 @@ async def get_model(name: str, repository: Repo) -> dict[str, Any]:
     summary = model_summary(model, repository.default_name)
     active = model.active
     summary["providers"] = active.session.providers if active else []
-    summary["card"] = active.card.model_dump(mode="json") if active else None
+    summary["threshold"] = active.threshold() if active else None
+    card = (active.stored_card or active.card) if active else None
+    summary["card"] = card.model_dump(mode="json") if card else None
     return summary
 
 

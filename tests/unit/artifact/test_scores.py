@@ -49,3 +49,22 @@ def test_a_flat_tail_still_gives_p_values():
     flat = [0.0] * 50 + [1.0] * 51
     got = p_values(np.array([0.5, 1.0, 1.0 + 1e-3, 5.0]), flat)
     assert np.all(np.isfinite(got)) and got[0] > got[2] >= got[3] >= 0
+
+
+def test_score_at_quantile_inverts_percentiles_and_the_tail():
+    import math
+
+    from aeserve.artifact.scores import p_values, score_at_quantile, tail_scale
+
+    quantiles = [float(k) for k in range(101)]  # the k-th percentile is k
+    assert score_at_quantile(quantiles, 0.5) == pytest.approx(50.0)
+    assert score_at_quantile(quantiles, 0.425) == pytest.approx(42.5)
+    assert score_at_quantile(quantiles, 0.99) == pytest.approx(99.0)
+    # Beyond the 99th: the tail, 99 + beta ln(0.01 / 0.001) for a false alarm rate of 0.001.
+    beta = tail_scale(quantiles)
+    assert score_at_quantile(quantiles, 0.999) == pytest.approx(99.0 + beta * math.log(10.0))
+    for level in (0.3, 0.9, 0.995, 0.9999):
+        score = score_at_quantile(quantiles, level)
+        assert p_values(np.array([score]), quantiles)[0] == pytest.approx(1.0 - level)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        score_at_quantile(quantiles, 1.0)

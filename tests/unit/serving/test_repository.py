@@ -176,3 +176,41 @@ def test_unicode_digit_folders_and_unexpected_errors_never_stop_the_scan(tmp_pat
     assert sorted(repo.models["m"].versions) == [1] and repo.get("m").state == "ready"
     broken = repo.models["n"].versions[1]
     assert broken.state == "failed" and "MemoryError: no room for the graph" in broken.error
+
+
+def test_config_json_sets_thresholds_without_a_new_export(tmp_path):
+    from aeserve.artifact.scores import score_at_quantile
+
+    for version in (1, 2):
+        add_version(tmp_path, SHIPPED_MODEL, "m", version)
+    config = tmp_path / "m" / "config.json"
+    config.write_text('{"version_policy": {"all": {}}, '
+                      '"thresholds": {"*": {"rule": "quantile:0.995"}, "2": {"value": 2.5}}}')
+    repo = repository(tmp_path)
+    one, two = repo.get("m", 1), repo.get("m", 2)
+    card = one.stored_card
+    assert card is not None and card.threshold != one.card.threshold  # the disk's card kept
+    assert one.card.threshold == score_at_quantile(card.score_quantiles, 0.995)
+    assert one.threshold() == {"value": one.card.threshold, "rule": "quantile:0.995",
+                               "source": "config.json", "card_value": card.threshold}
+    assert two.card.threshold == 2.5 and two.threshold()["rule"] == "value:2.5"
+    old_batcher = two.batcher
+
+    # The next scan applies a change; versions whose threshold did not change are kept as
+    # they are; a version whose threshold changed gets a new batcher (it scores with it).
+    config.write_text('{"version_policy": {"all": {}}, "thresholds": {"2": {"value": 3.0}}}')
+    repo.refresh()
+    assert repo.get("m", 2).card.threshold == 3.0 and repo.get("m", 2).batcher is not old_batcher
+    assert repo.get("m", 1).threshold()["source"] == "card"
+    assert repo.get("m", 1).card == card
+    unchanged = repo.get("m", 2)
+    repo.refresh()
+    assert repo.get("m", 2) is unchanged
+
+    # A bad threshold is refused by name and the loaded versions keep serving.
+    for bad, words in [('{"2": {"value": 1, "rule": "quantile:0.9"}}', "exactly one"),
+                       ('{"2": {"rule": "sigma:3"}}', "quantile:Q"),
+                       ('{"latest": {"value": 1}}', "version numbers or '*'")]:
+        config.write_text('{"version_policy": {"all": {}}, "thresholds": ' + bad + '}')
+        repo.refresh()
+        assert words in repo.models["m"].error and repo.get("m", 2).card.threshold == 3.0
