@@ -19,7 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-CARD_SCHEMA_VERSION = 1
+#: 2 added `reference` (the drift reference); a card of version 1 still reads, without it.
+CARD_SCHEMA_VERSION = 2
 CARD_FILENAME = "model.json"
 ONNX_FILENAME = "model.onnx"
 INPUT_NAME = "x"
@@ -143,10 +144,41 @@ class Evaluation(_Strict):
     recall_at_threshold: float
 
 
+class Bins(_Strict):
+    """One column's reference bins (aeserve/artifact/drift.py): inner edges at its deciles and
+    the share of the reference rows in each bin."""
+
+    edges: list[float]
+    shares: list[float]
+
+    @model_validator(mode="after")
+    def _shape(self) -> Bins:
+        if len(self.shares) != len(self.edges) + 1:
+            raise ValueError("a column's bins need one share more than edges")
+        if not all(math.isfinite(v) for v in [*self.edges, *self.shares]):
+            raise ValueError("bin edges and shares must be finite numbers")
+        if any(b < a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("bin edges must be non-decreasing")
+        if any(v < 0 for v in self.shares) or abs(sum(self.shares) - 1.0) > 1e-6:
+            raise ValueError("bin shares must be non-negative and add up to 1")
+        return self
+
+
+class Reference(_Strict):
+    """What drift is measured against, so that serving needs no training data: each feature's
+    bins over the normal training rows, and the held-out normal scores' bins."""
+
+    rows: int = Field(gt=0, description="Normal rows the feature bins were computed from (a "
+                                        "seeded sample of 2**19 values' worth of rows, at "
+                                        "least 10,000, beyond that).")
+    features: list[Bins]
+    score: Bins
+
+
 class ModelCard(_Strict):
     """Everything a server or a person needs to use and trust one model version."""
 
-    schema_version: Literal[1] = CARD_SCHEMA_VERSION
+    schema_version: Literal[1, 2] = CARD_SCHEMA_VERSION
     name: str
     version: int = Field(ge=1)
     created_at: datetime
@@ -162,6 +194,9 @@ class ModelCard(_Strict):
     score_quantiles: list[float] = Field(
         description="Scores of held-out normal rows at the 0, 1, ..., 100th percentiles."
     )
+    reference: Reference | None = Field(
+        None, description="The drift reference (schema version 2; absent from older cards, "
+                          "whose versions serve without drift).")
     training: TrainingSummary
     evaluation: Evaluation | None = None
     onnx_opset: int
@@ -198,6 +233,8 @@ class ModelCard(_Strict):
             raise ValueError(f"score_quantiles must hold {SCORE_QUANTILE_COUNT} values")
         if any(b < a for a, b in zip(self.score_quantiles, self.score_quantiles[1:], strict=False)):
             raise ValueError("score_quantiles must be non-decreasing")
+        if self.reference is not None and len(self.reference.features) != self.input_dim:
+            raise ValueError("reference.features needs one entry per feature")
         return self
 
     def to_json(self) -> str:
@@ -206,6 +243,29 @@ class ModelCard(_Strict):
     @classmethod
     def read(cls, path: Path) -> ModelCard:
         return cls.model_validate_json(Path(path).read_bytes())
+
+
+#: Keys of the exported graph's `metadata_props`: what a runtime other than aeserve needs to turn
+#: the graph's `score` into a verdict and a percentile, without the card (values are strings:
+#: numbers as Python writes them, lists as JSON).
+GRAPH_METADATA_PREFIX = "aeserve."
+
+
+def graph_metadata(threshold: float, threshold_rule: str, feature_names: list[str],
+                   score_quantiles: list[float], score_kind: str) -> dict[str, str]:
+    """The graph's copy of what the card says a score means (at export: the version number is
+    given at publication, and a managed threshold in config.json overrides it at serving)."""
+    import json
+
+    return {f"{GRAPH_METADATA_PREFIX}{key}": value for key, value in {
+        "card_schema_version": str(CARD_SCHEMA_VERSION),
+        "threshold": repr(float(threshold)),
+        "threshold_rule": threshold_rule,
+        "verdict": "anomalous when score > threshold",
+        "feature_names": json.dumps(list(feature_names)),
+        "score_kind": score_kind,
+        "score_quantiles": json.dumps([float(q) for q in score_quantiles]),
+    }.items()}
 
 
 def file_sha256(path: Path) -> str:

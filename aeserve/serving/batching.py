@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,11 @@ class MicroBatcher:
     """Merges concurrent requests for one model version; one instance per version and loop."""
 
     def __init__(self, run: RunFn, executor: Executor, max_rows: int, max_delay_s: float,
-                 on_batch: Callable[[int, float, list[float]], None] | None = None) -> None:
+                 on_batch: Callable[[int, float, list[float]], None] | None = None,
+                 drift: Any = None) -> None:
+        #: The version's drift monitor (serving/drift.py), which `run` feeds: kept here, with
+        #: the batcher that lives and dies with the version. None without one.
+        self.drift = drift
         self._run = run
         self._executor = executor
         self.max_rows = max_rows

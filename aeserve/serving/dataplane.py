@@ -26,6 +26,7 @@ from aeserve.serving import v2_codec
 from aeserve.serving.batching import MicroBatcher
 from aeserve.serving.codecs import BINARY_TYPE, NPY_TYPE, decode_instances, dumps, media_type
 from aeserve.serving.decoding import BodyDecoder
+from aeserve.serving.drift import DriftMonitor, DriftSettings
 from aeserve.serving.errors import NonFiniteResult, UnknownVersion
 from aeserve.serving.metrics import Metrics, observe_many
 from aeserve.serving.repository import ModelRepository, ModelVersion
@@ -71,14 +72,23 @@ def batcher_factory(settings: Settings, metrics: Metrics, executor: Executor
             inference_seconds.observe(seconds)
             observe_many(queue_seconds, np.asarray(waits))
 
+        drift = None
+        if card.reference is not None and settings.drift_window_rows > 0:
+            drift = DriftMonitor(card, DriftSettings(settings.drift_window_rows,
+                                                     settings.drift_sample_rows),
+                                 publish=lambda m: metrics.publish_drift(name, version, m))
+
         def run(rows: np.ndarray, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
             results = mark_non_finite(session.run(rows, outputs))
-            if "score" not in results:
-                return results
-            return annotate_scores(name, version, card, results, metrics)
+            if "score" in results:
+                results = annotate_scores(name, version, card, results, metrics)
+            if drift is not None:
+                drift.observe(rows, results.get("score"))
+            return results
 
         return MicroBatcher(run, executor, max_rows=settings.batch_max_rows,
-                            max_delay_s=settings.batch_max_delay_ms / 1000.0, on_batch=record)
+                            max_delay_s=settings.batch_max_delay_ms / 1000.0, on_batch=record,
+                            drift=drift)
 
     return make
 

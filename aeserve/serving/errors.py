@@ -111,6 +111,14 @@ class ModelNotReady(ServiceError):
     code = "model_not_ready"
 
 
+class DriftUnavailable(ServiceError):
+    """The version has no drift window: its card predates the drift reference (schema version
+    1), or the server runs with AESERVE_DRIFT_WINDOW_ROWS=0."""
+
+    status = 409
+    code = "drift_unavailable"
+
+
 class NotFound(ServiceError):
     status = 404
     code = "not_found"

@@ -87,6 +87,18 @@ class Metrics:
             "aeserve_model_info", "1 for each ready model version, with its active providers.",
             ["model", "version", "providers"], registry=r, multiprocess_mode="max")
         self._info_series: set[tuple[str, str, str]] = set()
+        # Drift windows (serving/drift.py): counts that add up across workers, and the shares
+        # of the card's reference beside them; the PSI is recorded by the alert rules.
+        self.drift_window = Gauge(
+            "aeserve_drift_window_rows", "Rows of the version's drift window in each reference "
+            "bin of a column (a feature, or the score).",
+            ["model", "version", "kind", "column", "bin"], registry=r,
+            multiprocess_mode="livesum")
+        self.drift_reference = Gauge(
+            "aeserve_drift_reference_share", "Share of the reference rows in each bin of a "
+            "column, from the model card.", ["model", "version", "kind", "column", "bin"],
+            registry=r, multiprocess_mode="max")
+        self._drift: dict[tuple[str, str], tuple[object, list]] = {}
         # Labelled children by (metric, labels): `labels()` validates and hashes its arguments
         # under a lock on every call, which the per-request paths should not pay.
         self._children: dict[tuple, object] = {}
@@ -124,6 +136,26 @@ class Metrics:
         self._child(self.anomalies, *labels).inc(int(np.count_nonzero(flagged)))
         observe_many(self._child(self.score_ratio, model), scores / max(threshold, 1e-12))
 
+    def publish_drift(self, model: str, version: int, monitor) -> None:
+        """A version's drift window, bin by bin (and, the first time, its reference)."""
+        key = (model, str(version))
+        known = self._drift.get(key)
+        if known is None or known[0] is not monitor:
+            columns = [("feature", name) for name in monitor.card.feature_names]
+            columns.append(("score", "score"))
+            children = [[self.drift_window.labels(*key, kind, column, str(b))
+                         for b in range(monitor.feature_expected.shape[1])]
+                        for kind, column in columns]
+            reference = np.vstack([monitor.feature_expected, monitor.score_expected])
+            for (kind, column), shares in zip(columns, reference, strict=True):
+                for b, share in enumerate(shares):
+                    self.drift_reference.labels(*key, kind, column, str(b)).set(float(share))
+            known = self._drift[key] = (monitor, children)
+        features, scores, *_ = monitor.counts()
+        for row, counts in zip(known[1], np.vstack([features, scores]), strict=True):
+            for child, count in zip(row, counts.tolist(), strict=True):
+                child.set(count)
+
     def set_models(self, ready: list[tuple[str, int, list[str]]]) -> None:
         """1 for the currently ready versions, 0 for those that no longer are.
 
@@ -137,6 +169,11 @@ class Metrics:
         for labels in current:
             self.model_info.labels(*labels).set(1)
         self._info_series |= current
+        serving = {(name, str(version)) for name, version, _ in ready}
+        for key in [k for k in self._drift if k not in serving]:  # its window is gone too
+            for row in self._drift.pop(key)[1]:
+                for child in row:
+                    child.set(0)
 
     def render(self) -> bytes:
         """This process's metrics, or every worker's when running several (multi-process)."""

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
                                        "process (simdjson holds the GIL while it parses); 0 = "
                                        "never.")
     max_rows: int = Field(100_000, gt=0, description="Most rows accepted in one request.")
+    drift_window_rows: int = Field(
+        10_000, ge=0, description="Rows in each version's drift window (GET /models/{name}/"
+                                  "drift); 0 = no drift monitoring.")
+    drift_sample_rows: int = Field(
+        256, ge=1, description="Most rows of one batch that enter the drift window (evenly "
+                               "spaced): a large batch costs no more than this many.")
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest request body.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field(

@@ -129,6 +129,16 @@ def write_onnx(graph: ScoringGraph, input_dim: int, path: Path) -> None:
         )
 
 
+def embed_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Write `metadata` into the ONNX file's `metadata_props` (the graph itself unchanged):
+    onnxruntime and every ONNX tool read it as the model's custom metadata."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, metadata)
+    onnx.save(model, str(path))
+
+
 def parity_rows(X: np.ndarray, seed: int, n_rows: int = PARITY_ROWS) -> np.ndarray:
     """Half resampled data rows, half Gaussian rows at the data's scale (checks extrapolation)."""
     rng = np.random.default_rng(seed)

@@ -49,6 +49,7 @@ from aeserve.artifact.card import (
     ScoreSpec,
     TrainingSummary,
     file_sha256,
+    graph_metadata,
 )
 from aeserve.artifact.scores import verdicts
 from aeserve.artifact.store import discard, publish, staging_dir
@@ -60,6 +61,7 @@ from aeserve.training.export import (
     PARITY_TOLERANCE,
     ExportError,
     ScoringGraph,
+    embed_metadata,
     make_session,
     parity_error,
     parity_rows,
@@ -73,6 +75,7 @@ from aeserve.training.plan import (
     resolve_plan,
 )
 from aeserve.training.preprocessing import AffineScaler, fit_scaler
+from aeserve.training.reference import drift_reference
 from aeserve.training.report import HISTORY_FILENAME, LOSS_PLOT_FILENAME, plot_losses, write_history
 from aeserve.training.residual_scale import residual_scale
 from aeserve.training.resources import peak_rss_mib
@@ -166,8 +169,12 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
         evaluation = (evaluate(held_out[rows.evaluation], exported.scores(X, anomalies),
                                threshold)
                       if anomalies is not None and len(anomalies) else None)
+        embed_metadata(exported.path, graph_metadata(
+            threshold, str(plan.threshold_rule), data.feature_names,
+            score_quantiles(held_out), plan.score_kind))
         fields = card_fields(plan, data, rows, scaler, result, graph, exported, held_out,
                              threshold, evaluation, duration_s=time.perf_counter() - started)
+        fields["reference"] = drift_reference(X, normal, held_out, plan.train.seed)
         write_history(staging, result.train_losses, result.val_losses, result.best_epoch)
         plot_losses(staging / HISTORY_FILENAME, staging / LOSS_PLOT_FILENAME)
         card = publish(staging, plan.model_dir, lambda version: ModelCard(

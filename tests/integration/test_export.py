@@ -60,6 +60,34 @@ def test_card_records_the_artifact(trained):
     assert card.evaluation.roc_auc > 0.95
 
 
+def test_the_graph_carries_what_a_score_means_for_other_runtimes(trained, normal_rows):
+    """Without aeserve or the card: onnxruntime's custom metadata alone gives the verdicts and
+    the percentiles that aeserve gives."""
+    import json
+
+    from aeserve.artifact.scores import percentiles, verdicts
+
+    card = trained.card
+    session = ort.InferenceSession(str(trained.path / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["aeserve.card_schema_version"] == "2"
+    assert float(meta["aeserve.threshold"]) == card.threshold
+    assert meta["aeserve.threshold_rule"] == card.threshold_rule == "quantile:0.99"
+    assert json.loads(meta["aeserve.feature_names"]) == card.feature_names
+    assert json.loads(meta["aeserve.score_quantiles"]) == card.score_quantiles
+    assert meta["aeserve.score_kind"] == card.score.kind
+    assert meta["aeserve.verdict"] == "anomalous when score > threshold"
+    rows = np.vstack([normal_rows[:50], far_rows(normal_rows, 5)]).astype(np.float32)
+    scores = session.run(["score"], {"x": rows})[0]
+    assert ((scores > float(meta["aeserve.threshold"])) == verdicts(scores, card.threshold)).all()
+    assert (scores[50:] > float(meta["aeserve.threshold"])).all()
+    np.testing.assert_allclose(  # what numpy's interp makes of the stored percentiles
+        np.interp(scores, json.loads(meta["aeserve.score_quantiles"]), np.arange(101.0)),
+        percentiles(scores, card.score_quantiles), atol=1e-9)
+    assert file_sha256(trained.path / "model.onnx") == card.onnx_sha256  # after the metadata
+
+
 def test_rows_far_from_training_data_score_above_threshold(trained, normal_rows):
     session = ort.InferenceSession(str(trained.path / "model.onnx"))
     rows = far_rows(normal_rows, 50, seed=9).astype(np.float32)

@@ -1,4 +1,5 @@
-"""GET /models, /models/{name}, /models/{name}/versions/{version}: what is loaded, and its card."""
+"""GET /models, /models/{name}, /models/{name}/versions/{version}: what is loaded, and its card;
+and .../drift: how the version's recent rows compare with its card's reference."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from aeserve.serving.dataplane import parse_version
+from aeserve.serving.dataplane import parse_version, resolve
 from aeserve.serving.deps import get_repository
-from aeserve.serving.errors import UnknownModel, UnknownVersion
+from aeserve.serving.errors import DriftUnavailable, UnknownModel, UnknownVersion
 from aeserve.serving.repository import Model, ModelRepository, ModelVersion
 
 router = APIRouter(tags=["models"])
@@ -67,3 +68,24 @@ async def get_version(name: str, version: str, repository: Repo) -> dict[str, An
         raise UnknownVersion(f"model {name!r} has no version {number}", model=name,
                              available=sorted(repository.models[name].versions))
     return _version_detail(entry)
+
+
+def _drift(entry: ModelVersion, settings_off: bool) -> dict[str, Any]:
+    monitor = entry.batcher.drift if entry.batcher is not None else None
+    if monitor is None:
+        reason = ("drift monitoring is off (AESERVE_DRIFT_WINDOW_ROWS=0)" if settings_off else
+                  "its card has no drift reference (schema version 1): retrain it to monitor "
+                  "drift")
+        raise DriftUnavailable(f"model {entry.name!r} version {entry.version} has no drift "
+                               f"window: {reason}", model=entry.name, version=entry.version)
+    return {"model": entry.name, "version": entry.version, **monitor.report()}
+
+
+@router.get("/models/{name}/drift", summary="Drift of the active version's recent rows")
+async def get_drift(name: str, repository: Repo) -> dict[str, Any]:
+    return _drift(resolve(repository, name, None), repository.settings.drift_window_rows == 0)
+
+
+@router.get("/models/{name}/versions/{version}/drift", summary="Drift of one version's recent rows")
+async def get_version_drift(name: str, version: str, repository: Repo) -> dict[str, Any]:
+    return _drift(resolve(repository, name, version), repository.settings.drift_window_rows == 0)

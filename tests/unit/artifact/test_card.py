@@ -39,7 +39,25 @@ def test_valid_card_round_trips():
     card = ModelCard.model_validate(card_dict())
     again = ModelCard.model_validate_json(card.to_json())
     assert again == card
-    assert json.loads(card.to_json())["schema_version"] == 1
+    assert json.loads(card.to_json())["schema_version"] == 2
+
+
+def test_a_version_1_card_still_reads_and_a_reference_is_checked():
+    assert ModelCard.model_validate(card_dict(schema_version=1)).reference is None
+    bins = {"edges": [0.0, 1.0], "shares": [0.25, 0.5, 0.25]}
+    reference = {"rows": 100, "features": [bins] * 3, "score": bins}
+    card = ModelCard.model_validate(card_dict(reference=reference))
+    assert ModelCard.model_validate_json(card.to_json()).reference.features[1].shares == [
+        0.25, 0.5, 0.25]
+    for bad, words in [({**reference, "features": [bins] * 2}, "one entry per feature"),
+                       ({**reference, "score": {"edges": [1.0, 0.0], "shares": [0.2, 0.6, 0.2]}},
+                        "non-decreasing"),
+                       ({**reference, "score": {"edges": [0.0], "shares": [0.5, 0.6]}},
+                        "add up to 1"),
+                       ({**reference, "score": {"edges": [0.0], "shares": [1.0]}},
+                        "one share more")]:
+        with pytest.raises(ValueError, match=words):
+            ModelCard.model_validate(card_dict(reference=bad))
 
 
 def test_a_cauchy_score_card_round_trips_with_its_scales():
@@ -51,7 +69,7 @@ def test_a_cauchy_score_card_round_trips_with_its_scales():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"schema_version": 2}, "schema_version"),
+        ({"schema_version": 3}, "schema_version"),
         ({"name": "../etc"}, "not a valid path component"),
         ({"name": "demo\n"}, "not a valid path component"),
         ({"threshold": float("nan")}, "finite"),

@@ -267,6 +267,13 @@ def test_grafana_dashboard_queries_what_the_server_exposes():
                    "aeserve_scored_rows_total", "aeserve_score_threshold_ratio_bucket"):
         assert wanted in every, f"no panel queries {wanted}"
     assert "histogram_quantile(0.99" in every
+    # the drift panel reads the PSI that the alert rules record from the server's gauges
+    alerts = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    recorded = {rule["record"]: rule["expr"] for group in alerts["groups"]
+                for rule in group["rules"] if "record" in rule}
+    assert "aeserve:drift_psi" in every and "aeserve:drift_psi" in recorded
+    assert queried_metrics(recorded["aeserve:drift_psi"]) == {
+        "aeserve_drift_window_rows", "aeserve_drift_reference_share"} <= known
 
 
 # --- Kubernetes ----------------------------------------------------------------------------
