@@ -212,8 +212,9 @@ def split_rows(normal: np.ndarray, plan: TrainingPlan) -> Rows:
     _, evaluation_idx = split_normal_rows(len(normal), EVALUATION_FRACTION, seed)
     if plan.cross_fit:
         folds = fold_assignment(len(normal), plan.model.members, seed)
+        # a copy: the slice alone would keep the whole permutation (8 bytes a row) alive
         return Rows(train=normal, validation=normal, folds=folds, n_normal=len(normal),
-                    evaluation=evaluation_idx)
+                    evaluation=narrow_rows(evaluation_idx))
     train_idx, val_idx = split_normal_rows(len(normal), plan.validation_fraction, seed)
     # val_idx and evaluation_idx both start the permutation: the evaluation rows are the
     # first rows of `validation`, or all of them when fewer were held out.
@@ -322,7 +323,7 @@ def held_out_member_scores(graph: ScoringGraph, X: np.ndarray, folds: np.ndarray
     with torch.no_grad():
         for start, stop, part in row_chunks(X, rows, SCORE_CHUNK_ROWS):
             per_member = graph.member_scores(torch.as_tensor(part, dtype=torch.float32))
-            scores[start:stop] = per_member[torch.as_tensor(folds[start:stop]),
+            scores[start:stop] = per_member[torch.as_tensor(folds[start:stop].astype(np.int64)),
                                             torch.arange(stop - start)].numpy()
     return scores
 

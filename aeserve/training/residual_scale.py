@@ -56,7 +56,8 @@ def residual_scale(model: Autoencoder, Z: np.ndarray, folds: np.ndarray | None, 
             z = take(torch.as_tensor(selected[chunk]))
             errors = (model(z)[1] - z) ** 2  # [N, d], or [K, N, d] with members
             if errors.dim() == 3 and folds is not None:
-                errors = errors[torch.as_tensor(folds[positions[chunk]]), torch.arange(len(z))]
+                errors = errors[torch.as_tensor(folds[positions[chunk]].astype(np.int64)),
+                                torch.arange(len(z))]
             errors = errors.reshape(-1, Z.shape[1]).numpy()
             squared[filled:filled + len(errors)] = errors
             filled += len(errors)

@@ -64,28 +64,91 @@ class TrainResult:
         return len(self.train_losses)
 
 
-def _cross_fit_rows(folds: np.ndarray, generator: torch.Generator
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """([K, L] training rows, [K, V] validation rows) per member, equal lengths across members.
+class MemberRows:
+    """[K, L] the rows each member trains on (all rows but its fold's), one member at a time.
+
+    Only the folds (a byte per row) and each member's few padding rows are held; member k's rows
+    are found again when its epoch order is drawn, where a [K, L] grid would hold four bytes per
+    row and member for the whole run (on 20M rows, 400 MB).
+    """
+
+    def __init__(self, folds: np.ndarray, pads: list[torch.Tensor],
+                 numbers: torch.Tensor | None, dtype: torch.dtype) -> None:
+        self.folds = folds
+        self.pads = pads
+        self.numbers = numbers
+        self.dtype = dtype
+        self.shape = (len(pads), int((folds != 0).sum()) + len(pads[0]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        """Member k's rows, written a chunk of folds at a time into the one array returned:
+        no int64 copy of them exists at any time."""
+        pad = self.pads[k]
+        rows = torch.empty(self.shape[1], dtype=self.dtype)
+        filled = 0
+        for start in range(0, len(self.folds), MEMBER_ROWS_CHUNK):
+            found = torch.from_numpy(
+                np.flatnonzero(self.folds[start:start + MEMBER_ROWS_CHUNK] != k) + start)
+            end = filled + len(found)
+            if self.numbers is None:
+                rows[filled:end] = found
+            else:
+                torch.index_select(self.numbers, 0, found, out=rows[filled:end])
+            filled = end
+        rows[filled:] = pad if self.numbers is None else self.numbers[pad]
+        return rows
+
+
+#: Folds scanned at a time when a member's rows are found again.
+MEMBER_ROWS_CHUNK = 1 << 20
+
+
+def _cross_fit_rows(folds: np.ndarray, generator: torch.Generator,
+                    numbers: torch.Tensor | None = None) -> tuple[MemberRows, torch.Tensor]:
+    """(each member's training rows, [K, V] validation rows), equal lengths across members;
+    with `numbers`, positions among them are mapped to their row numbers.
 
     Folds differ in size by at most one row, so a member with one row fewer to train on repeats
     one of its own rows to fill the batch grid; validation takes at most `CROSS_FIT_VAL_ROWS`
-    rows of each fold. Row numbers are int32 below 2**31 rows: half the memory, and these grids
-    are the largest thing training holds besides the data.
+    rows of each fold. Row numbers are int32 below 2**31 rows: half the memory.
     """
     members = int(folds.max()) + 1
     dtype = torch.int32 if len(folds) < 2**31 else torch.int64
-    length = max(int((folds != k).sum()) for k in range(members))
-    grid = torch.empty((members, length), dtype=dtype)
-    val = []
+    sizes = len(folds) - np.bincount(folds, minlength=members)  # each member's training rows
+    length = int(sizes.max())
+    pads, val = [], []
     for k in range(members):
-        rows = torch.as_tensor(np.flatnonzero(folds != k)).to(dtype)
-        grid[k, :len(rows)] = rows
-        grid[k, len(rows):] = rows[torch.randint(len(rows), (length - len(rows),),
-                                                 generator=generator)]
-        val.append(torch.as_tensor(np.flatnonzero(folds == k)))
+        picks = torch.randint(int(sizes[k]), (length - int(sizes[k]),), generator=generator)
+        pads.append(torch.as_tensor(_matching_rows(folds, k, False, picks.numpy())).to(dtype))
+        val.append(torch.as_tensor(_matching_rows(
+            folds, k, True, np.arange(min(CROSS_FIT_VAL_ROWS, len(folds) - int(sizes[k]))))))
     n_val = min(CROSS_FIT_VAL_ROWS, *(len(rows) for rows in val))
-    return grid, torch.stack([rows[:n_val] for rows in val])
+    fold_val = torch.stack([rows[:n_val] for rows in val])
+    return (MemberRows(folds, pads, numbers, dtype),
+            fold_val if numbers is None else numbers[fold_val])
+
+
+def _matching_rows(folds: np.ndarray, k: int, in_fold: bool, ordinals: np.ndarray) -> np.ndarray:
+    """The rows that are the `ordinals`-th (sorted, 0-based) of those in fold k (`in_fold`) or
+    outside it, found a chunk of folds at a time: as `np.flatnonzero(...)[ordinals]`, without
+    an int64 array of every match."""
+    found = np.empty(len(ordinals), dtype=np.int64)
+    order = np.argsort(ordinals, kind="stable")
+    wanted, seen, next_ = np.asarray(ordinals)[order], 0, 0
+    for start in range(0, len(folds), MEMBER_ROWS_CHUNK):
+        if next_ == len(wanted):
+            break
+        chunk = folds[start:start + MEMBER_ROWS_CHUNK]
+        matches = np.flatnonzero((chunk == k) if in_fold else (chunk != k))
+        inside = wanted[next_:] < seen + len(matches)
+        take = int(np.count_nonzero(inside))
+        found[order[next_:next_ + take]] = matches[wanted[next_:next_ + take] - seen] + start
+        next_ += take
+        seen += len(matches)
+    return found
 
 
 def trimmed_mean(losses: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -108,7 +171,9 @@ def narrow_rows(rows: np.ndarray) -> np.ndarray:
     """Row numbers as int32 where they fit: the index arrays of a large data set are half the
     size, and torch indexes with either."""
     rows = np.asarray(rows)
-    return rows.astype(np.int32) if len(rows) and rows.max() < 2**31 else rows.astype(np.int64)
+    if len(rows) and rows.max() < 2**31:
+        return rows.astype(np.int32, copy=False)
+    return rows.astype(np.int64, copy=False)
 
 
 def row_reader(Z: np.ndarray, scaler: AffineScaler | None):
@@ -122,7 +187,7 @@ def row_reader(Z: np.ndarray, scaler: AffineScaler | None):
     return lambda rows: (x[rows] - offset) / scale
 
 
-def _epoch_order(n_rows: int, members: int, member_rows: torch.Tensor | None,
+def _epoch_order(n_rows: int, members: int, member_rows: MemberRows | torch.Tensor | None,
                  numbers: torch.Tensor | None, generator: torch.Generator,
                  block_rows: int = 0) -> torch.Tensor:
     """One epoch's row order: [n_rows] for one network, [K, n_rows] for members, one shuffle
@@ -141,14 +206,15 @@ def _epoch_order(n_rows: int, members: int, member_rows: torch.Tensor | None,
     grid = torch.empty((members, n_rows), dtype=_order_dtype(member_rows, numbers))
     for k in range(members):
         order = torch.randperm(n_rows, generator=generator, dtype=torch.int32)
-        if member_rows is not None:
-            grid[k] = member_rows[k][order]
+        if member_rows is not None:  # into the grid: no temporary of the gathered rows
+            torch.index_select(member_rows[k], 0, order, out=grid[k])
         else:
             grid[k] = order if numbers is None else numbers[order]
     return grid
 
 
-def _order_dtype(member_rows: torch.Tensor | None, numbers: torch.Tensor | None) -> torch.dtype:
+def _order_dtype(member_rows: MemberRows | torch.Tensor | None,
+                 numbers: torch.Tensor | None) -> torch.dtype:
     """The row numbers' own type (int64 only for data of 2**31 rows or more)."""
     for rows in (member_rows, numbers):
         if rows is not None:
@@ -160,7 +226,7 @@ def _order_dtype(member_rows: torch.Tensor | None, numbers: torch.Tensor | None)
 SEGMENTS_PER_BUFFER = 64
 
 
-def _block_order(n_rows: int, members: int, member_rows: torch.Tensor | None,
+def _block_order(n_rows: int, members: int, member_rows: MemberRows | torch.Tensor | None,
                  numbers: torch.Tensor | None, generator: torch.Generator,
                  block_rows: int) -> torch.Tensor:
     """`_epoch_order` a shuffle buffer at a time (see there).
@@ -175,21 +241,19 @@ def _block_order(n_rows: int, members: int, member_rows: torch.Tensor | None,
     segment = max(1, block_rows // SEGMENTS_PER_BUFFER)
     segments = torch.randperm(-(-n_rows // segment), generator=generator).tolist()
     grid = torch.empty((members, n_rows), dtype=_order_dtype(member_rows, numbers))
-    filled = 0
     per_buffer = max(1, block_rows // segment)
-    for first in range(0, len(segments), per_buffer):
-        buffer = torch.cat([torch.arange(s * segment, min(n_rows, (s + 1) * segment),
-                                         dtype=torch.int32)
-                            for s in segments[first:first + per_buffer]])
-        size = len(buffer)
-        for k in range(members):
+    buffers = [torch.cat([torch.arange(s * segment, min(n_rows, (s + 1) * segment),
+                                       dtype=torch.int32)
+                          for s in segments[first:first + per_buffer]])
+               for first in range(0, len(segments), per_buffer)]
+    for k in range(members):  # a member's rows are found once per epoch (MemberRows)
+        rows = member_rows[k] if member_rows is not None else numbers
+        filled = 0
+        for buffer in buffers:
+            size = len(buffer)
             positions = buffer[torch.randperm(size, generator=generator, dtype=torch.int32)]
-            if member_rows is not None:
-                grid[k, filled:filled + size] = member_rows[k][positions]
-            else:
-                grid[k, filled:filled + size] = (positions if numbers is None
-                                                 else numbers[positions])
-        filled += size
+            grid[k, filled:filled + size] = positions if rows is None else rows[positions]
+            filled += size
     return grid[0] if members == 1 else grid
 
 
@@ -212,7 +276,7 @@ def fold_assignment(n_rows: int, folds: int, seed: int) -> np.ndarray:
     if n_rows < 2 * folds:
         raise ValueError(f"cross-fitting {folds} members needs at least {2 * folds} rows, "
                          f"got {n_rows}")
-    assignment = np.empty(n_rows, dtype=np.int64)
+    assignment = np.empty(n_rows, dtype=np.int8 if folds < 128 else np.int64)
     assignment[np.random.default_rng(seed).permutation(n_rows)] = np.arange(n_rows) % folds
     return assignment
 
@@ -267,9 +331,8 @@ def train_autoencoder(
     members = model_config.members
     member_rows = None  # [K, L]: the rows each member trains on, when cross-fitting
     if folds is not None:
-        member_rows, fold_val_rows = _cross_fit_rows(folds, generator)
-        if numbers is not None:  # positions among the train rows -> rows of Z_train
-            member_rows, fold_val_rows = numbers[member_rows], numbers[fold_val_rows]
+        # positions among the train rows, mapped to rows of Z_train when `numbers` is given
+        member_rows, fold_val_rows = _cross_fit_rows(folds, generator, numbers)
         # [K, V, d]: member k's own held-out rows
         validate, val_chunks = take, [fold_val_rows]
     elif val_rows is not None:
@@ -300,6 +363,7 @@ def train_autoencoder(
         model.train()
         # One shuffle per member: members differ in the order they see the rows, not only in
         # their initialisation. The batch is [K, B, d] then, [B, d] for a single network.
+        order = None  # the last epoch's order goes before the next one is drawn
         order = _epoch_order(n_rows, members, member_rows, numbers, generator,
                              config.shuffle_block_rows)
         total, seen = 0.0, 0
