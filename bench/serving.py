@@ -4,7 +4,12 @@ On one model (64 features, a 64-32-8 encoder and its mirror) and one machine, lo
   (a) aeserve (`aeserve serve`, default settings, one worker);
   (b) the framework ceiling: a FastAPI endpoint that reads the body and returns a constant;
   (c) the straightforward service: FastAPI + pydantic `list[list[float]]` + onnxruntime;
-  (d) onnxruntime in process, no HTTP.
+  (d) onnxruntime in process, no HTTP;
+  (e) aeserve with drift monitoring off (AESERVE_DRIFT_WINDOW_ROWS=0), for the cost of (a)'s
+      drift windows (serving/drift.py);
+  (f) aeserve with a shadow version (a copy of the model) scoring every request again
+      (`{"shadow": {"version": 2, "fraction": 1.0}}`, serving/shadow.py): the worst case of
+      shadowing, against (a).
 Load comes from wrk (Debian package `wrk`) in a separate process. Reports req/s, rows/s and p50/p99
 latency for 1-row requests at concurrency 1 and 32, and 4,096-row requests in JSON and in raw
 float32; the resident memory of the aeserve worker. Writes bench/results/serving.md.
@@ -74,6 +79,21 @@ def train_model(models_dir: Path, defaults: bool = False) -> Path:
             train=TrainConfig(epochs=20, progress=False))
     outcome = train_and_export(data, options)
     return outcome.path / "model.onnx"
+
+
+def with_shadow(version: Path, root: Path) -> Path:
+    """A repository holding `version` as 1 and a copy as 2, which shadows 1 on every request."""
+    import json
+
+    for number in (1, 2):
+        target = root / "bench" / str(number)
+        shutil.copytree(version, target)
+        card = json.loads((target / "model.json").read_text())
+        card["version"] = number
+        (target / "model.json").write_text(json.dumps(card))
+    (root / "bench" / "config.json").write_text(
+        json.dumps({"shadow": {"version": 2, "fraction": 1.0}}))
+    return root
 
 
 def free_port() -> int:
@@ -195,6 +215,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="aeserve-bench-"))
     model = train_model(work / "models", defaults=args.default_model)
+    shadowed = with_shadow(model.parent, work / "models-shadow")
     rng = np.random.default_rng(1)
     one = rng.normal(size=(1, WIDTH)).astype(np.float32)
     big = rng.normal(size=(BIG, WIDTH)).astype(np.float32)
@@ -213,6 +234,15 @@ def main() -> None:
                                       "127.0.0.1", "--port", "{port}"],
                           {"AESERVE_MODELS_DIR": str(work / "models"),
                            "AESERVE_POLL_INTERVAL_S": "0"}),
+        "aeserve, drift off": Server(
+            "aeserve, drift off", [sys.executable, "-m", "aeserve.cli", "serve", "--host",
+                                   "127.0.0.1", "--port", "{port}"],
+            {"AESERVE_MODELS_DIR": str(work / "models"), "AESERVE_POLL_INTERVAL_S": "0",
+             "AESERVE_DRIFT_WINDOW_ROWS": "0"}),
+        "aeserve, shadow on": Server(
+            "aeserve, shadow on", [sys.executable, "-m", "aeserve.cli", "serve", "--host",
+                                   "127.0.0.1", "--port", "{port}"],
+            {"AESERVE_MODELS_DIR": str(shadowed), "AESERVE_POLL_INTERVAL_S": "0"}),
         "ceiling": Server("ceiling", uvicorn_command("bench.baselines.ceiling:app"), {}),
         "straightforward": Server("straightforward",
                                   uvicorn_command("bench.baselines.straightforward:app"),
@@ -242,7 +272,13 @@ def main() -> None:
                     run(target, "1 row, JSON", "one-json", 1, concurrency)
             for target in ("aeserve", "straightforward"):
                 run(target, f"{BIG} rows, JSON", "big-json", BIG, 4)
-            run("aeserve", f"{BIG} rows, float32 binary", "big-binary", BIG, 4,
+            for target in ("aeserve", "aeserve, drift off"):
+                run(target, f"{BIG} rows, float32 binary", "big-binary", BIG, 4,
+                    "application/octet-stream", "application/octet-stream")
+            for target in ("aeserve, drift off", "aeserve, shadow on"):
+                run(target, "1 row, JSON", "one-json", 1, 32)
+                run(target, f"{BIG} rows, JSON", "big-json", BIG, 4)
+            run("aeserve, shadow on", f"{BIG} rows, float32 binary", "big-binary", BIG, 4,
                 "application/octet-stream", "application/octet-stream")
             onnx_rounds.append(in_process(model, big, args.duration))  # servers idle meanwhile
             print(f"onnxruntime in process, {BIG} rows: {onnx_rounds[-1]:,.0f} rows/s")
@@ -272,14 +308,28 @@ def write_report(out: Path, rounds: list[list[Result]], onnx_rounds: list[float]
                 ours32.p99_ms / ceiling32.p99_ms,
                 get(results, "aeserve", f"{BIG} rows, JSON", 4).rows_per_s
                 / get(results, "straightforward", f"{BIG} rows, JSON", 4).rows_per_s,
-                get(results, "aeserve", f"{BIG} rows, float32 binary", 4).rows_per_s / onnx_rows]
+                get(results, "aeserve", f"{BIG} rows, float32 binary", 4).rows_per_s / onnx_rows,
+                *[get(results, "aeserve", case, c).rows_per_s
+                  / get(results, "aeserve, drift off", case, c).rows_per_s
+                  for case, c in (("1 row, JSON", 32), (f"{BIG} rows, JSON", 4),
+                                  (f"{BIG} rows, float32 binary", 4))],
+                *[get(results, "aeserve, shadow on", case, c).rows_per_s
+                  / get(results, "aeserve", case, c).rows_per_s
+                  for case, c in (("1 row, JSON", 32), (f"{BIG} rows, JSON", 4),
+                                  (f"{BIG} rows, float32 binary", 4))]]
 
     # Ratios within each round (the targets side by side), then their median over the rounds.
     per_round = [ratios(results, onnx) for results, onnx in zip(rounds, onnx_rounds, strict=True)]
     names = [("1-row req/s at c=32 vs framework ceiling", ">= 0.8"),
              ("1-row p99 at c=32 vs framework ceiling", "<= 1.5"),
              (f"{BIG}-row JSON rows/s vs straightforward service", ">= 10"),
-             (f"{BIG}-row binary rows/s vs onnxruntime in process", ">= 0.5")]
+             (f"{BIG}-row binary rows/s vs onnxruntime in process", ">= 0.5"),
+             ("1-row req/s at c=32, drift on vs off", ">= 0.95"),
+             (f"{BIG}-row JSON rows/s, drift on vs off", ">= 0.95"),
+             (f"{BIG}-row binary rows/s, drift on vs off", ">= 0.95"),
+             ("1-row req/s at c=32, shadow (every request) vs none", "measured"),
+             (f"{BIG}-row JSON rows/s, shadow (every request) vs none", "measured"),
+             (f"{BIG}-row binary rows/s, shadow (every request) vs none", "measured")]
     checks = [(name, statistics.median(r[i] for r in per_round),
                ", ".join(f"{r[i]:.3f}" for r in per_round), target)
               for i, (name, target) in enumerate(names)]

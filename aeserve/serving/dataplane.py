@@ -31,6 +31,7 @@ from aeserve.serving.errors import NonFiniteResult, UnknownVersion
 from aeserve.serving.metrics import Metrics, observe_many
 from aeserve.serving.repository import ModelRepository, ModelVersion
 from aeserve.serving.settings import Settings
+from aeserve.serving.shadow import Shadow
 
 PRIMARY_OUTPUT = {"encode": "embedding", "reconstruct": "reconstruction",
                   "anomaly-score": "score"}
@@ -166,6 +167,7 @@ class DataPlane:
         self.repository = repository
         self.metrics = metrics
         self.decoder = decoder
+        self.shadow = Shadow(repository, metrics)
 
     def resolve(self, name: str | None, version: str | None) -> ModelVersion:
         """The ready version a request addresses (default model, active version, or pinned)."""
@@ -185,6 +187,8 @@ class DataPlane:
         outputs = await entry.batcher.submit(rows, wanted)
         require_finite(outputs, wanted)
         self.metrics.rows_counter(entry.name, entry.version, operation).inc(len(rows))
+        if "is_anomaly" in outputs:
+            self.shadow.offer(entry, rows, outputs["is_anomaly"])
         # what the JSON answer holds (explanations add every row's feature errors); binary
         # answers are one copy of an array, never worth a thread
         size = outputs[wanted[0]].size if len(wanted) == 1 else sum(
@@ -205,6 +209,8 @@ class DataPlane:
         results = await entry.batcher.submit(request.rows, wanted)
         require_finite(results, wanted)
         self.metrics.rows_counter(entry.name, entry.version, "v2-infer").inc(len(request.rows))
+        if "is_anomaly" in results:
+            self.shadow.offer(entry, request.rows, results["is_anomaly"])
         size = sum(results[name].size for name, binary in request.wanted if not binary)
         payload, headers, kind = await self.decoder.encode(
             size, v2_codec.encode_response, entry.name, entry.version, entry.card.threshold,

@@ -119,6 +119,14 @@ class DriftUnavailable(ServiceError):
     code = "drift_unavailable"
 
 
+class NoShadow(ServiceError):
+    """The model's config.json names no shadow version, or the shadow cannot compare (not
+    ready, or no active version to compare with)."""
+
+    status = 409
+    code = "no_shadow"
+
+
 class NotFound(ServiceError):
     status = 404
     code = "not_found"

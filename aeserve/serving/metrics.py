@@ -99,6 +99,17 @@ class Metrics:
             "column, from the model card.", ["model", "version", "kind", "column", "bin"],
             registry=r, multiprocess_mode="max")
         self._drift: dict[tuple[str, str], tuple[object, list]] = {}
+        # Shadow versions (serving/shadow.py): how the shadow's verdicts compare with the
+        # active version's on the same rows, and the rows it could not score.
+        self.shadow_rows = Counter(
+            "aeserve_shadow_rows", "Rows scored by both the active version and the shadow, by "
+            "outcome: both_normal, both_anomaly, new_alarm (only the shadow flags the row), "
+            "lost_alarm (only the active version does).",
+            ["model", "version", "shadow_version", "outcome"], registry=r)
+        self.shadow_skipped_rows = Counter(
+            "aeserve_shadow_skipped_rows", "Sampled rows the shadow version did not compare: "
+            "too many waiting, a failed run, or a non-finite score.",
+            ["model", "shadow_version"], registry=r)
         # Labelled children by (metric, labels): `labels()` validates and hashes its arguments
         # under a lock on every call, which the per-request paths should not pay.
         self._children: dict[tuple, object] = {}
@@ -155,6 +166,40 @@ class Metrics:
         for row, counts in zip(known[1], np.vstack([features, scores]), strict=True):
             for child, count in zip(row, counts.tolist(), strict=True):
                 child.set(count)
+
+    def shadow_compared(self, model: str, version: int, shadow: int,
+                        counts: dict[str, int]) -> None:
+        for outcome, n in counts.items():
+            if n:
+                self._child(self.shadow_rows, model, str(version), str(shadow), outcome).inc(n)
+
+    def shadow_skipped(self, model: str, shadow: int, rows: int) -> None:
+        self._child(self.shadow_skipped_rows, model, str(shadow)).inc(rows)
+
+    def shadow_counts(self, model: str, version: int, shadow: int) -> tuple[dict[str, int], int]:
+        """(rows by outcome, rows skipped) for one active/shadow pair, over every worker."""
+        counts: dict[str, int] = {}
+        skipped = 0
+        for family in self._collected():
+            for sample in family.samples:
+                labels = sample.labels
+                if (sample.name == "aeserve_shadow_rows_total" and labels["model"] == model
+                        and labels["version"] == str(version)
+                        and labels["shadow_version"] == str(shadow)):
+                    counts[labels["outcome"]] = counts.get(labels["outcome"], 0) + int(
+                        sample.value)
+                elif (sample.name == "aeserve_shadow_skipped_rows_total"
+                      and labels["model"] == model and labels["shadow_version"] == str(shadow)):
+                    skipped += int(sample.value)
+        return counts, skipped
+
+    def _collected(self):
+        """The metric families of this process, or of every worker's when running several."""
+        if MULTIPROCESS_ENV in os.environ:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return registry.collect()
+        return self.registry.collect()
 
     def set_models(self, ready: list[tuple[str, int, list[str]]]) -> None:
         """1 for the currently ready versions, 0 for those that no longer are.

@@ -1,5 +1,5 @@
-"""A model's `config.json`: its version policy (which of its version folders the server loads)
-and its managed thresholds (aeserve/serving/thresholds.py).
+"""A model's `config.json`: its version policy (which of its version folders the server loads),
+its managed thresholds (aeserve/serving/thresholds.py) and its shadow version (serving/shadow.py).
 
 The version policy, in Triton's shape:
 
@@ -72,9 +72,19 @@ class VersionPolicy(_Strict):
         return newest_first, (self.latest or Latest()).num_versions
 
 
+class ShadowSetting(_Strict):
+    """A version that scores a share of the model's traffic beside the active one, whose
+    answers it never changes: `{"shadow": {"version": 3, "fraction": 0.1}}`. It is loaded
+    whatever the version policy says, and it is never the active version."""
+
+    version: int = Field(ge=1)
+    fraction: float = Field(gt=0.0, le=1.0)
+
+
 class ModelConfig(_Strict):
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
     thresholds: dict[str, ThresholdSetting] = Field(default_factory=dict)
+    shadow: ShadowSetting | None = None
 
     @field_validator("thresholds")
     @classmethod

@@ -28,7 +28,7 @@ from aeserve.artifact.session import ModelSession, SessionConfig
 from aeserve.artifact.store import Fingerprint
 from aeserve.serving.batching import MicroBatcher
 from aeserve.serving.errors import ModelNotReady, UnknownModel, UnknownVersion
-from aeserve.serving.policy import PolicyError, VersionPolicy, read_model_config
+from aeserve.serving.policy import PolicyError, ShadowSetting, VersionPolicy, read_model_config
 from aeserve.serving.settings import Settings, session_config
 from aeserve.serving.thresholds import (
     FROM_CARD,
@@ -78,12 +78,24 @@ class Model:
     versions: dict[int, ModelVersion] = field(default_factory=dict)
     policy: str = "latest 1"
     error: str | None = None
+    #: config.json's shadow version and the share of traffic it scores (None: no shadow).
+    shadow_setting: ShadowSetting | None = None
 
     @cached_property
     def active(self) -> ModelVersion | None:
-        """The highest ready version (a Model is rebuilt, never edited, on each refresh)."""
-        ready = [v for v in self.versions.values() if v.state == "ready"]
+        """The highest ready version but the shadow (a Model is rebuilt, never edited, on
+        each refresh)."""
+        shadow = self.shadow_setting.version if self.shadow_setting else None
+        ready = [v for v in self.versions.values() if v.state == "ready" and v.version != shadow]
         return max(ready, key=lambda v: v.version, default=None)
+
+    @cached_property
+    def shadow(self) -> ModelVersion | None:
+        """The shadow version when it is ready and there is an active version to shadow."""
+        if self.shadow_setting is None or self.active is None:
+            return None
+        entry = self.versions.get(self.shadow_setting.version)
+        return entry if entry is not None and entry.state == "ready" else None
 
 
 def load_version(name: str, version: int, path: Path, config: SessionConfig,
@@ -156,19 +168,25 @@ class ModelRepository:
     def _scan_model(self, name: str, model_dir: Path, previous: Model | None) -> Model:
         try:
             config = read_model_config(model_dir)
-            policy, thresholds = config.version_policy, config.thresholds
+            policy, thresholds, shadow = (config.version_policy, config.thresholds,
+                                          config.shadow)
         except PolicyError as exc:
             if previous is not None:  # keep serving what was loaded under the last valid config
                 log.error("model %s: %s; keeping the loaded versions", name, exc)
                 return replace(previous, error=str(exc))
             log.error("model %s: %s", name, exc)
-            policy, thresholds = VersionPolicy(), {}
+            policy, thresholds, shadow = VersionPolicy(), {}, None
         on_disk = store.version_folders(model_dir)
         candidates, wanted = policy.candidates(list(on_disk))
+        shadow_number = shadow.version if shadow is not None else None
+        # The shadow is loaded whatever the policy says, and does not count among its versions.
+        candidates = [n for n in candidates if n != shadow_number]
+        if shadow_number is not None:
+            candidates.insert(0, shadow_number)
         versions: dict[int, ModelVersion] = {}
         ready = 0
         for number in candidates:
-            if wanted is not None and ready >= wanted:
+            if wanted is not None and ready >= wanted and number != shadow_number:
                 break
             path = on_disk.get(number)
             if path is None:
@@ -178,13 +196,13 @@ class ModelRepository:
             entry = self._load_or_reuse(name, number, path, previous,
                                         setting_for(thresholds, number))
             versions[number] = entry
-            ready += entry.state == "ready"
+            ready += entry.state == "ready" and number != shadow_number
         for number, path in on_disk.items():
             if number not in versions:
                 versions[number] = ModelVersion(
                     name, number, path, "unloaded",
                     error=f"not served under version policy {policy.describe()}")
-        return Model(name, versions, policy.describe())
+        return Model(name, versions, policy.describe(), shadow_setting=shadow)
 
     def _load_or_reuse(self, name: str, number: int, path: Path, previous: Model | None,
                        setting: ThresholdSetting | None) -> ModelVersion:

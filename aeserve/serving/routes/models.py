@@ -1,16 +1,18 @@
 """GET /models, /models/{name}, /models/{name}/versions/{version}: what is loaded, and its card;
-and .../drift: how the version's recent rows compare with its card's reference."""
+.../drift: how the version's recent rows compare with its card's reference; and .../shadow: how
+the shadow version's verdicts compare with the active version's (serving/shadow.py)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from aeserve.serving.dataplane import parse_version, resolve
 from aeserve.serving.deps import get_repository
-from aeserve.serving.errors import DriftUnavailable, UnknownModel, UnknownVersion
+from aeserve.serving.errors import DriftUnavailable, NoShadow, UnknownModel, UnknownVersion
 from aeserve.serving.repository import Model, ModelRepository, ModelVersion
+from aeserve.serving.shadow import shadow_report
 
 router = APIRouter(tags=["models"])
 Repo = Annotated[ModelRepository, Depends(get_repository)]
@@ -23,10 +25,21 @@ def model_summary(model: Model, default: str | None) -> dict[str, Any]:
         "default": model.name == default,
         "active_version": active.version if active else None,
         "version_policy": model.policy,
+        "shadow": _shadow_summary(model),
         "error": model.error,
         "versions": [v.summary() for v in sorted(model.versions.values(),
                                                   key=lambda v: v.version)],
     }
+
+
+def _shadow_summary(model: Model) -> dict[str, Any] | None:
+    setting = model.shadow_setting
+    if setting is None:
+        return None
+    entry = model.versions.get(setting.version)
+    return {"version": setting.version, "fraction": setting.fraction,
+            "state": entry.state if entry is not None else "failed",
+            "comparing": model.shadow is not None}
 
 
 def _version_detail(entry: ModelVersion) -> dict[str, Any]:
@@ -89,3 +102,23 @@ async def get_drift(name: str, repository: Repo) -> dict[str, Any]:
 @router.get("/models/{name}/versions/{version}/drift", summary="Drift of one version's recent rows")
 async def get_version_drift(name: str, version: str, repository: Repo) -> dict[str, Any]:
     return _drift(resolve(repository, name, version), repository.settings.drift_window_rows == 0)
+
+
+@router.get("/models/{name}/shadow", summary="How the shadow version's verdicts compare with "
+            "the active version's")
+async def get_shadow(name: str, request: Request, repository: Repo) -> dict[str, Any]:
+    model = repository.models.get(name)
+    if model is None:
+        raise UnknownModel(f"unknown model {name!r}", model=name,
+                           available=sorted(repository.models))
+    setting, active = model.shadow_setting, model.active
+    if setting is None:
+        raise NoShadow(f"model {name!r} has no shadow version: name one in its config.json, "
+                       '{"shadow": {"version": N, "fraction": F}}', model=name)
+    if active is None:
+        raise NoShadow(f"model {name!r} has no active version to compare its shadow with",
+                       model=name)
+    entry = model.versions.get(setting.version)
+    counts, skipped = request.app.metrics.shadow_counts(name, active.version, setting.version)
+    return shadow_report(name, active.version, setting.version, setting.fraction,
+                         entry.state if entry is not None else "failed", counts, skipped)

@@ -214,3 +214,42 @@ def test_config_json_sets_thresholds_without_a_new_export(tmp_path):
         config.write_text('{"version_policy": {"all": {}}, "thresholds": ' + bad + '}')
         repo.refresh()
         assert words in repo.models["m"].error and repo.get("m", 2).card.threshold == 3.0
+
+
+def test_a_shadow_version_is_loaded_beside_the_active_one_and_never_active(tmp_path):
+    for version in (1, 2, 3):
+        add_version(tmp_path, SHIPPED_MODEL, "m", version)
+    config = tmp_path / "m" / "config.json"
+    config.write_text('{"shadow": {"version": 3, "fraction": 0.25}}')
+    repo = repository(tmp_path)
+    model = repo.models["m"]
+    # latest 1 counts the versions but the shadow: 2 answers, 3 shadows it, 1 is not loaded
+    assert model.active.version == 2 and model.shadow.version == 3
+    assert model.shadow_setting.fraction == 0.25
+    assert {n: v.state for n, v in model.versions.items()} == {
+        1: "unloaded", 2: "ready", 3: "ready"}
+    assert repo.get("m").version == 2 and repo.get("m", 3).version == 3  # pinned still answers
+
+    # An older version may shadow too, whatever the policy loads; without a shadow entry the
+    # newest is active again at the next scan.
+    config.write_text('{"version_policy": {"specific": {"versions": [3]}}, '
+                      '"shadow": {"version": 1, "fraction": 1.0}}')
+    repo.refresh()
+    model = repo.models["m"]
+    assert model.active.version == 3 and model.shadow.version == 1
+    config.write_text("{}")
+    repo.refresh()
+    assert repo.models["m"].active.version == 3 and repo.models["m"].shadow is None
+
+    # A shadow that is not on disk is a failed version, and the active one keeps serving.
+    config.write_text('{"shadow": {"version": 9, "fraction": 0.5}}')
+    repo.refresh()
+    model = repo.models["m"]
+    assert model.active.version == 3 and model.shadow is None
+    assert model.versions[9].state == "failed"
+    for bad in ('{"shadow": {"version": 2, "fraction": 0}}',
+                '{"shadow": {"version": 0, "fraction": 0.5}}',
+                '{"shadow": {"version": 2}}'):
+        config.write_text(bad)
+        repo.refresh()
+        assert "shadow" in repo.models["m"].error and repo.models["m"].active.version == 3
