@@ -80,6 +80,8 @@ class MicroBatcher:
         hold the version (they resolved it before it went) run alone, without waiting for
         neighbours that will not come. Safe to call from any thread."""
         self.closed = True
+        if self.drift is not None:
+            self.drift.close()
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._flush)

@@ -116,6 +116,15 @@ class DriftMonitor:
                     self._timer.daemon = True
                     self._timer.start()
 
+    def close(self) -> None:
+        """The version stops serving: publish nothing more (its gauges are zeroed by the
+        metrics, and a late timer or in-flight batch must not bring them back)."""
+        with self._publishing:
+            self._publish = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
     def flush(self) -> None:
         """Publish the windows now (the batch's thread, or the trailing timer's)."""
         with self._publishing:

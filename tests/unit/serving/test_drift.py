@@ -61,6 +61,10 @@ def test_a_shifted_feature_is_reported_first(trained, normal_rows):
     assert observed > 1000 and report["window"]["rows"] == 1000
     assert published == [monitor]  # once a second at most...
     wait_for(lambda: len(published) == 2, timeout=5)  # ...and once more after the last batch
+    monitor.close()  # the version stops serving: nothing is published for it any more
+    monitor.observe(shifted[:100], np.zeros(100))
+    monitor.flush()
+    assert len(published) == 2
     first, *others = report["features"]
     assert first["name"] == card.feature_names[2] and first["psi"] > 0.5 and first["drifted"]
     assert all(f["psi"] < 0.1 and not f["drifted"] for f in others)
