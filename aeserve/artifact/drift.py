@@ -43,10 +43,15 @@ def bin_edges(values: np.ndarray) -> np.ndarray:
 def bin_indices(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """[rows, columns] bin of each value (uint8): the number of its column's edges at or below
     it, so bin 0 is below the first decile and bin DRIFT_BINS - 1 at or above the last."""
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
     if values.ndim == 1:
         values = values[:, None]
-    return (values[:, :, None] >= edges[None, :, :]).sum(axis=2, dtype=np.uint8)
+    # One comparison of the whole block per edge: a [rows, columns, edges] array summed over
+    # its short last axis costs ten times as much, on the serving path.
+    bins = np.zeros(values.shape, dtype=np.uint8)
+    for edge in np.asarray(edges, dtype=np.float64).T:
+        bins += values >= edge
+    return bins
 
 
 def bin_counts(bins: np.ndarray, n_bins: int = DRIFT_BINS) -> np.ndarray:
