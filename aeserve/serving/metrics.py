@@ -180,7 +180,7 @@ class Metrics:
         """(rows by outcome, rows skipped) for one active/shadow pair, over every worker."""
         counts: dict[str, int] = {}
         skipped = 0
-        for family in self._collected():
+        for family in self._readable().collect():
             for sample in family.samples:
                 labels = sample.labels
                 if (sample.name == "aeserve_shadow_rows_total" and labels["model"] == model
@@ -193,13 +193,13 @@ class Metrics:
                     skipped += int(sample.value)
         return counts, skipped
 
-    def _collected(self):
-        """The metric families of this process, or of every worker's when running several."""
+    def _readable(self) -> CollectorRegistry:
+        """The registry of this process, or one over every worker's when running several."""
         if MULTIPROCESS_ENV in os.environ:
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
-            return registry.collect()
-        return self.registry.collect()
+            return registry
+        return self.registry
 
     def set_models(self, ready: list[tuple[str, int, list[str]]]) -> None:
         """1 for the currently ready versions, 0 for those that no longer are.
@@ -222,8 +222,4 @@ class Metrics:
 
     def render(self) -> bytes:
         """This process's metrics, or every worker's when running several (multi-process)."""
-        if MULTIPROCESS_ENV in os.environ:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+        return generate_latest(self._readable())
