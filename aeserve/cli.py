@@ -15,10 +15,13 @@ from collections.abc import Callable
 COMMANDS = {
     "serve": ("serve the model repository over HTTP", "serve"),
     "train": ("train a model and publish it to the repository", "train"),
-    "evaluate": ("score a labelled file with a model: ROC-AUC, AP, precision, recall, plots",
+    "evaluate": ("score a labelled file with a model: ROC-AUC, AP, precision, recall, plots; "
+                 "or, with --from-log DIR, the labelled verdicts of a server's prediction log",
                  "train"),
     "score": ("score a CSV or Parquet file in process, no server", "batch"),
 }
+#: Modes of a subcommand that need another extra than the subcommand's.
+MODES = {"evaluate --from-log": ("evaluate a prediction log's labelled verdicts", "batch")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else None
+    if command == "evaluate" and any(a == "--from-log" or a.startswith("--from-log=")
+                                     for a in argv):
+        run = _part("evaluate --from-log", _log_evaluation_main)
+        return 2 if run is None else run(argv[1:])
     if command in ("train", "evaluate"):
         run = _part(command, _training_main)
         return 2 if run is None else run(argv)  # training's parser takes the subcommand too
@@ -56,6 +63,12 @@ def _training_main() -> Callable[[list[str]], int]:
     from aeserve.training.cli import main as training_main
 
     return training_main
+
+
+def _log_evaluation_main() -> Callable[[list[str]], int]:
+    from aeserve.batch.log_evaluation import main as log_evaluation_main
+
+    return log_evaluation_main
 
 
 def _batch_main() -> Callable[[list[str]], int]:
@@ -75,7 +88,7 @@ def _part(command: str, load: Callable[[], Callable]) -> Callable | None:
     try:
         return load()
     except ImportError as exc:
-        extra = COMMANDS[command][1]
+        extra = {**COMMANDS, **MODES}[command][1]
         print(f"aeserve {command} needs the {extra} extra (pip install 'aeserve[{extra}]'): "
               f"{exc}", file=sys.stderr)
         return None

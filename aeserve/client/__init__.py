@@ -32,6 +32,7 @@ from aeserve.client.results import (
     Embeddings,
     Explanation,
     FeatureContribution,
+    FeedbackResult,
     ModelInfo,
     ModelSummary,
     Reconstructions,
@@ -41,7 +42,8 @@ from aeserve.client.sync import Client
 
 __all__ = [
     "APIError", "AeserveError", "AnomalyScores", "AsyncClient", "BadRequest", "Client",
-    "ConnectionFailed", "Embeddings", "Explanation", "FeatureContribution", "Forbidden",
+    "ConnectionFailed", "Embeddings", "Explanation", "FeatureContribution", "FeedbackResult",
+    "Forbidden",
     "InvalidInstances", "ModelInfo",
     "ModelNotReady", "ModelSummary", "NotFound", "PayloadTooLarge", "Reconstructions",
     "ServerError", "Unauthorized", "UnknownModel", "UnknownVersion", "UnsupportedMediaType",

@@ -19,6 +19,7 @@ from aeserve.client.protocol import (
 from aeserve.client.results import (
     AnomalyScores,
     Embeddings,
+    FeedbackResult,
     ModelInfo,
     ModelSummary,
     Reconstructions,
@@ -42,9 +43,10 @@ class AsyncClient:
 
     async def anomaly_score(self, rows: Any, model: str | None = None,
                             version: int | None = None, *, threshold: float | None = None,
-                            explain: bool = False, top_k: int | None = None) -> AnomalyScores:
+                            explain: bool = False, top_k: int | None = None,
+                            ids: Any = None) -> AnomalyScores:
         """As `Client.anomaly_score`."""
-        options = ScoreOptions(threshold, explain, top_k)
+        options = ScoreOptions(threshold, explain, top_k, ids)
         return await self._run(self._protocol.infer("anomaly-score", rows, model, version,
                                                     options))
 
@@ -61,6 +63,10 @@ class AsyncClient:
 
     async def model(self, name: str) -> ModelInfo:
         return await self._run(self._protocol.model(name))
+
+    async def feedback(self, model: str, ids: Any, labels: Any) -> FeedbackResult:
+        """As `Client.feedback`."""
+        return await self._run(self._protocol.feedback(model, ids, labels))
 
     async def ready(self) -> bool:
         try:

@@ -29,6 +29,7 @@ from aeserve.client.errors import AeserveError, InvalidInstances, error_for
 from aeserve.client.results import (
     AnomalyScores,
     Embeddings,
+    FeedbackResult,
     ModelInfo,
     ModelSummary,
     Reconstructions,
@@ -51,6 +52,9 @@ class ScoreOptions:
     threshold: float | None = None
     explain: bool = False
     top_k: int | None = None
+    #: one id per row (strings or integers): echoed, and logged by a server that keeps a
+    #: prediction log, so that labels can be sent back for them (`feedback`)
+    ids: Sequence[str | int] | None = None
 
     def __post_init__(self) -> None:
         if self.top_k is not None and not self.explain:
@@ -99,6 +103,7 @@ class Rows:
 
     matrix: np.ndarray | None = None
     instances: list | None = None
+    ids: list | None = None  # one per row, sent beside the rows (JSON only)
 
     def __len__(self) -> int:
         return len(self.matrix) if self.matrix is not None else len(self.instances)
@@ -106,9 +111,10 @@ class Rows:
     def chunks(self, size: int) -> list[Rows]:
         if len(self) <= size:
             return [self]
-        if self.matrix is not None:
-            return [Rows(matrix=self.matrix[i:i + size]) for i in range(0, len(self), size)]
-        return [Rows(instances=self.instances[i:i + size]) for i in range(0, len(self), size)]
+        return [Rows(matrix=None if self.matrix is None else self.matrix[i:i + size],
+                     instances=None if self.instances is None else self.instances[i:i + size],
+                     ids=None if self.ids is None else self.ids[i:i + size])
+                for i in range(0, len(self), size)]
 
 
 def is_frame(rows: Any) -> bool:
@@ -203,7 +209,7 @@ def parse_answer(operation: str, response: Any) -> AnomalyScores | Embeddings | 
                                  np.asarray(payload["percentiles"], dtype=np.float64),
                                  None if explained is None else [explanation(e)
                                                                  for e in explained],
-                                 _optional(payload.get("p_values")))
+                                 _optional(payload.get("p_values")), payload.get("ids"))
         key = "embeddings" if operation == "encode" else "reconstructions"
         values = np.asarray(payload[key], dtype=np.float32)
     else:
@@ -246,7 +252,8 @@ def combine(parts: list):
                              None if first.explanations is None
                              else [e for p in parts for e in p.explanations],
                              None if first.p_values is None
-                             else np.concatenate([p.p_values for p in parts]))
+                             else np.concatenate([p.p_values for p in parts]),
+                             None if first.ids is None else [i for p in parts for i in p.ids])
     if isinstance(first, Embeddings):
         return Embeddings(first.model, first.version,
                           np.concatenate([p.embeddings for p in parts]))
@@ -291,6 +298,20 @@ class Protocol:
         return ModelInfo(**model_summary(payload), providers=payload.get("providers", []),
                          card=payload.get("card"))
 
+    def feedback(self, model: str, ids: Sequence[str | int], labels: Sequence[int]
+                 ) -> Generator[Request, Any, FeedbackResult]:
+        ids, labels = list(ids), [int(label) for label in labels]
+        if len(ids) != len(labels):
+            raise ValueError(f"{len(labels)} labels for {len(ids)} ids: give one label per id")
+        response = yield Request("POST", f"{model_path(model, None)}/feedback",
+                                 json.dumps({"ids": ids, "labels": labels}).encode(),
+                                 {"content-type": JSON, "accept": JSON})
+        check(response)
+        payload = json.loads(response.content)
+        return FeedbackResult(payload["model"], payload["received"], payload["matched"],
+                              payload["unmatched"], payload["unmatched_ids"],
+                              payload["outcomes"])
+
     def ready(self) -> Generator[Request, Any, bool]:
         response = yield Request("GET", "/readyz")
         return response.status_code == 200
@@ -334,6 +355,11 @@ class Protocol:
             prepared = named_rows(rows, names)
         else:
             prepared = positional_rows(rows)
+        if options is not None and options.ids is not None:
+            ids = list(options.ids)
+            if len(ids) != len(prepared):
+                raise ValueError(f"{len(ids)} ids for {len(prepared)} rows: give one id per row")
+            prepared = Rows(prepared.matrix, prepared.instances, ids)
         parts = []
         for chunk in prepared.chunks(self.max_rows):
             part = yield from self._send(operation, chunk, model, version, options)
@@ -353,13 +379,18 @@ class Protocol:
         query = options.query() if options is not None else {}
         if query:
             path = f"{path}?{urlencode(query)}"
-        explain = options is not None and options.explain  # explanations come in JSON only
-        if rows.matrix is not None and self.transport != "json" and not explain:
+        # explanations come in JSON only, and ids go in JSON only
+        explain = options is not None and options.explain
+        if (rows.matrix is not None and self.transport != "json" and not explain
+                and rows.ids is None):
             accept = NPY if operation == "anomaly-score" else BINARY
             return Request("POST", path, rows.matrix.tobytes(),
                            {"content-type": BINARY, "accept": accept})
         instances = rows.matrix.tolist() if rows.matrix is not None else rows.instances
-        body = json.dumps({"instances": instances}, default=_json_default).encode()
+        payload: dict[str, Any] = {"instances": instances}
+        if rows.ids is not None:
+            payload["ids"] = rows.ids
+        body = json.dumps(payload, default=_json_default).encode()
         return Request("POST", path, body, {"content-type": JSON, "accept": JSON})
 
     def _send(self, operation: str, rows: Rows, model: str | None, version: int | None,

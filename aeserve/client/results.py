@@ -41,6 +41,8 @@ class AnomalyScores:
     #: float64 [N]: the share of normal rows expected to score as high; keeps ranking where the
     #: percentiles read 100 (None from a server that does not send them)
     p_values: np.ndarray | None = None
+    #: the ids the call sent, echoed by the server (None when it sent none)
+    ids: list | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -59,6 +61,19 @@ class AnomalyScores:
         if self.p_values is not None:
             columns["p_value"] = self.p_values
         return pd.DataFrame(columns, index=index)
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """One answer of `feedback`: how many labels found their logged prediction, and the
+    outcomes of those (the label against the verdict served)."""
+
+    model: str
+    received: int
+    matched: int
+    unmatched: int
+    unmatched_ids: list[str]  # the first 100
+    outcomes: dict[str, int]  # true_positive, false_positive, true_negative, false_negative
 
 
 @dataclass(frozen=True)

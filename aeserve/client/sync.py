@@ -19,6 +19,7 @@ from aeserve.client.protocol import (
 from aeserve.client.results import (
     AnomalyScores,
     Embeddings,
+    FeedbackResult,
     ModelInfo,
     ModelSummary,
     Reconstructions,
@@ -60,14 +61,18 @@ class Client:
 
     def anomaly_score(self, rows: Any, model: str | None = None,
                       version: int | None = None, *, threshold: float | None = None,
-                      explain: bool = False, top_k: int | None = None) -> AnomalyScores:
+                      explain: bool = False, top_k: int | None = None,
+                      ids: Any = None) -> AnomalyScores:
         """Score, verdict and percentile of each row (the default model unless named).
 
         `threshold` judges this call's rows against it instead of the model's threshold;
         `explain` adds each row's `Explanation` (every feature's term of the score, and the
         `top_k` largest, 3 unless given). Explanations come as JSON: the call sends JSON then.
+        `ids` (one string or integer per row) come back in `result.ids`, and a server with a
+        prediction log records them, so labels can be sent back with `feedback`; they also
+        make the call send JSON.
         """
-        options = ScoreOptions(threshold, explain, top_k)
+        options = ScoreOptions(threshold, explain, top_k, ids)
         return self._run(self._protocol.infer("anomaly-score", rows, model, version, options))
 
     def encode(self, rows: Any, model: str | None = None,
@@ -83,6 +88,11 @@ class Client:
 
     def model(self, name: str) -> ModelInfo:
         return self._run(self._protocol.model(name))
+
+    def feedback(self, model: str, ids: Any, labels: Any) -> FeedbackResult:
+        """Labels for rows scored earlier with these `ids` (1: it was an anomaly, 0: it was
+        not). Needs a server with a prediction log (AESERVE_PREDICTION_LOG)."""
+        return self._run(self._protocol.feedback(model, ids, labels))
 
     def ready(self) -> bool:
         """True when the server is ready to answer (its default model is loaded)."""

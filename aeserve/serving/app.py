@@ -31,7 +31,7 @@ from aeserve.serving.logs import configure_logging
 from aeserve.serving.metrics import Metrics
 from aeserve.serving.middleware import RequestMiddleware, error_body
 from aeserve.serving.repository import ModelRepository
-from aeserve.serving.routes import admin, health, inference, models, v2
+from aeserve.serving.routes import admin, feedback, health, inference, models, v2
 from aeserve.serving.settings import Settings, intra_op_threads
 from aeserve.serving.startup import tune_interpreter
 
@@ -142,7 +142,8 @@ def create_app(settings: Settings | None = None) -> AeserveApp:
     # Routes go into the app's own table, hottest first: a request is matched against the routes
     # in order, and FastAPI's include_router would add a layer of matching per router.
     app.router.routes.extend(HOT_ROUTES)
-    for router in (v2.router, health.router, models.router, admin.router):
+    for router in (v2.router, health.router, models.router, feedback.router,
+                   admin.router):
         app.router.routes.extend(router.routes)
     app.openapi = lambda: _openapi(app)
     _install_error_handlers(app)

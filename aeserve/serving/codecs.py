@@ -26,6 +26,7 @@ import simdjson
 from aeserve.serving.errors import (
     EmptyInstances,
     FeatureMismatch,
+    InvalidIds,
     InvalidInstances,
     MalformedJSON,
     MissingInstances,
@@ -48,14 +49,23 @@ def media_type(content_type: str | None) -> str:
 
 def decode_instances(body: bytes, content_type: str | None, feature_names: Sequence[str],
                      max_rows: int) -> np.ndarray:
-    """Decode a request body into a C-contiguous float32 array of shape [N, len(feature_names)]."""
+    """Decode a request body into a C-contiguous float32 array of shape [N, len(feature_names)]
+    (its ids, if any, are checked and dropped: `decode_request` keeps them)."""
+    return decode_request(body, content_type, feature_names, max_rows)[0]
+
+
+def decode_request(body: bytes, content_type: str | None, feature_names: Sequence[str],
+                   max_rows: int) -> tuple[np.ndarray, list[str | int] | None]:
+    """(rows, ids): the body's float32 [N, len(feature_names)] matrix, and the JSON body's
+    `"ids"` (one string or integer per row, checked) or None when it sends none."""
     width = len(feature_names)
     kind = media_type(content_type)
+    ids: Any = ABSENT
     if kind in JSON_TYPES:
-        rows = decode_json_matrix(body, width, max_rows)
-        if rows is not None:
-            return rows  # counted and checked on the way
-        rows = _decode_json_general(body, feature_names, max_rows)
+        decoded = decode_json_matrix(body, width, max_rows)
+        if decoded is not None:  # counted and checked on the way
+            return decoded[0], checked_ids(decoded[1], len(decoded[0]))
+        rows, ids = _decode_json_general(body, feature_names, max_rows)
     elif kind == BINARY_TYPE:
         rows = _decode_float32_rows(body, width)
     elif kind == NPY_TYPE:
@@ -66,12 +76,20 @@ def decode_instances(body: bytes, content_type: str | None, feature_names: Seque
             f"{BINARY_TYPE} (float32 rows) or {NPY_TYPE}",
             supported=["application/json", BINARY_TYPE, NPY_TYPE])
     _check_rows(rows, max_rows)
-    return rows
+    return rows, checked_ids(ids, len(rows))
 
 
-def decode_json_matrix(body: bytes, width: int, max_rows: int) -> np.ndarray | None:
-    """The float32 matrix, or None when the body is anything but a clean
-    `{"instances": [[numbers]]}` (which `decode_instances` then decodes or refuses by name).
+#: Longest id accepted (characters, or digits of an integer id): requests and feedback.
+MAX_ID_LENGTH = 256
+
+#: `"ids"` was not in the body (`"ids": null` is there, and refused).
+ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()
+
+def decode_json_matrix(body: bytes, width: int, max_rows: int) -> tuple[np.ndarray, Any] | None:
+    """(the float32 matrix, the `"ids"` value unchecked or ABSENT), or None when the body is
+    anything but a clean `{"instances": [[numbers]]}`, with beside it at most a flat `"ids"`
+    list and other keys of scalar values (which `decode_request` then decodes or refuses by
+    name).
 
     No object of the parsed document outlives this call (see `json_document`); the row-count
     error is raised after they are gone.
@@ -85,6 +103,13 @@ def decode_json_matrix(body: bytes, width: int, max_rows: int) -> np.ndarray | N
             instances = document["instances"]
             if not isinstance(instances, simdjson.Array):
                 return None
+            ids = ABSENT
+            if "ids" in document:  # a top-level key: no scan of the body
+                ids = document["ids"]
+                if isinstance(ids, simdjson.Array):
+                    ids = ids.as_list()
+                elif isinstance(ids, simdjson.Object):
+                    ids = ids.as_dict()
             n_rows = len(instances)
             flat = None
             if 0 < n_rows <= max_rows:
@@ -97,8 +122,8 @@ def decode_json_matrix(body: bytes, width: int, max_rows: int) -> np.ndarray | N
                     shape = _row_lengths(instances)
                     if shape is None:
                         return None
-                elif count_brackets(body) != n_rows + 1:
-                    return None
+                elif count_brackets(body) != n_rows + 1 + isinstance(ids, list):
+                    return None  # other arrays, or a '[' inside an id: the general decoder
     except (KeyError, TypeError, ValueError, RuntimeError):
         return None
     finally:
@@ -115,10 +140,30 @@ def decode_json_matrix(body: bytes, width: int, max_rows: int) -> np.ndarray | N
     if flat is None:
         return None
     if np.abs(flat).max() <= _FLOAT32_MAX:  # false for NaN: every value is a finite float32
-        return flat.astype(np.float32).reshape(n_rows, width)
+        return flat.astype(np.float32).reshape(n_rows, width), ids
     rows = _to_float32(flat).reshape(n_rows, width)
     _check_rows(rows, max_rows)  # raises, naming the value
-    return rows
+    return rows, ids
+
+
+
+def checked_ids(ids: Any, rows: int) -> list[str | int] | None:
+    """None when the body sent no ids; `ids` when it is a list of `rows` strings or integers,
+    each at most `MAX_ID_LENGTH` long; else a typed 422 naming the problem."""
+    if ids is ABSENT:
+        return None
+    if not isinstance(ids, list):
+        raise InvalidIds(f'"ids" must be a list with one id per row, got {type(ids).__name__}')
+    if len(ids) != rows:
+        raise InvalidIds(f'"ids" has {len(ids)} ids for {rows} rows: send one id per row',
+                         ids=len(ids), rows=rows)
+    for i, value in enumerate(ids):
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise InvalidIds(f"id {i} is {value!r}: every id must be a string or an integer",
+                             index=i)
+        if len(value if isinstance(value, str) else str(value)) > MAX_ID_LENGTH:
+            raise InvalidIds(f"id {i} is longer than {MAX_ID_LENGTH} characters", index=i)
+    return ids
 
 
 def count_brackets(body: bytes) -> int:
@@ -190,7 +235,8 @@ class json_document:
             _parsers.parser = None
 
 
-def _decode_json_general(body: bytes, feature_names: Sequence[str], max_rows: int) -> np.ndarray:
+def _decode_json_general(body: bytes, feature_names: Sequence[str], max_rows: int
+                         ) -> tuple[np.ndarray, Any]:
     payload = _parse_json(body)
     if not isinstance(payload, dict) or "instances" not in payload:
         raise MissingInstances('the body must be a JSON object with a list "instances"')
@@ -207,7 +253,7 @@ def _decode_json_general(body: bytes, feature_names: Sequence[str], max_rows: in
         values = _named_rows(instances, feature_names)
     else:
         values = _positional_rows(instances, len(feature_names))
-    return _to_float32(np.asarray(values, dtype=np.float64))
+    return _to_float32(np.asarray(values, dtype=np.float64)), payload.get("ids", ABSENT)
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -20,15 +20,24 @@ from typing import Any
 import numpy as np
 
 from aeserve.artifact.card import ModelCard
+from aeserve.artifact.prediction_log import normalize_ids
 from aeserve.artifact.scores import explanations, p_values, percentiles, verdicts
 from aeserve.artifact.session import ModelSession
 from aeserve.serving import v2_codec
 from aeserve.serving.batching import MicroBatcher
-from aeserve.serving.codecs import BINARY_TYPE, NPY_TYPE, decode_instances, dumps, media_type
+from aeserve.serving.codecs import (
+    BINARY_TYPE,
+    NPY_TYPE,
+    decode_request,
+    dumps,
+    media_type,
+)
 from aeserve.serving.decoding import BodyDecoder
 from aeserve.serving.drift import DriftMonitor, DriftSettings
 from aeserve.serving.errors import NonFiniteResult, UnknownVersion
+from aeserve.serving.logs import request_id
 from aeserve.serving.metrics import Metrics, observe_many
+from aeserve.serving.prediction_log import PredictionLog, PredictionLogSettings
 from aeserve.serving.repository import ModelRepository, ModelVersion
 from aeserve.serving.settings import Settings
 from aeserve.serving.shadow import Shadow
@@ -117,17 +126,25 @@ def wants(accept: str | None) -> str:
     return "application/json"
 
 
+def answered_verdicts(entry: ModelVersion, outputs: dict[str, np.ndarray],
+                      options: ScoreOptions) -> tuple[float, np.ndarray]:
+    """(threshold, verdicts) of an /anomaly-score answer: the version's threshold in force, or
+    the request's own (the card left unchanged)."""
+    if options.threshold is None:
+        return entry.card.threshold, outputs["is_anomaly"]
+    return options.threshold, verdicts(outputs["score"], options.threshold)
+
+
 def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.ndarray],
-                    accept: str | None, options: ScoreOptions = ScoreOptions()) -> Encoded:
-    """JSON by default; raw float32 rows or `.npy` when the client's Accept header asks."""
+                    accept: str | None, options: ScoreOptions = ScoreOptions(),
+                    ids: list | None = None) -> Encoded:
+    """JSON by default; raw float32 rows or `.npy` when the client's Accept header asks. The
+    request's ids, if it sent any, come back in the JSON answer."""
     fmt = wants(accept)
     result: dict[str, Any]
     threshold = entry.card.threshold
     if operation == "anomaly-score":
-        flagged = outputs["is_anomaly"]
-        if options.threshold is not None:  # the request's own threshold, card left unchanged
-            threshold = options.threshold
-            flagged = verdicts(outputs["score"], threshold)
+        threshold, flagged = answered_verdicts(entry, outputs, options)
         result = {"scores": outputs["score"], "threshold": threshold, "is_anomaly": flagged,
                   "percentiles": outputs["percentile"], "p_values": outputs["p_value"]}
         if options.explain:
@@ -136,6 +153,8 @@ def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.n
     else:
         result = {{"encode": "embeddings", "reconstruct": "reconstructions"}[operation]:
                   outputs[PRIMARY_OUTPUT[operation]]}
+    if ids is not None:
+        result["ids"] = ids
     headers = {"X-Model": entry.name, "X-Model-Version": str(entry.version)}
     if fmt == "application/json":
         return Encoded(dumps({"model": entry.name, "version": entry.version, **result}),
@@ -168,6 +187,12 @@ class DataPlane:
         self.metrics = metrics
         self.decoder = decoder
         self.shadow = Shadow(repository, metrics)
+        self.prediction_log = None if settings.prediction_log is None else PredictionLog(
+            PredictionLogSettings(settings.prediction_log, settings.prediction_log_features,
+                                  settings.prediction_log_max_bytes,
+                                  settings.prediction_log_flush_s,
+                                  max_pending_rows=settings.prediction_log_max_pending_rows),
+            metrics)
 
     def resolve(self, name: str | None, version: str | None) -> ModelVersion:
         """The ready version a request addresses (default model, active version, or pinned)."""
@@ -179,25 +204,30 @@ class DataPlane:
         """`/encode`, `/reconstruct` or `/anomaly-score` on `entry`: (the answer, rows)."""
         names = entry.card.feature_names
         if self.decoder.decodes_inline(body, content_type):  # small: no hand-off at all
-            rows = decode_instances(body, content_type, names, self.settings.max_rows)
+            rows, ids = decode_request(body, content_type, names, self.settings.max_rows)
         else:
-            rows = await self.decoder.instances(body, content_type, names,
-                                                self.settings.max_rows)
+            rows, ids = await self.decoder.instances(body, content_type, names,
+                                                     self.settings.max_rows)
         wanted = options.outputs if operation == "anomaly-score" else (PRIMARY_OUTPUT[operation],)
         outputs = await entry.batcher.submit(rows, wanted)
         require_finite(outputs, wanted)
         self.metrics.rows_counter(entry.name, entry.version, operation).inc(len(rows))
         if "is_anomaly" in outputs:
             self.shadow.offer(entry, rows, outputs["is_anomaly"])
+            if self.prediction_log is not None:
+                threshold, flagged = answered_verdicts(entry, outputs, options)
+                self.prediction_log.record(
+                    entry.name, entry.version, None if ids is None else normalize_ids(ids),
+                    request_id.get(), outputs["score"], threshold, flagged, rows)
         # what the JSON answer holds (explanations add every row's feature errors); binary
         # answers are one copy of an array, never worth a thread
         size = outputs[wanted[0]].size if len(wanted) == 1 else sum(
             outputs[name].size for name in wanted)
         if self.decoder.encodes_inline(size) or wants(accept) != "application/json":
-            encoded = encode_response(operation, entry, outputs, accept, options)
+            encoded = encode_response(operation, entry, outputs, accept, options, ids)
         else:
             encoded = await self.decoder.in_thread(encode_response, operation, entry, outputs,
-                                                   accept, options)
+                                                   accept, options, ids)
         return encoded, len(rows)
 
     async def infer_v2(self, entry: ModelVersion, body: bytes,

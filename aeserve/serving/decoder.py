@@ -26,8 +26,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
+import orjson
 
-from aeserve.serving.codecs import JSON_TYPES, decode_json_matrix, media_type
+from aeserve.serving.codecs import ABSENT, JSON_TYPES, decode_json_matrix, media_type
 from aeserve.serving.errors import ServiceError
 from aeserve.serving.v2_codec import split_json
 
@@ -70,8 +71,11 @@ def _serve(conn: Connection) -> None:
                 split = split_json(body)
                 envelope, values = split if split is not None else (b"", None)
             else:
-                values = decode_json_matrix(body, width, max_rows)
-        except ServiceError:
+                decoded = decode_json_matrix(body, width, max_rows)
+                values = None if decoded is None else decoded[0]
+                if decoded is not None and decoded[1] is not ABSENT:
+                    envelope = orjson.dumps(decoded[1])  # the ids, for the worker to check
+        except (ServiceError, orjson.JSONEncodeError):
             values = None
         if values is None:
             conn.send_bytes(_REPLY.pack(-1))
@@ -119,12 +123,16 @@ class DecoderProcess:
         return (0 < self.min_bytes <= len(body) <= MAX_BODY_BYTES and HAS_SHM
                 and media_type(content_type) in JSON_TYPES)
 
-    async def matrix(self, body: bytes, width: int, max_rows: int) -> np.ndarray | None:
-        """The float32 [N, width] matrix of a clean `{"instances": [[numbers]]}` body, parsed in
-        the helper process; None when the helper declined it (anything else, any refusal) or
-        could not run: the caller then decodes the body itself, off the event loop."""
+    async def matrix(self, body: bytes, width: int, max_rows: int
+                     ) -> tuple[np.ndarray, object] | None:
+        """(the float32 [N, width] matrix, the `"ids"` value unchecked or ABSENT) of a clean
+        `{"instances": [[numbers]]}` body, parsed in the helper process; None when the helper
+        declined it (anything else, any refusal) or could not run: the caller then decodes the
+        body itself, off the event loop."""
         reply = await self._run(INSTANCES, body, width, max_rows)
-        return None if reply is None else reply[0].reshape(-1, width)
+        if reply is None:
+            return None
+        return reply[0].reshape(-1, width), orjson.loads(reply[1]) if reply[1] else ABSENT
 
     async def split_v2(self, body: bytes) -> tuple[bytes, np.ndarray] | None:
         """`v2_codec.split_json(body)`, computed in the helper process (None: not decoded)."""

@@ -21,7 +21,7 @@ from typing import TypeVar
 import numpy as np
 
 from aeserve.serving import v2_codec
-from aeserve.serving.codecs import BINARY_TYPE, decode_instances, media_type
+from aeserve.serving.codecs import BINARY_TYPE, checked_ids, decode_request, media_type
 from aeserve.serving.decoder import DecoderProcess
 
 T = TypeVar("T")
@@ -44,19 +44,21 @@ class BodyDecoder:
     @staticmethod
     def decodes_inline(body: bytes, content_type: str | None) -> bool:
         """Whether `instances` would decode this body on the event loop: callers on the hot
-        path then call `decode_instances` themselves and save a coroutine."""
+        path then call `decode_request` themselves and save a coroutine."""
         return len(body) <= INLINE_BODY_BYTES or media_type(content_type) == BINARY_TYPE
 
     async def instances(self, body: bytes, content_type: str | None,
-                        feature_names: Sequence[str], max_rows: int) -> np.ndarray:
-        """`{"instances": ...}`, float32 rows or `.npy` as a float32 [N, d] matrix."""
+                        feature_names: Sequence[str], max_rows: int
+                        ) -> tuple[np.ndarray, list[str | int] | None]:
+        """`{"instances": ...}`, float32 rows or `.npy` as a float32 [N, d] matrix, and the
+        JSON body's ids (`codecs.decode_request`)."""
         if self.decodes_inline(body, content_type):
-            return decode_instances(body, content_type, feature_names, max_rows)
+            return decode_request(body, content_type, feature_names, max_rows)
         if self._process.wants(body, content_type):
-            rows = await self._process.matrix(body, len(feature_names), max_rows)
-            if rows is not None:
-                return rows
-        return await self.in_thread(decode_instances, body, content_type, feature_names,
+            decoded = await self._process.matrix(body, len(feature_names), max_rows)
+            if decoded is not None:
+                return decoded[0], checked_ids(decoded[1], len(decoded[0]))
+        return await self.in_thread(decode_request, body, content_type, feature_names,
                                     max_rows)
 
     async def v2(self, body: bytes, header_length: str | None, width: int,

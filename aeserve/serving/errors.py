@@ -91,6 +91,19 @@ class FeatureMismatch(InvalidInstances):
     code = "feature_mismatch"
 
 
+class InvalidIds(InvalidInstances):
+    """The body's "ids" is not one string or integer per row."""
+
+    code = "invalid_ids"
+
+
+class PredictionLogOff(ServiceError):
+    """Feedback needs the prediction log (AESERVE_PREDICTION_LOG) to join labels to."""
+
+    status = 409
+    code = "prediction_log_off"
+
+
 class InvalidParameter(ServiceError):
     status = 422
     code = "invalid_parameter"

@@ -87,6 +87,8 @@ async def lifespan(app: AeserveApp) -> AsyncIterator[None]:
         flush_access_log()
         app.run_executor.shutdown(wait=False)
         app.dataplane.decoder.shutdown()
+        if app.dataplane.prediction_log is not None:  # what still waits reaches the disk
+            app.dataplane.prediction_log.close()
         if poller is not None:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -110,6 +110,25 @@ class Metrics:
             "aeserve_shadow_skipped_rows", "Sampled rows the shadow version did not compare: "
             "too many waiting, a failed run, or a non-finite score.",
             ["model", "shadow_version"], registry=r)
+        # The prediction log and feedback (serving/prediction_log.py).
+        self.prediction_log_rows = Counter(
+            "aeserve_prediction_log_rows", "Scored rows written to the prediction log.",
+            registry=r)
+        self.prediction_log_dropped_rows = Counter(
+            "aeserve_prediction_log_dropped_rows", "Scored rows not logged, by reason: "
+            "queue_full (too many rows waiting for the writer) or write_failed.",
+            ["reason"], registry=r)
+        self.prediction_log_rotated_files = Counter(
+            "aeserve_prediction_log_rotated_files", "Oldest prediction files removed to keep "
+            "the log within AESERVE_PREDICTION_LOG_MAX_BYTES.", registry=r)
+        self.feedback_labels = Counter(
+            "aeserve_feedback_labels", "Labels joined to a logged prediction, by outcome of "
+            "the label against the verdict served: true_positive, false_positive, "
+            "true_negative, false_negative.",
+            ["model", "version", "outcome"], registry=r)
+        self.feedback_unmatched = Counter(
+            "aeserve_feedback_unmatched_labels", "Labels whose id has no logged prediction "
+            "(stored all the same, for aeserve evaluate --from-log).", ["model"], registry=r)
         # Labelled children by (metric, labels): `labels()` validates and hashes its arguments
         # under a lock on every call, which the per-request paths should not pay.
         self._children: dict[tuple, object] = {}
@@ -175,6 +194,23 @@ class Metrics:
 
     def shadow_skipped(self, model: str, shadow: int, rows: int) -> None:
         self._child(self.shadow_skipped_rows, model, str(shadow)).inc(rows)
+
+    def prediction_log_written(self, rows: int) -> None:
+        self.prediction_log_rows.inc(rows)
+
+    def prediction_log_dropped(self, rows: int, reason: str) -> None:
+        self._child(self.prediction_log_dropped_rows, reason).inc(rows)
+
+    def prediction_log_rotated(self) -> None:
+        self.prediction_log_rotated_files.inc()
+
+    def feedback_counted(self, model: str, counts: dict[tuple[int, str], int]) -> None:
+        """Labels joined to predictions, by (version, outcome)."""
+        for (version, outcome), n in counts.items():
+            self._child(self.feedback_labels, model, str(version), outcome).inc(n)
+
+    def feedback_unmatched_labels(self, model: str, n: int) -> None:
+        self._child(self.feedback_unmatched, model).inc(n)
 
     def shadow_counts(self, model: str, version: int, shadow: int) -> tuple[dict[str, int], int]:
         """(rows by outcome, rows skipped) for one active/shadow pair, over every worker."""

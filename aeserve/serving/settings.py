@@ -49,6 +49,22 @@ class Settings(BaseSettings):
     drift_sample_rows: int = Field(
         256, ge=1, description="Most rows of one batch that enter the drift window (evenly "
                                "spaced): a large batch costs no more than this many.")
+    prediction_log: Path | None = Field(
+        None, description="Folder of the prediction log: every /anomaly-score row's id, time, "
+                          "model, version, score, threshold and verdict, in Parquet files "
+                          "written off the request path; feedback labels join it (POST "
+                          "/models/{name}/feedback). Unset = no log.")
+    prediction_log_features: bool = Field(
+        False, description="Also log each row's features (larger files).")
+    prediction_log_max_bytes: int = Field(
+        1024 ** 3, gt=0, description="Most bytes the log folder holds: the oldest prediction "
+                                     "files go first (labels are kept).")
+    prediction_log_flush_s: float = Field(
+        5.0, gt=0, description="Seconds between writes of the rows waiting for the log (one "
+                               "file per write).")
+    prediction_log_max_pending_rows: int = Field(
+        1_000_000, gt=0, description="Most rows waiting for the log's writer; beyond it rows "
+                                     "are not logged and are counted as dropped.")
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest request body.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field(

@@ -6,7 +6,13 @@ The routes do not validate bodies with these models (a pydantic walk per float i
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+
+from aeserve.serving.codecs import MAX_ID_LENGTH
+
+Id = StrictStr | StrictInt
 
 
 class InstancesRequest(BaseModel):
@@ -14,11 +20,15 @@ class InstancesRequest(BaseModel):
         description="Rows of raw features: lists in the model's feature order, or objects "
                     "keyed by feature name (any order).",
         examples=[[[0.1, 2.3, 4.5]]])
+    ids: list[Id] | None = Field(
+        None, description="One id per row (string or integer, at most 256 characters), echoed "
+                          "in the answer and written to the prediction log, for feedback.")
 
 
 class ModelRef(BaseModel):
     model: str
     version: int
+    ids: list[Id] | None = Field(None, description="The request's ids, when it sent any.")
 
 
 class EncodeResponse(ModelRef):
@@ -39,6 +49,35 @@ class AnomalyScoreResponse(ModelRef):
         description="Share of normal rows expected to score at least as high: 1 - percentile "
                     "/ 100 up to the 99th percentile, an exponential tail fitted to the 95th-99th "
                     "beyond, so scores above every held-out one still rank.")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Id] = Field(min_length=1, description="Ids that earlier requests sent.")
+    labels: list[Literal[0, 1]] = Field(
+        description="One per id: 1 when the row was an anomaly, 0 when it was not.")
+
+    @model_validator(mode="after")
+    def one_label_per_id(self) -> FeedbackRequest:
+        if len(self.labels) != len(self.ids):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.ids)} ids: send one "
+                             "label per id")
+        for i, value in enumerate(self.ids):
+            if len(str(value)) > MAX_ID_LENGTH:
+                raise ValueError(f"id {i} is longer than {MAX_ID_LENGTH} characters")
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    model: str
+    received: int = Field(description="Labels received (all stored).")
+    matched: int = Field(description="Labels joined to a logged prediction, and counted.")
+    unmatched: int = Field(description="Labels whose id has no logged prediction yet.")
+    unmatched_ids: list[str] = Field(description="The first 100 of those ids.")
+    outcomes: dict[str, int] = Field(
+        description="Matched labels by outcome against the verdict served: true_positive, "
+                    "false_positive, true_negative, false_negative.")
 
 
 class ErrorDetail(BaseModel):

@@ -158,3 +158,34 @@ def test_ragged_rows_that_add_up_to_the_right_size_are_refused():
     payload = orjson.dumps({"instances": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0, 8.0]]})
     with pytest.raises(errors.RaggedRows, match="row 1 has 5"):
         decode_instances(payload, "application/json", ["a", "b", "c", "d"], 100)
+
+
+def test_ids_ride_the_fast_path_and_come_back_as_sent(monkeypatch):
+    def no_fallback(*_args):
+        raise AssertionError("fell back to the general decoder")
+
+    monkeypatch.setattr(codecs, "_decode_json_general", no_fallback)
+    body = orjson.dumps({"ids": ["x", 7], "instances": [[1, 2, 3], [4, 5, 6]]})
+    rows, ids = codecs.decode_request(body, "application/json", NAMES, 100)
+    assert ids == ["x", 7] and rows.shape == (2, 3)
+    assert codecs.decode_request(orjson.dumps({"instances": [[1, 2, 3]]}), "application/json",
+                                 NAMES, 100)[1] is None
+
+
+def test_ids_of_named_rows_and_ids_holding_brackets_take_the_general_decoder():
+    named = orjson.dumps({"instances": [{"a": 1, "b": 2, "c": 3}], "ids": ["n"]})
+    assert codecs.decode_request(named, "application/json", NAMES, 100)[1] == ["n"]
+    bracket = orjson.dumps({"instances": [[1, 2, 3]], "ids": ["[odd]"]})
+    rows, ids = codecs.decode_request(bracket, "application/json", NAMES, 100)
+    assert ids == ["[odd]"] and rows.tolist() == [[1, 2, 3]]
+
+
+@pytest.mark.parametrize(("ids", "says"), [
+    (["a"], "1 ids for 2 rows"), ("ab", "must be a list"), (None, "must be a list"),
+    (["a", True], "id 1 is True"), (["a", 1.5], "id 1 is 1.5"), (["a", ["b"]], "id 1"),
+    (["a", {"b": 1}], "id 1"), (["a", "x" * 257], "longer than 256"),
+])
+def test_bad_ids_are_a_typed_422(ids, says):
+    body = orjson.dumps({"instances": [[1, 2, 3], [4, 5, 6]], "ids": ids})
+    with pytest.raises(errors.InvalidIds, match=says.replace("[", r"\[")):
+        codecs.decode_request(body, "application/json", NAMES, 100)

@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
+from aeserve.serving import codecs
 from aeserve.serving.codecs import decode_instances
 from aeserve.serving.decoder import DecoderProcess
 from aeserve.serving.errors import NonFinite, TooManyRows, WrongWidth
@@ -30,9 +31,9 @@ def body(rows: np.ndarray) -> bytes:
 
 def decode(decoder: DecoderProcess, payload: bytes, max_rows: int = 100_000) -> np.ndarray:
     """The helper's matrix, or, where it declines, the worker's own decoding (as BodyDecoder)."""
-    rows = asyncio.run(decoder.matrix(payload, len(NAMES), max_rows))
-    return rows if rows is not None else decode_instances(payload, "application/json", NAMES,
-                                                          max_rows)
+    decoded = asyncio.run(decoder.matrix(payload, len(NAMES), max_rows))
+    return decoded[0] if decoded is not None else decode_instances(
+        payload, "application/json", NAMES, max_rows)
 
 
 def test_the_same_matrix_as_the_worker_decodes(decoder):
@@ -143,3 +144,13 @@ def test_v2_requests_split_in_the_helper_as_in_the_worker(decoder):
     nested = orjson.dumps({"inputs": [{"name": "x", "shape": [2000, 6], "datatype": "FP64",
                                        "data": values.tolist()}]})
     assert asyncio.run(decoder.split_v2(nested)) is None  # declined: decoded in the worker
+
+
+def test_ids_come_back_from_the_helper_unchecked(decoder):
+    rows = np.random.default_rng(2).normal(size=(50, 6))
+    payload = orjson.dumps({"instances": rows.tolist(), "ids": list(range(50))})
+    matrix, ids = asyncio.run(decoder.matrix(payload, len(NAMES), 100))
+    np.testing.assert_array_equal(matrix, rows.astype(np.float32))
+    assert ids == list(range(50))
+    _, absent = asyncio.run(decoder.matrix(body(rows), len(NAMES), 100))
+    assert absent is codecs.ABSENT

@@ -1,0 +1,225 @@
+"""The prediction log's writer and the feedback route's join (AESERVE_PREDICTION_LOG=DIR).
+
+Requests never wait on disk: `record` appends what a scoring answer said to a list under a lock
+(constant time), and a writer thread turns what has accumulated into one Parquet file every
+`flush_s` seconds, or sooner when `file_rows` rows wait. Memory and disk stay bounded: beyond
+`max_pending_rows` waiting rows a request's rows are not logged (counted in
+`aeserve_prediction_log_dropped_rows_total`, reason `queue_full`), and after each write the oldest
+prediction files go until the folder holds at most `max_bytes`. Feedback files (the labels) are
+never removed by rotation.
+
+Feedback (`POST /models/{name}/feedback`) first writes this worker's waiting rows, then joins the
+labels to the newest logged prediction of each id (aeserve/artifact/prediction_log.py), stores the
+labels, and counts each one's outcome (the label against the verdict the server gave) in
+`aeserve_feedback_labels_total`; `aeserve evaluate --from-log` applies the same join to the files.
+The file format lives in the artifact, shared by both sides.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aeserve.artifact import prediction_log as log_format
+from aeserve.serving.metrics import Metrics
+
+log = logging.getLogger("aeserve.prediction_log")
+
+
+@dataclass(frozen=True)
+class PredictionLogSettings:
+    directory: Path
+    features: bool = False
+    max_bytes: int = 1 << 30
+    flush_s: float = 5.0
+    file_rows: int = 1_000_000
+    max_pending_rows: int = 1_000_000
+
+
+@dataclass
+class _Record:
+    """One answer's rows, as the request handed them over (converted by the writer)."""
+
+    time_us: int
+    model: str
+    version: int
+    request_id: str | None
+    ids: list[str] | None
+    scores: np.ndarray
+    threshold: float
+    flagged: np.ndarray
+    features: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """What one feedback call joined and counted."""
+
+    received: int
+    matched: int
+    unmatched_ids: list[str]
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class PredictionLog:
+    """Appends scored rows to rotated Parquet files off the request path; joins feedback."""
+
+    def __init__(self, settings: PredictionLogSettings, metrics: Metrics) -> None:
+        log_format.pyarrow_modules()  # fail at start-up, not on the first request
+        self.settings = settings
+        self.metrics = metrics
+        self._pending: list[_Record] = []
+        self._pending_rows = 0
+        self._lock = threading.Lock()  # guards the pending list
+        self._write_lock = threading.Lock()  # one write at a time: the thread's or a flush
+        self._wake = threading.Event()
+        self._closed = False
+        settings.directory.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name="aeserve-prediction-log",
+                                        daemon=True)
+        self._thread.start()
+
+    def record(self, model: str, version: int, ids: list[str] | None, request_id: str | None,
+               scores: np.ndarray, threshold: float, flagged: np.ndarray,
+               features: np.ndarray | None) -> None:
+        """Queue one answer's rows (constant time on the request path)."""
+        rows = len(scores)
+        entry = _Record(time.time_ns() // 1000, model, version, request_id, ids, scores,
+                        threshold, flagged, features if self.settings.features else None)
+        with self._lock:
+            if self._pending_rows + rows > self.settings.max_pending_rows:
+                full = True
+            else:
+                full = False
+                self._pending.append(entry)
+                self._pending_rows += rows
+                wake = self._pending_rows >= self.settings.file_rows
+        if full:
+            self.metrics.prediction_log_dropped(rows, "queue_full")
+        elif wake:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.settings.flush_s)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every waiting row now (the writer thread, a feedback call, shutdown)."""
+        with self._write_lock:
+            with self._lock:
+                pending, self._pending, self._pending_rows = self._pending, [], 0
+            if not pending:
+                return
+            rows = sum(len(r.scores) for r in pending)
+            try:
+                log_format.write_table(self.settings.directory, log_format.PREDICTIONS,
+                                       self._table(pending))
+            except Exception:  # a full or read-only disk: count it, never fail a request
+                log.exception("could not write %d rows to the prediction log", rows)
+                self.metrics.prediction_log_dropped(rows, "write_failed")
+                return
+            self.metrics.prediction_log_written(rows)
+            self._rotate()
+
+    def _table(self, pending: list[_Record]) -> Any:
+        pa, _ = log_format.pyarrow_modules()
+        counts = np.array([len(r.scores) for r in pending])
+        ids: list[str | None] = []
+        for r in pending:
+            ids.extend(r.ids if r.ids is not None else [None] * len(r.scores))
+        columns = {
+            "id": pa.array(ids, type=pa.string()),
+            "request_id": pa.array(np.repeat(np.array([r.request_id for r in pending],
+                                                      dtype=object), counts),
+                                   type=pa.string()),
+            "time": pa.array(np.repeat([r.time_us for r in pending], counts),
+                             type=pa.timestamp("us", tz="UTC")),
+            "model": pa.array(np.repeat(np.array([r.model for r in pending], dtype=object),
+                                        counts), type=pa.string()),
+            "version": pa.array(np.repeat([r.version for r in pending], counts)
+                                .astype(np.int32)),
+            "score": pa.array(np.concatenate([r.scores for r in pending]).astype(np.float32)),
+            "threshold": pa.array(np.repeat([r.threshold for r in pending], counts)
+                                  .astype(np.float64)),
+            "is_anomaly": pa.array(np.concatenate([r.flagged for r in pending]).astype(bool)),
+        }
+        if self.settings.features:
+            values = np.concatenate([r.features.ravel() for r in pending]).astype(np.float32)
+            widths = np.repeat([r.features.shape[1] for r in pending], counts)
+            offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int32)
+            columns["features"] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+        return pa.table(columns, schema=log_format.prediction_schema(self.settings.features))
+
+    def _rotate(self) -> None:
+        """Remove the oldest prediction files until the folder is within `max_bytes`."""
+        files = log_format.log_files(self.settings.directory, log_format.PREDICTIONS)
+        sizes = [_size(path) for path in files]
+        feedback = sum(_size(path) for path in
+                       log_format.log_files(self.settings.directory, log_format.FEEDBACK))
+        total = sum(sizes) + feedback
+        for path, size in zip(files[:-1], sizes, strict=False):  # never the file just written
+            if total <= self.settings.max_bytes:
+                break
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            total -= size
+            self.metrics.prediction_log_rotated()
+
+    def feedback(self, model: str, ids: list[str], labels: list[int]) -> FeedbackResult:
+        """Join `labels` to the logged predictions of `ids`, store them, count their outcomes.
+
+        Blocking (file reads and a write): the route runs it in a thread. The labels are stored
+        whether or not their predictions were found, so `evaluate --from-log` can still join
+        the ones another worker had not yet written.
+        """
+        self.flush()
+        found = log_format.find_predictions(self.settings.directory, model, ids)
+        pa, _ = log_format.pyarrow_modules()
+        now = time.time_ns() // 1000
+        table = pa.table({"id": pa.array(ids, type=pa.string()),
+                          "time": pa.array([now] * len(ids), type=pa.timestamp("us", tz="UTC")),
+                          "model": pa.array([model] * len(ids), type=pa.string()),
+                          "label": pa.array(labels, type=pa.int8())},
+                         schema=log_format.feedback_schema())
+        log_format.write_table(self.settings.directory, log_format.FEEDBACK, table)
+        outcomes: dict[str, int] = {}
+        by_version: dict[tuple[int, str], int] = {}
+        unmatched = []
+        for key, label in zip(ids, labels, strict=True):
+            prediction = found.get(key)
+            if prediction is None:
+                unmatched.append(key)
+                continue
+            kind = log_format.outcome(label, prediction.is_anomaly)
+            outcomes[kind] = outcomes.get(kind, 0) + 1
+            by_version[prediction.version, kind] = by_version.get((prediction.version, kind),
+                                                                  0) + 1
+        self.metrics.feedback_counted(model, by_version)
+        if unmatched:
+            self.metrics.feedback_unmatched_labels(model, len(unmatched))
+        return FeedbackResult(len(ids), len(ids) - len(unmatched), unmatched, outcomes)
+
+    def close(self) -> None:
+        """Stop the writer thread and write what still waits."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self.flush()
+
+
+def _size(path: Path) -> int:
+    """A file's size, 0 once another worker's rotation removed it."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

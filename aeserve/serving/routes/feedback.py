@@ -1,0 +1,50 @@
+"""POST /models/{name}/feedback: labels for logged predictions (the prediction log's join).
+
+Operators label what the server answered (`1`: the row was an anomaly, `0`: it was not), by the
+ids their requests sent. Each label is stored in the prediction log and, where its prediction is
+found, counted by outcome in `aeserve_feedback_labels_total`: the figures from which precision,
+recall and a better threshold follow (`aeserve evaluate --from-log`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from aeserve.artifact.prediction_log import normalize_ids
+from aeserve.serving.deps import get_repository
+from aeserve.serving.errors import PredictionLogOff, TooManyRows, UnknownModel
+from aeserve.serving.repository import ModelRepository
+from aeserve.serving.schemas.core import FeedbackRequest, FeedbackResponse
+
+router = APIRouter(tags=["models"])
+
+#: Unmatched ids named in an answer (all are counted).
+MAX_NAMED_UNMATCHED = 100
+
+
+@router.post("/models/{name}/feedback", summary="Labels for logged predictions, by id",
+             response_model=FeedbackResponse)
+async def post_feedback(name: str, feedback: FeedbackRequest, request: Request,
+                        repository: Annotated[ModelRepository, Depends(get_repository)]
+                        ) -> dict[str, Any]:
+    request.state.endpoint = "feedback"
+    if name not in repository.models:
+        raise UnknownModel(f"unknown model {name!r}", model=name,
+                           available=sorted(repository.models))
+    prediction_log = request.app.dataplane.prediction_log
+    if prediction_log is None:
+        raise PredictionLogOff("feedback joins labels to the prediction log, which is off: "
+                               "start the server with AESERVE_PREDICTION_LOG=DIR")
+    max_rows = repository.settings.max_rows
+    if len(feedback.ids) > max_rows:
+        raise TooManyRows(f"{len(feedback.ids)} labels exceed the limit of {max_rows}",
+                          rows=len(feedback.ids), max_rows=max_rows)
+    result = await run_in_threadpool(prediction_log.feedback, name, normalize_ids(feedback.ids),
+                                     [int(label) for label in feedback.labels])
+    return {"model": name, "received": result.received, "matched": result.matched,
+            "unmatched": len(result.unmatched_ids),
+            "unmatched_ids": result.unmatched_ids[:MAX_NAMED_UNMATCHED],
+            "outcomes": result.outcomes}

@@ -1,0 +1,110 @@
+"""The prediction log's writer: rows reach Parquet off the request path, memory and disk stay
+bounded, and feedback joins labels to the newest prediction of each id."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from aeserve.artifact import prediction_log as log_format
+from aeserve.serving.metrics import Metrics
+from aeserve.serving.prediction_log import PredictionLog, PredictionLogSettings
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def make(tmp_path, **overrides) -> tuple[PredictionLog, Metrics]:
+    metrics = Metrics()
+    settings = PredictionLogSettings(tmp_path, **{"flush_s": 3600.0, **overrides})
+    return PredictionLog(settings, metrics), metrics
+
+
+def record(log: PredictionLog, ids, scores, threshold=1.0, version=1, features=None):
+    scores = np.asarray(scores, dtype=np.float32)
+    log.record("m", version, ids, "req", scores, threshold, scores > threshold,
+               features if features is not None else np.zeros((len(scores), 2), np.float32))
+
+
+def test_rows_reach_one_file_per_flush_with_what_was_answered(tmp_path):
+    log, metrics = make(tmp_path)
+    record(log, ["a", "b"], [0.5, 2.0])
+    record(log, None, [3.0], threshold=2.5, version=2)
+    assert log_format.log_files(tmp_path, "predictions") == []  # nothing written on record
+    log.flush()
+    [path] = log_format.log_files(tmp_path, "predictions")
+    table = pq.read_table(path).to_pydict()
+    assert table["id"] == ["a", "b", None]
+    assert table["version"] == [1, 1, 2]
+    assert table["threshold"] == [1.0, 1.0, 2.5]
+    assert table["is_anomaly"] == [False, True, True]
+    assert table["request_id"] == ["req"] * 3
+    assert sample(metrics, "aeserve_prediction_log_rows_total") == 3
+    log.close()
+
+
+def test_features_are_logged_only_when_asked(tmp_path):
+    log, _ = make(tmp_path, features=True)
+    record(log, ["a", "b"], [0.5, 2.0], features=np.array([[1, 2], [3, 4]], np.float32))
+    log.close()  # close writes what waits
+    [path] = log_format.log_files(tmp_path, "predictions")
+    assert pq.read_table(path)["features"].to_pylist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_a_full_queue_drops_and_counts_instead_of_growing(tmp_path):
+    log, metrics = make(tmp_path, max_pending_rows=3)
+    record(log, None, [1.0, 1.0])
+    record(log, None, [1.0, 1.0])  # 4 > 3: not queued
+    assert sample(metrics, "aeserve_prediction_log_dropped_rows_total", reason="queue_full") == 2
+    log.flush()
+    assert sample(metrics, "aeserve_prediction_log_rows_total") == 2
+    log.close()
+
+
+def test_the_oldest_prediction_files_go_when_the_folder_is_full(tmp_path):
+    log, metrics = make(tmp_path)
+    record(log, None, np.arange(2000))
+    log.flush()
+    one_file = log_format.log_files(tmp_path, "predictions")[0].stat().st_size
+    log.settings = PredictionLogSettings(tmp_path, flush_s=3600.0, max_bytes=int(2.5 * one_file))
+    for _ in range(4):
+        record(log, None, np.arange(2000))
+        log.flush()
+    files = log_format.log_files(tmp_path, "predictions")
+    assert len(files) == 2  # two fit in 2.5 files' bytes
+    assert sample(metrics, "aeserve_prediction_log_rotated_files_total") == 3
+    log.close()
+
+
+def test_feedback_joins_the_newest_prediction_and_counts_outcomes(tmp_path):
+    log, metrics = make(tmp_path)
+    record(log, ["a", "b", "c"], [2.0, 0.5, 0.1])
+    log.flush()
+    record(log, ["a"], [0.2], version=2)  # "a" again, later, by version 2: not flagged
+    result = log.feedback("m", ["a", "b", "c", "zzz"], [1, 1, 0, 0])
+    assert (result.received, result.matched, result.unmatched_ids) == (4, 3, ["zzz"])
+    assert result.outcomes == {"false_negative": 2, "true_negative": 1}
+    assert sample(metrics, "aeserve_feedback_labels_total", model="m", version="2",
+                  outcome="false_negative") == 1
+    assert sample(metrics, "aeserve_feedback_labels_total", model="m", version="1",
+                  outcome="false_negative") == 1
+    assert sample(metrics, "aeserve_feedback_unmatched_labels_total", model="m") == 1
+    # the same join from the files alone
+    joined = log_format.join_feedback(tmp_path)
+    assert joined.version.tolist() == [2, 1, 1] and joined.label.tolist() == [1, 1, 0]
+    assert joined.is_anomaly.tolist() == [False, False, False]
+    assert joined.unmatched == {"m": 1}
+    log.close()
+
+
+def test_a_label_never_joins_a_prediction_made_after_it(tmp_path):
+    log, _ = make(tmp_path)
+    record(log, ["a"], [2.0])
+    log.feedback("m", ["a"], [1])
+    record(log, ["a"], [0.1], version=2)  # the same id reused afterwards
+    log.flush()
+    joined = log_format.join_feedback(tmp_path)
+    assert joined.version.tolist() == [1] and joined.is_anomaly.tolist() == [True]
+    log.close()
