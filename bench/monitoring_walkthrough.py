@@ -9,7 +9,10 @@ half (its labelled anomalies are held out for the card's evaluation), version 2,
 shifted by one training standard deviation. The script records what the server says: the threshold
 in force, the drift report of each phase, the anomaly rate against the card's, the shadow's
 comparison, precision and recall of the served verdicts against the labels, and a V2 call with
-`is_anomaly`. Writes bench/results/monitoring.md.
+`is_anomaly`. The live rows carry ids, the server keeps a prediction log, and the first phase's
+labels are sent back (POST /models/cardio/feedback): the confusion counts in /metrics, and
+`aeserve evaluate --from-log` on the log with the thresholds it proposes. Writes
+bench/results/monitoring.md.
 
     python -m bench.monitoring_walkthrough [--out bench/results/monitoring.md]
 """
@@ -60,13 +63,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def send(client: httpx.Client, rows: np.ndarray) -> np.ndarray:
-    """Score `rows` 100 at a time, one request after the other (each its own batch, so every
-    row enters the drift window); the served verdicts."""
+def send(client: httpx.Client, rows: np.ndarray, phase: str) -> np.ndarray:
+    """Score `rows` 50 at a time, one request after the other (each its own batch, within the
+    64 rows a batch brings to the drift window, so every row enters it), with ids `phase-i`;
+    the served verdicts."""
     flags = []
-    for start in range(0, len(rows), 100):
-        answer = client.post("/anomaly-score", json={"instances": rows[start:start + 100]
-                                                     .tolist()})
+    for start in range(0, len(rows), 50):
+        answer = client.post("/anomaly-score", json={
+            "instances": rows[start:start + 50].tolist(),
+            "ids": [f"{phase}-{i}" for i in range(start, min(start + 50, len(rows)))]})
         answer.raise_for_status()
         flags += answer.json()["is_anomaly"]
     return np.array(flags)
@@ -92,6 +97,45 @@ def precision_recall(flags: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return hits / max(1, int(flags.sum())), hits / max(1, int((y == 1).sum()))
 
 
+def feedback_metrics(text: str) -> dict[str, int]:
+    """`aeserve_feedback_labels_total` of cardio, by outcome."""
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("aeserve_feedback_labels_total{") and 'model="cardio"' in line:
+            counts[line.split('outcome="')[1].split('"')[0]] = int(float(line.split()[-1]))
+    return dict(sorted(counts.items()))
+
+
+def evaluate_log(log: Path, target: str) -> dict:
+    """`aeserve evaluate --from-log` on the server's log, its JSON report."""
+    done = subprocess.run([sys.executable, "-m", "aeserve.cli", "evaluate", "--from-log",
+                           str(log), target, "--json"], cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout)
+
+
+def evaluation_lines(evaluations: dict[str, dict]) -> list[str]:
+    lines = ["`aeserve evaluate --from-log DIR` on the server's prediction log (the same join):",
+             "",
+             "| run | served TP / FP / TN / FN | precision | recall | proposed threshold | "
+             "its precision | its recall | its false-alarm rate |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for target, result in evaluations.items():
+        [entry] = result["versions"]
+        c, r, p = entry["served"], entry["served_rates"], entry["proposal"]
+        lines.append(
+            f"| `{target}` | {c['true_positive']} / {c['false_positive']} / "
+            f"{c['true_negative']} / {c['false_negative']} | {r['precision']:.3f} | "
+            f"{r['recall']:.3f} | " + (
+                f"{p['threshold']:.4f} | {p['rates']['precision']:.3f} | "
+                f"{p['rates']['recall']:.3f} | {p['rates']['false_alarm_rate']:.3f} |"
+                if p else "none | | | |"))
+    lines += ["", "The proposals are read off the same labelled rows they are scored on (in "
+              "sample): a threshold to try, through config.json, and to check on the labels "
+              "that follow."]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path,
@@ -113,7 +157,8 @@ def main() -> None:
 
     port = free_port()
     env = {**os.environ, "AESERVE_MODELS_DIR": str(work / "models"),
-           "AESERVE_DRIFT_WINDOW_ROWS": str(len(X_live)), "AESERVE_POLL_INTERVAL_S": "0"}
+           "AESERVE_DRIFT_WINDOW_ROWS": str(len(X_live)), "AESERVE_POLL_INTERVAL_S": "0",
+           "AESERVE_PREDICTION_LOG": str(work / "log")}
     server = subprocess.Popen([sys.executable, "-m", "aeserve.cli", "serve", "--port",
                                str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -127,15 +172,19 @@ def main() -> None:
                     pass
                 time.sleep(0.2)
             model = client.get("/models/cardio").json()
-            calm_flags = send(client, X_live)
+            calm_flags = send(client, X_live, "calm")
             calm = client.get("/models/cardio/drift").json()
             shifted = X_live.copy()
             column = int(SHIFTED[1:])
             shifted[:, column] += X_train[y_train == 0, column].std()
-            shifted_flags = send(client, shifted)
+            shifted_flags = send(client, shifted, "shifted")
             moved = client.get("/models/cardio/drift").json()
             time.sleep(1.0)  # the shadow's last comparisons, off the request path
             shadow = client.get("/models/cardio/shadow").json()
+            feedback = client.post("/models/cardio/feedback", json={
+                "ids": [f"calm-{i}" for i in range(len(X_live))],
+                "labels": y_live.tolist()}).json()
+            confusion = feedback_metrics(client.get("/metrics").text)
             v2 = client.post("/v2/models/cardio/infer", json={
                 "inputs": [{"name": "x", "shape": [2, X.shape[1]], "datatype": "FP64",
                             "data": X_live[:2].ravel().tolist()}],
@@ -144,6 +193,8 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
 
+    evaluations = {target: evaluate_log(work / "log", target)
+                   for target in ("--target-precision=0.5", "--target-false-alarm-rate=0.01")}
     calm_p, calm_r = precision_recall(calm_flags, y_live)
     moved_p, moved_r = precision_recall(shifted_flags, y_live)
     threshold = model["threshold"]
@@ -178,6 +229,14 @@ def main() -> None:
         f"outcomes {json.dumps(shadow['outcomes'])}; agreement {shadow['agreement']:.3f}; "
         f"anomaly rate active {shadow['anomaly_rate']['active']:.3f}, shadow "
         f"{shadow['anomaly_rate']['shadow']:.3f}.",
+        "",
+        "## Feedback: the live half's labels sent back",
+        "",
+        f"POST /models/cardio/feedback with the {len(X_live)} labels of the first phase: "
+        f"received {feedback['received']}, matched {feedback['matched']}. Confusion counts in "
+        f"/metrics (`aeserve_feedback_labels_total`, version 1): {json.dumps(confusion)}.",
+        "",
+        *evaluation_lines(evaluations),
         "",
         "## V2 infer with the anomaly outputs",
         "",

@@ -9,7 +9,9 @@ On one model (64 features, a 64-32-8 encoder and its mirror) and one machine, lo
       drift windows (serving/drift.py);
   (f) aeserve with a shadow version (a copy of the model) scoring every request again
       (`{"shadow": {"version": 2, "fraction": 1.0}}`, serving/shadow.py): the worst case of
-      shadowing, against (a).
+      shadowing, against (a);
+  (g) aeserve with the prediction log on (AESERVE_PREDICTION_LOG, serving/prediction_log.py):
+      every scored row written to Parquet, against (a).
 Load comes from wrk (Debian package `wrk`) in a separate process. Reports req/s, rows/s and p50/p99
 latency for 1-row requests at concurrency 1 and 32, and 4,096-row requests in JSON and in raw
 float32; the resident memory of the aeserve worker. Writes bench/results/serving.md.
@@ -243,6 +245,11 @@ def main() -> None:
             "aeserve, shadow on", [sys.executable, "-m", "aeserve.cli", "serve", "--host",
                                    "127.0.0.1", "--port", "{port}"],
             {"AESERVE_MODELS_DIR": str(shadowed), "AESERVE_POLL_INTERVAL_S": "0"}),
+        "aeserve, log on": Server(
+            "aeserve, log on", [sys.executable, "-m", "aeserve.cli", "serve", "--host",
+                                "127.0.0.1", "--port", "{port}"],
+            {"AESERVE_MODELS_DIR": str(work / "models"), "AESERVE_POLL_INTERVAL_S": "0",
+             "AESERVE_PREDICTION_LOG": str(work / "prediction-log")}),
         "ceiling": Server("ceiling", uvicorn_command("bench.baselines.ceiling:app"), {}),
         "straightforward": Server("straightforward",
                                   uvicorn_command("bench.baselines.straightforward:app"),
@@ -280,6 +287,10 @@ def main() -> None:
                 run(target, f"{BIG} rows, JSON", "big-json", BIG, 4)
             run("aeserve, shadow on", f"{BIG} rows, float32 binary", "big-binary", BIG, 4,
                 "application/octet-stream", "application/octet-stream")
+            run("aeserve, log on", "1 row, JSON", "one-json", 1, 32)
+            run("aeserve, log on", f"{BIG} rows, JSON", "big-json", BIG, 4)
+            run("aeserve, log on", f"{BIG} rows, float32 binary", "big-binary", BIG, 4,
+                "application/octet-stream", "application/octet-stream")
             onnx_rounds.append(in_process(model, big, args.duration))  # servers idle meanwhile
             print(f"onnxruntime in process, {BIG} rows: {onnx_rounds[-1]:,.0f} rows/s")
         rss = servers["aeserve"].rss_mb()
@@ -313,8 +324,9 @@ def write_report(out: Path, rounds: list[list[Result]], onnx_rounds: list[float]
                   / get(results, "aeserve, drift off", case, c).rows_per_s
                   for case, c in (("1 row, JSON", 32), (f"{BIG} rows, JSON", 4),
                                   (f"{BIG} rows, float32 binary", 4))],
-                *[get(results, "aeserve, shadow on", case, c).rows_per_s
+                *[get(results, other, case, c).rows_per_s
                   / get(results, "aeserve", case, c).rows_per_s
+                  for other in ("aeserve, shadow on", "aeserve, log on")
                   for case, c in (("1 row, JSON", 32), (f"{BIG} rows, JSON", 4),
                                   (f"{BIG} rows, float32 binary", 4))]]
 
@@ -329,7 +341,10 @@ def write_report(out: Path, rounds: list[list[Result]], onnx_rounds: list[float]
              (f"{BIG}-row binary rows/s, drift on vs off", ">= 0.95"),
              ("1-row req/s at c=32, shadow (every request) vs none", "measured"),
              (f"{BIG}-row JSON rows/s, shadow (every request) vs none", "measured"),
-             (f"{BIG}-row binary rows/s, shadow (every request) vs none", "measured")]
+             (f"{BIG}-row binary rows/s, shadow (every request) vs none", "measured"),
+             ("1-row req/s at c=32, prediction log on vs off", "measured"),
+             (f"{BIG}-row JSON rows/s, prediction log on vs off", "measured"),
+             (f"{BIG}-row binary rows/s, prediction log on vs off", "measured")]
     checks = [(name, statistics.median(r[i] for r in per_round),
                ", ".join(f"{r[i]:.3f}" for r in per_round), target)
               for i, (name, target) in enumerate(names)]

@@ -68,9 +68,11 @@ def propose(scores: np.ndarray, labels: np.ndarray, *, target_precision: float |
             target_false_alarm_rate: float | None = None) -> Proposal | None:
     """The lowest threshold meeting the target on these labelled rows, or None if none does.
 
-    The candidates are the distinct scores, each of which flags exactly the rows above it, and
-    one below the lowest score, which flags every row; the counts at each come from cumulative
-    sums over the rows sorted by score, so a million labels cost one sort.
+    The candidates lie between consecutive distinct scores (midway: the rows above are flagged,
+    and a score that lands near either neighbour later is judged as that neighbour was), above
+    the highest score (no alarm) and a little below the lowest (every row flagged); the counts
+    at each come from cumulative sums over the rows sorted by score, so a million labels cost
+    one sort.
     """
     if (target_precision is None) == (target_false_alarm_rate is None):
         raise ValueError("give exactly one target")
@@ -79,8 +81,11 @@ def propose(scores: np.ndarray, labels: np.ndarray, *, target_precision: float |
     # the k-th candidate flags the rows before `ends[k]`: none, then each group of equal scores
     last_of_group = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))
     ends = np.concatenate([[0], last_of_group + 1])
-    thresholds = np.append(ranked[last_of_group[0]], np.append(
-        ranked[last_of_group[:-1] + 1], np.nextafter(ranked[-1], -np.inf)))
+    group_scores = ranked[last_of_group]
+    lowest = group_scores[-1]
+    thresholds = np.concatenate([[group_scores[0]],  # flags none: nothing is above the highest
+                                 (group_scores[:-1] + group_scores[1:]) / 2,
+                                 [lowest - max(abs(lowest), 1e-12) * 0.01]])
     tp = np.concatenate([[0], np.cumsum(positive)])[ends]
     fp = ends - tp
     negatives = len(positive) - int(positive.sum())
@@ -131,6 +136,7 @@ def render(result: dict, directory: Path, target: str | None) -> str:
              f"{sum(v['labels'] for v in result['versions'])} labels joined to predictions"
              + "".join(f"; {n} labels of {m} without a logged prediction"
                        for m, n in sorted(result["unmatched_labels"].items()))]
+    lines[0] = lines[0].replace(" 1 labels ", " 1 label ")
     for entry in result["versions"]:
         c, r = entry["served"], entry["served_rates"]
         lines += ["", f"model {entry['model']}, version {entry['version']}: {entry['labels']} "

@@ -2,11 +2,12 @@
 bins, over a sliding window, and their PSI against the reference (aeserve/artifact/drift.py).
 
 Each merged batch hands its rows (at most `sample_rows` of them, evenly spaced) and their scores to
-`DriftMonitor.observe`, in the batch's worker thread: a comparison per value and bin edge, and a
-ring buffer of one byte per row and column, so the cost stays a few microseconds for a one-row
-batch and a fraction of a millisecond for a large one, and the memory `window_rows` x (features +
-1) bytes. The window holds the last `window_rows` rows observed; scores are windowed apart (an
-`/encode` request brings rows but no score).
+`DriftMonitor.observe`, in the batch's worker thread, which copies them aside; once `ABSORB_ROWS`
+wait (or the windows are read) they are binned together: a comparison per value and bin edge, and
+a ring buffer of one byte per row and column. Binning many small batches at once keeps a one-row
+batch's cost to a copy and an append; the memory is `window_rows` x (features + 1) bytes and at
+most `ABSORB_ROWS` waiting rows. The window holds the last `window_rows` rows observed; scores
+are windowed apart (an `/encode` request brings rows but no score).
 
 For /metrics, each window's per-bin counts are published (at most once a second per version, and
 a second after the last batch at the latest, by a timer, so an idle worker's gauges catch up) as
@@ -29,6 +30,8 @@ from aeserve.artifact.scores import p_values
 
 #: Seconds between two publications of a version's window to the metrics.
 PUBLISH_INTERVAL_S = 1.0
+#: Observed rows binned together (or sooner, when the windows are read).
+ABSORB_ROWS = 1024
 
 
 class Window:
@@ -84,26 +87,33 @@ class DriftMonitor:
         self.scores = Window(settings.window_rows, 1)
         self.anomalies = np.zeros(settings.window_rows, dtype=bool)  # beside the score window
         self._lock = threading.Lock()
+        self._waiting: list[tuple[np.ndarray, np.ndarray | None]] = []  # observed, not binned
+        self._waiting_rows = 0
+        self._absorbing = threading.Lock()
         self._publish = publish
         self._published = 0.0
         self._publishing = threading.Lock()
         self._timer: threading.Timer | None = None
 
     def observe(self, rows: np.ndarray, scores: np.ndarray | None) -> None:
-        """Add a batch's rows (and their scores, if it has them) to the windows."""
+        """Queue a batch's sampled rows (and their scores, if it has them) for the windows.
+
+        Binning costs the same few dozen numpy calls for one row as for a thousand, so the rows
+        of many small batches are binned together: once `ABSORB_ROWS` rows wait, and before
+        anything reads the windows (publication, reports). A batch then pays a copy of its
+        sample and an append.
+        """
         step = max(1, -(-len(rows) // self.settings.sample_rows))
-        rows = rows[::step]
-        feature_bins = bin_indices(rows, self.feature_edges)
+        sample = np.ascontiguousarray(rows[::step])
+        sampled_scores = None
         if scores is not None:
-            scores = np.asarray(scores, dtype=np.float64)[::step]
-            score_bins = bin_indices(scores, self.score_edges)
-            flagged = scores > self.card.threshold
+            sampled_scores = np.array(scores[::step], dtype=np.float64)
         with self._lock:
-            self.features.add(feature_bins)
-            if scores is not None:
-                at = (self.scores._next + np.arange(len(score_bins))) % self.scores.capacity
-                self.anomalies[at[-self.scores.capacity:]] = flagged[-self.scores.capacity:]
-                self.scores.add(score_bins)
+            self._waiting.append((sample, sampled_scores))
+            self._waiting_rows += len(sample)
+            full = self._waiting_rows >= ABSORB_ROWS
+        if full:
+            self._absorb()
         if self._publish is None:
             return
         wait = self._published + PUBLISH_INTERVAL_S - time.monotonic()
@@ -133,8 +143,31 @@ class DriftMonitor:
             if self._publish is not None:
                 self._publish(self)
 
+    def _absorb(self) -> None:
+        """Bin the waiting rows into the windows, in the order they were observed."""
+        with self._absorbing:  # one at a time, so that batches enter in order
+            with self._lock:
+                waiting, self._waiting, self._waiting_rows = self._waiting, [], 0
+            if not waiting:
+                return
+            rows = waiting[0][0] if len(waiting) == 1 else np.concatenate(
+                [sample for sample, _ in waiting])
+            feature_bins = bin_indices(rows, self.feature_edges)
+            scored = [s for _, s in waiting if s is not None]
+            if scored:
+                scores = scored[0] if len(scored) == 1 else np.concatenate(scored)
+                score_bins = bin_indices(scores, self.score_edges)
+                flagged = scores > self.card.threshold
+            with self._lock:
+                self.features.add(feature_bins)
+                if scored:
+                    at = (self.scores._next + np.arange(len(score_bins))) % self.scores.capacity
+                    self.anomalies[at[-self.scores.capacity:]] = flagged[-self.scores.capacity:]
+                    self.scores.add(score_bins)
+
     def counts(self) -> tuple[np.ndarray, np.ndarray, int, int, int]:
         """(feature counts, score counts, feature rows, score rows, anomalies), consistent."""
+        self._absorb()
         with self._lock:
             held = self.scores.rows
             # the ring fills from its start, so its first `held` places are the rows held

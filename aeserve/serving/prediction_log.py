@@ -38,7 +38,7 @@ class PredictionLogSettings:
     features: bool = False
     max_bytes: int = 1 << 30
     flush_s: float = 5.0
-    file_rows: int = 1_000_000
+    file_rows: int = 262_144
     max_pending_rows: int = 1_000_000
 
 
@@ -99,7 +99,8 @@ class PredictionLog:
                 full = False
                 self._pending.append(entry)
                 self._pending_rows += rows
-                wake = self._pending_rows >= self.settings.file_rows
+                wake = self._pending_rows >= min(self.settings.file_rows,
+                                                 self.settings.max_pending_rows // 2)
         if full:
             self.metrics.prediction_log_dropped(rows, "queue_full")
         elif wake:
@@ -130,25 +131,35 @@ class PredictionLog:
             self._rotate()
 
     def _table(self, pending: list[_Record]) -> Any:
+        """One Arrow table of the waiting records, built column by column in C (a Python object
+        per row only for ids the clients sent): a million rows in tens of milliseconds."""
         pa, _ = log_format.pyarrow_modules()
         counts = np.array([len(r.scores) for r in pending])
-        ids: list[str | None] = []
-        for r in pending:
-            ids.extend(r.ids if r.ids is not None else [None] * len(r.scores))
+        record_of_row = pa.array(np.repeat(np.arange(len(pending), dtype=np.int32), counts))
+
+        def repeated_text(values: list[str | None]) -> Any:  # one value per record, per row
+            return pa.DictionaryArray.from_arrays(
+                record_of_row, pa.array(values, type=pa.string())).cast(pa.string())
+
+        if any(r.ids is not None for r in pending):
+            ids: list[str | None] = []
+            for r in pending:
+                ids.extend(r.ids if r.ids is not None else [None] * len(r.scores))
+            id_column = pa.array(ids, type=pa.string())
+        else:
+            id_column = pa.nulls(int(counts.sum()), type=pa.string())
         columns = {
-            "id": pa.array(ids, type=pa.string()),
-            "request_id": pa.array(np.repeat(np.array([r.request_id for r in pending],
-                                                      dtype=object), counts),
-                                   type=pa.string()),
-            "time": pa.array(np.repeat([r.time_us for r in pending], counts),
+            "id": id_column,
+            "request_id": repeated_text([r.request_id for r in pending]),
+            "time": pa.array(np.repeat(np.array([r.time_us for r in pending]), counts),
                              type=pa.timestamp("us", tz="UTC")),
-            "model": pa.array(np.repeat(np.array([r.model for r in pending], dtype=object),
-                                        counts), type=pa.string()),
-            "version": pa.array(np.repeat([r.version for r in pending], counts)
-                                .astype(np.int32)),
-            "score": pa.array(np.concatenate([r.scores for r in pending]).astype(np.float32)),
-            "threshold": pa.array(np.repeat([r.threshold for r in pending], counts)
-                                  .astype(np.float64)),
+            "model": repeated_text([r.model for r in pending]),
+            "version": pa.array(np.repeat(np.array([r.version for r in pending], np.int32),
+                                          counts)),
+            "score": pa.array(np.concatenate([r.scores for r in pending]).astype(np.float32,
+                                                                                  copy=False)),
+            "threshold": pa.array(np.repeat(np.array([r.threshold for r in pending],
+                                                     np.float64), counts)),
             "is_anomaly": pa.array(np.concatenate([r.flagged for r in pending]).astype(bool)),
         }
         if self.settings.features:

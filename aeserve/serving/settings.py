@@ -47,7 +47,7 @@ class Settings(BaseSettings):
         10_000, ge=0, description="Rows in each version's drift window (GET /models/{name}/"
                                   "drift); 0 = no drift monitoring.")
     drift_sample_rows: int = Field(
-        256, ge=1, description="Most rows of one batch that enter the drift window (evenly "
+        64, ge=1, description="Most rows of one batch that enter the drift window (evenly "
                                "spaced): a large batch costs no more than this many.")
     prediction_log: Path | None = Field(
         None, description="Folder of the prediction log: every /anomaly-score row's id, time, "

@@ -88,21 +88,27 @@ def test_every_example_outside_deploy_is_run_here():
         else:
             kinds.append(f"not run: {code!r}")
     assert [k for k in kinds if k.startswith("not run")] == []
-    assert kinds.count("served") == 11
+    assert kinds.count("served") == 13
     assert sorted(k for k in kinds if k not in ("served", "make")) == [
-        "evaluate", "score", "train"]
+        "evaluate", "evaluate", "score", "train"]
 
 
 def test_served_examples_print_what_the_readme_shows(checkout):
+    """Against a server with the prediction log the README starts it with; then the log's
+    evaluation, from the labels the examples sent."""
     served = [(code, shown) for _, code, shown in examples() if "curl " in code]
-    with running_server(ROOT / "models") as url:
+    log_dir = checkout / "build" / "prediction-log"
+    with running_server(ROOT / "models", AESERVE_PREDICTION_LOG=str(log_dir)) as url:
         for code, shown in served:
             assert shown is not None, code
             assert run(adapt(code, url), checkout).strip() == shown.strip(), code
+    ((code, shown),) = [(c, s) for _, c, s in examples() if "--from-log" in c]
+    assert run(adapt(code), checkout).strip() == shown.strip()
 
 
 def test_evaluate_example_prints_what_the_readme_shows(checkout):
-    ((code, shown),) = [(c, s) for _, c, s in examples() if "aeserve evaluate" in c]
+    ((code, shown),) = [(c, s) for _, c, s in examples()
+                        if "aeserve evaluate" in c and "--from-log" not in c]
     assert json.loads(run(adapt(code), checkout)) == json.loads(shown)
     assert (checkout / "build" / "report" / "index.html").is_file()
 

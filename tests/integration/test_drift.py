@@ -23,9 +23,9 @@ def server(tmp_path, trained):
 
 
 def send(client: httpx.Client, rows: np.ndarray) -> None:
-    for start in range(0, len(rows), 100):  # 100-row requests: each row enters the window
+    for start in range(0, len(rows), 50):  # 50-row requests: each row enters the window
         response = client.post("/anomaly-score",
-                               json={"instances": rows[start:start + 100].tolist()})
+                               json={"instances": rows[start:start + 50].tolist()})
         assert response.status_code == 200
 
 

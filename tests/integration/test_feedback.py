@@ -114,7 +114,8 @@ def test_labels_change_the_confusion_counts_and_evaluate_reproduces_them(
     k = int(np.argmax(ranked_truth == 0))  # rows above the highest-scoring normal row
     proposal = version["proposal"]
     assert proposal["flagged"] == k and proposal["rates"]["precision"] == 1.0
-    assert proposal["threshold"] == pytest.approx(float(np.float32(scores[order[k]])))
+    ranked = np.asarray(scores, dtype=np.float32)[order].astype(np.float64)
+    assert proposal["threshold"] == pytest.approx((ranked[k - 1] + ranked[k]) / 2)  # midway
     assert proposal["config_json"] == {"thresholds": {"1": {"value": proposal["threshold"]}}}
 
 

@@ -21,20 +21,20 @@ def test_served_confusion_and_rates_by_hand():
 
 
 @pytest.mark.parametrize(("target", "threshold", "flagged"), [
-    ({"target_precision": 1.0}, 0.9, 2),   # above the tie at 0.9, which holds a normal row
-    ({"target_precision": 0.7}, 0.5, 4),   # 3 of 4; flagging 5 gives 3 of 5 = 0.6
-    ({"target_false_alarm_rate": 0.34}, 0.5, 4),  # one of three normal rows flagged
-    ({"target_false_alarm_rate": 0.0}, 0.9, 2),
+    ({"target_precision": 1.0}, 1.45, 2),  # above the tie at 0.9, which holds a normal row
+    ({"target_precision": 0.7}, 0.7, 4),   # 3 of 4; flagging 5 gives 3 of 5 = 0.6
+    ({"target_false_alarm_rate": 0.34}, 0.7, 4),  # one of three normal rows flagged
+    ({"target_false_alarm_rate": 0.0}, 1.45, 2),
 ])
 def test_the_lowest_threshold_that_meets_the_target(target, threshold, flagged):
     proposal = propose(SCORES, LABELS, **target)
-    assert proposal.threshold == threshold and proposal.flagged == flagged
+    assert proposal.threshold == pytest.approx(threshold) and proposal.flagged == flagged
     assert np.count_nonzero(proposal.threshold < SCORES) == flagged
 
 
-def test_flagging_every_row_goes_below_the_lowest_score():
+def test_flagging_every_row_goes_a_little_below_the_lowest_score():
     proposal = propose(SCORES, LABELS, target_precision=0.5)
-    assert proposal.flagged == 6 and proposal.threshold < 0.1
+    assert proposal.flagged == 6 and proposal.threshold == pytest.approx(0.099)
 
 
 def test_an_unreachable_target_proposes_nothing():

@@ -72,3 +72,24 @@ def test_a_shifted_feature_is_reported_first(trained, normal_rows):
     # Every score 0 sits in the lowest bin: the score drifted, and no row is above threshold.
     assert report["score"]["drifted"] and report["anomaly_rate"]["window"] == 0.0
     assert 0.005 < report["anomaly_rate"]["expected"] < 0.02  # quantile:0.99's 1 %
+
+
+def test_small_batches_are_binned_together_in_order_and_every_read_sees_them(trained,
+                                                                             normal_rows):
+    from aeserve.serving import drift
+
+    card = trained.card
+    monitor = DriftMonitor(card, DriftSettings(window_rows=300, sample_rows=64))
+    rows = np.tile(normal_rows, (8, 1))[:drift.ABSORB_ROWS + 500]
+    scores = np.linspace(0, 2 * card.threshold, len(rows))
+    for i in range(len(rows)):  # one-row batches: binned once ABSORB_ROWS wait
+        monitor.observe(rows[i:i + 1], scores[i:i + 1])
+    assert monitor._waiting_rows == 500  # the last ones wait...
+    features, score_counts, held, scored, anomalies = monitor.counts()  # ...until a read
+    assert monitor._waiting_rows == 0 and held == scored == 300
+    last = slice(len(rows) - 300, None)  # the window: the last 300 rows, in order
+    expected = np.stack([np.bincount(bin_indices(rows[last], monitor.feature_edges)[:, j],
+                                     minlength=10) for j in range(card.input_dim)])
+    assert np.array_equal(features, expected)
+    assert anomalies == int(np.count_nonzero(scores[last] > card.threshold))
+    assert score_counts.sum() == 300
