@@ -202,6 +202,19 @@ def in_process(model: Path, rows: np.ndarray, seconds: float) -> float:
     return len(rows) / statistics.median(times)
 
 
+#: The variants whose cost is measured against aeserve's defaults, and the cases each runs.
+VARIANTS = ("aeserve, drift off", "aeserve, shadow on", "aeserve, log on")
+PAIRED_CASES = (("1 row, JSON", "one-json", 1, 32, "application/json"),
+                (f"{BIG} rows, JSON", "big-json", BIG, 4, "application/json"),
+                (f"{BIG} rows, float32 binary", "big-binary", BIG, 4,
+                 "application/octet-stream"))
+
+
+def paired(target: str, variant: str) -> str:
+    """The label of a run made back to back with its pair."""
+    return f"{target} (paired with {variant})" if target == "aeserve" else target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
@@ -259,11 +272,13 @@ def main() -> None:
     onnx_rounds: list[float] = []
 
     def run(target: str, case: str, body: str, rows: int, concurrency: int,
-            content_type: str = "application/json", accept: str = "application/json") -> None:
+            content_type: str = "application/json", accept: str = "application/json",
+            label: str | None = None) -> None:
         url = f"{servers[target].url}/anomaly-score"
         body_file = work / f"{body}.body"
         wrk(url, body_file, content_type, concurrency, min(2.0, args.duration), accept)  # warm
         rps, p50, p99 = wrk(url, body_file, content_type, concurrency, args.duration, accept)
+        target = label or target
         rounds[-1].append(Result(target, case, rows, concurrency, rps, p50, p99))
         print(f"{target:16s} {case:24s} c={concurrency:<3d} {rps:10.1f} req/s "
               f"{rps * rows:12.0f} rows/s p50 {p50:8.2f} ms p99 {p99:8.2f} ms", flush=True)
@@ -279,18 +294,17 @@ def main() -> None:
                     run(target, "1 row, JSON", "one-json", 1, concurrency)
             for target in ("aeserve", "straightforward"):
                 run(target, f"{BIG} rows, JSON", "big-json", BIG, 4)
-            for target in ("aeserve", "aeserve, drift off"):
-                run(target, f"{BIG} rows, float32 binary", "big-binary", BIG, 4,
-                    "application/octet-stream", "application/octet-stream")
-            for target in ("aeserve, drift off", "aeserve, shadow on"):
-                run(target, "1 row, JSON", "one-json", 1, 32)
-                run(target, f"{BIG} rows, JSON", "big-json", BIG, 4)
-            run("aeserve, shadow on", f"{BIG} rows, float32 binary", "big-binary", BIG, 4,
+            run("aeserve", f"{BIG} rows, float32 binary", "big-binary", BIG, 4,
                 "application/octet-stream", "application/octet-stream")
-            run("aeserve, log on", "1 row, JSON", "one-json", 1, 32)
-            run("aeserve, log on", f"{BIG} rows, JSON", "big-json", BIG, 4)
-            run("aeserve, log on", f"{BIG} rows, float32 binary", "big-binary", BIG, 4,
-                "application/octet-stream", "application/octet-stream")
+            # Each feature's cost: aeserve and the variant back to back, case by case, in an
+            # order that alternates from round to round, so that a slow spell or the position
+            # in the round weighs on both sides alike.
+            for variant in VARIANTS:
+                for case, body, rows, concurrency, kind in PAIRED_CASES:
+                    order = ("aeserve", variant) if number % 2 else (variant, "aeserve")
+                    for target in order:
+                        run(target, case, body, rows, concurrency, kind, kind,
+                            label=paired(target, variant))
             onnx_rounds.append(in_process(model, big, args.duration))  # servers idle meanwhile
             print(f"onnxruntime in process, {BIG} rows: {onnx_rounds[-1]:,.0f} rows/s")
         rss = servers["aeserve"].rss_mb()
@@ -320,15 +334,10 @@ def write_report(out: Path, rounds: list[list[Result]], onnx_rounds: list[float]
                 get(results, "aeserve", f"{BIG} rows, JSON", 4).rows_per_s
                 / get(results, "straightforward", f"{BIG} rows, JSON", 4).rows_per_s,
                 get(results, "aeserve", f"{BIG} rows, float32 binary", 4).rows_per_s / onnx_rows,
-                *[get(results, "aeserve", case, c).rows_per_s
-                  / get(results, "aeserve, drift off", case, c).rows_per_s
-                  for case, c in (("1 row, JSON", 32), (f"{BIG} rows, JSON", 4),
-                                  (f"{BIG} rows, float32 binary", 4))],
-                *[get(results, other, case, c).rows_per_s
-                  / get(results, "aeserve", case, c).rows_per_s
-                  for other in ("aeserve, shadow on", "aeserve, log on")
-                  for case, c in (("1 row, JSON", 32), (f"{BIG} rows, JSON", 4),
-                                  (f"{BIG} rows, float32 binary", 4))]]
+                *[(lambda on, off: on.rows_per_s / off.rows_per_s)(
+            *(get(results, paired(target, variant), case, c) for target in (
+                ("aeserve", variant) if variant.endswith("off") else (variant, "aeserve"))))
+          for variant in VARIANTS for case, _, _, c, _ in PAIRED_CASES]]
 
     # Ratios within each round (the targets side by side), then their median over the rounds.
     per_round = [ratios(results, onnx) for results, onnx in zip(rounds, onnx_rounds, strict=True)]
