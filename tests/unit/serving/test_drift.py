@@ -93,3 +93,14 @@ def test_small_batches_are_binned_together_in_order_and_every_read_sees_them(tra
     assert np.array_equal(features, expected)
     assert anomalies == int(np.count_nonzero(scores[last] > card.threshold))
     assert score_counts.sum() == 300
+
+
+def test_float32_rows_bin_exactly_as_in_float64_at_every_edge():
+    edges = np.sort(np.random.default_rng(4).normal(size=(3, 9)), axis=1)
+    near = []
+    for edge in edges.ravel():  # the float32 values next to each edge, and on it
+        nearest = np.float32(edge)
+        near += [np.nextafter(nearest, np.float32(-np.inf)), nearest,
+                 np.nextafter(nearest, np.float32(np.inf))]
+    rows = np.tile(np.array(near, dtype=np.float32)[:, None], (1, 3))
+    assert np.array_equal(bin_indices(rows, edges), bin_indices(rows.astype(np.float64), edges))
