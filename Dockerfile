@@ -19,8 +19,9 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS builder
 # onnxruntime (CPU) or onnxruntime-gpu (CUDA execution provider).
 ARG ONNXRUNTIME=onnxruntime
-# The extras to install: "serve" (the server only), or "serve,train" (plus torch==2.13.0, onnx,
-# scikit-learn, ... and the training code).
+# The extras to install: "serve" (the server only), "serve,log" (plus pyarrow, for the prediction
+# log, AESERVE_PREDICTION_LOG), or "serve,train" (plus torch==2.13.0, onnx, scikit-learn, ... and
+# the training code).
 ARG EXTRAS=serve
 # Optional extra index for torch; PyTorch's CPU wheel index keeps a training image free of CUDA.
 ARG TORCH_INDEX=

@@ -41,7 +41,7 @@ def pyarrow_modules() -> tuple[Any, Any]:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover - every extra that logs installs pyarrow
-        raise ImportError("the prediction log needs pyarrow (pip install 'aeserve[serve]')"
+        raise ImportError("the prediction log needs pyarrow (pip install 'aeserve[log]')"
                           ) from exc
     return pa, pq
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -24,7 +25,8 @@ def run(host: str, port: int, models_dir: str | None = None) -> int:
     if models_dir is not None:  # the workers read their settings from the environment
         os.environ["AESERVE_MODELS_DIR"] = models_dir
     settings = Settings()
-    problem = startup_problem(settings.models_dir, host, port)
+    problem = (startup_problem(settings.models_dir, host, port)
+               or prediction_log_problem(settings.prediction_log))
     if problem is not None:
         print(f"aeserve serve: {problem}", file=sys.stderr)
         return 2
@@ -49,6 +51,24 @@ def run(host: str, port: int, models_dir: str | None = None) -> int:
                 # both cost time on every request.
                 proxy_headers=False, server_header=False)
     return 0
+
+
+def prediction_log_problem(directory: Path | None) -> str | None:
+    """Why AESERVE_PREDICTION_LOG cannot be written, found before any worker starts: pyarrow
+    not installed (the `log` extra), or a folder that cannot be made or written to."""
+    if directory is None:
+        return None
+    if importlib.util.find_spec("pyarrow") is None:
+        return ("AESERVE_PREDICTION_LOG needs pyarrow, which is not installed: pip install "
+                "'aeserve[log]' (in the image: --build-arg EXTRAS=serve,log)")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return (f"cannot create the prediction log folder {directory}: "
+                f"{error.strerror or error}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"the prediction log folder {directory} is not writable"
+    return None
 
 
 def startup_problem(models_dir: Path, host: str, port: int) -> str | None:

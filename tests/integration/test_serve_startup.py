@@ -42,3 +42,26 @@ def test_an_empty_folder_starts_with_a_warning(tmp_path):
     with server_process(tmp_path) as server:
         time.sleep(0.2)
         assert any("holds no model yet" in line for line in server.log_lines())
+
+
+def test_a_prediction_log_that_cannot_be_written_is_one_clear_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = serve("--models-dir", str(ROOT / "models"), "--port", str(free_port()),
+                   AESERVE_PREDICTION_LOG=str(blocker / "log"))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(
+        f"aeserve serve: cannot create the prediction log folder {blocker / 'log'}")
+
+
+def test_a_prediction_log_without_pyarrow_names_the_extra(monkeypatch, tmp_path):
+    import importlib.util
+
+    from aeserve.serving import server
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pyarrow" else real(name, *a))
+    problem = server.prediction_log_problem(tmp_path / "log")
+    assert problem is not None and "pip install 'aeserve[log]'" in problem
+    assert server.prediction_log_problem(None) is None
