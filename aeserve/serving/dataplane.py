@@ -241,6 +241,15 @@ class DataPlane:
         self.metrics.rows_counter(entry.name, entry.version, "v2-infer").inc(len(request.rows))
         if "is_anomaly" in results:
             self.shadow.offer(entry, request.rows, results["is_anomaly"])
+            if self.prediction_log is not None:
+                threshold = entry.card.threshold if request.threshold is None else (
+                    request.threshold)
+                flagged = results["is_anomaly"] if request.threshold is None else verdicts(
+                    results["score"], threshold)
+                self.prediction_log.record(
+                    entry.name, entry.version,
+                    None if request.ids is None else normalize_ids(request.ids),
+                    request_id.get(), results["score"], threshold, flagged, request.rows)
         size = sum(results[name].size for name, binary in request.wanted if not binary)
         payload, headers, kind = await self.decoder.encode(
             size, v2_codec.encode_response, entry.name, entry.version, entry.card.threshold,

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         64, ge=1, description="Most rows of one batch that enter the drift window (evenly "
                                "spaced): a large batch costs no more than this many.")
     prediction_log: Path | None = Field(
-        None, description="Folder of the prediction log: every /anomaly-score row's id, time, "
+        None, description="Folder of the prediction log: every scored row's id, time, "
                           "model, version, score, threshold and verdict, in Parquet files "
                           "written off the request path; feedback labels join it (POST "
                           "/models/{name}/feedback). Unset = no log.")

@@ -6,7 +6,9 @@ Tensors travel as `{"name", "shape", "datatype", "data"}` with `data` flattened 
 graph's: embedding, reconstruction, score, feature_errors (all four unless the request names some),
 and on request what a score means, as `/anomaly-score` answers it: `is_anomaly` (BOOL),
 `percentile` (FP32) and `p_value` (FP64). A request parameter `threshold` replaces the card's
-threshold for that request's verdicts, as `/anomaly-score?threshold=` does.
+threshold for that request's verdicts, as `/anomaly-score?threshold=` does; a parameter `ids`
+(one string or integer per row) comes back in the response's parameters and names the rows in
+the prediction log, as `"ids"` beside `/anomaly-score`'s instances does.
 
 `split_json` is the fast path for large JSON requests (run in the decoder process, see
 aeserve/serving/decoder.py): simdjson fills one buffer with the tensor's numbers and only the
@@ -27,7 +29,7 @@ from pydantic import ValidationError
 from aeserve.artifact.card import INPUT_NAME, OUTPUT_NAMES
 from aeserve.artifact.errors import schema_problems
 from aeserve.artifact.scores import verdicts
-from aeserve.serving.codecs import count_brackets, dumps, json_document
+from aeserve.serving.codecs import ABSENT, checked_ids, count_brackets, dumps, json_document
 from aeserve.serving.errors import (
     InvalidInstances,
     InvalidParameter,
@@ -57,6 +59,9 @@ class V2Request:
     rows: np.ndarray
     wanted: list[tuple[str, bool]]
     threshold: float | None = None
+    #: the `ids` parameter, one string or integer per row (echoed, and written to the
+    #: prediction log), or None
+    ids: list[str | int] | None = None
 
     @property
     def graph_outputs(self) -> list[str]:
@@ -79,7 +84,8 @@ def decode_request(body: bytes, header_length: str | None, width: int, max_rows:
     else:
         request, binary = parse_inference_request(body, header_length)
         rows = input_matrix(request, binary, width, max_rows)
-    return V2Request(request, rows, requested_outputs(request), request_threshold(request))
+    return V2Request(request, rows, requested_outputs(request), request_threshold(request),
+                     checked_ids((request.parameters or {}).get("ids", ABSENT), len(rows)))
 
 
 def request_threshold(request: InferenceRequest) -> float | None:
@@ -258,6 +264,8 @@ def encode_response(name: str, version: int, threshold: float, decoded: V2Reques
         threshold = decoded.threshold
         results = {**results, "is_anomaly": verdicts(results["score"], threshold)}
     parameters: dict[str, Any] = {"threshold": threshold}
+    if decoded.ids is not None:
+        parameters["ids"] = decoded.ids
     if any(output == "score" or output in ANNOTATIONS for output, _ in decoded.wanted):
         parameters["anomalies"] = int(np.count_nonzero(results["is_anomaly"]))
     outputs, blobs = [], []

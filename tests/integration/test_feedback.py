@@ -172,3 +172,28 @@ def test_the_client_sends_ids_in_chunks_and_feedback(tmp_path, trained, traffic)
 
         late = asyncio.run(late_labels())
         assert (late.matched, late.unmatched_ids) == (1, ["unknown"])
+
+
+def test_v2_rows_are_logged_with_their_ids_and_take_labels(tmp_path, trained, traffic):
+    rows, truth, _ = traffic
+    add_version(tmp_path / "models", trained.path, "sensors", 1)
+    with server_process(tmp_path / "models",
+                        AESERVE_PREDICTION_LOG=str(tmp_path / "log")) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        ids = [f"v2-{i}" for i in range(20)]
+        answer = client.post("/v2/models/sensors/infer", json={
+            "inputs": [{"name": "x", "shape": [20, rows.shape[1]], "datatype": "FP32",
+                        "data": rows[:20].ravel().tolist()}],
+            "outputs": [{"name": "is_anomaly"}], "parameters": {"ids": ids}})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["parameters"]["ids"] == ids
+        flags = answer.json()["outputs"][0]["data"]
+        feedback = client.post("/models/sensors/feedback",
+                               json={"ids": ids, "labels": truth[:20].tolist()}).json()
+        assert feedback["matched"] == 20
+        assert feedback["outcomes"] == expected_outcomes(flags, truth[:20].tolist())
+        wrong = client.post("/v2/models/sensors/infer", json={
+            "inputs": [{"name": "x", "shape": [2, rows.shape[1]], "datatype": "FP32",
+                        "data": rows[:2].ravel().tolist()}], "parameters": {"ids": ["a"]}})
+        # the protocol's error shape: {"error": "<message>"}
+        assert wrong.status_code == 422 and '"ids" has 1 ids for 2 rows' in wrong.json()["error"]
