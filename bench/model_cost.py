@@ -59,7 +59,9 @@ CANDIDATES = (
 )
 
 
-def export(candidate: Candidate, folder: Path) -> ort.InferenceSession:
+def export(candidate: Candidate, folder: Path, profile: bool = False) -> ort.InferenceSession:
+    """The candidate's graph written as `aeserve train` writes it, in a one-thread session
+    (profiled, its trace in `folder`, when `profile`)."""
     torch.manual_seed(0)
     model = Autoencoder(AutoencoderConfig(input_dim=FEATURES, hidden_sizes=list(candidate.hidden),
                                           activation=defaults.ACTIVATION,
@@ -72,6 +74,9 @@ def export(candidate: Candidate, folder: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    if profile:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(folder / path.stem)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

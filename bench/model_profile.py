@@ -31,14 +31,7 @@ from bench.model_cost import CANDIDATES, FEATURES, REFERENCE, RESULTS, Candidate
 
 def profile(candidate: Candidate, folder: Path, rows: np.ndarray, runs: int) -> Counter:
     """Microseconds per run spent in each operator type (onnxruntime's kernel times)."""
-    export(candidate, folder)  # writes the graph; a profiling session is opened on it here
-    path = folder / f"{abs(hash(candidate))}.onnx"
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.enable_profiling = True
-    options.profile_file_prefix = str(folder / path.stem)
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = export(candidate, folder, profile=True)
     for _ in range(runs):  # the first run's allocations are averaged in
         session.run(["score"], {"x": rows})
     events = json.loads(Path(session.end_profiling()).read_text())

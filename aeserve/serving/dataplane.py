@@ -126,13 +126,14 @@ def wants(accept: str | None) -> str:
     return "application/json"
 
 
-def answered_verdicts(entry: ModelVersion, outputs: dict[str, np.ndarray],
-                      options: ScoreOptions) -> tuple[float, np.ndarray]:
-    """(threshold, verdicts) of an /anomaly-score answer: the version's threshold in force, or
-    the request's own (the card left unchanged)."""
-    if options.threshold is None:
-        return entry.card.threshold, outputs["is_anomaly"]
-    return options.threshold, verdicts(outputs["score"], options.threshold)
+def verdicts_in_force(card: ModelCard, outputs: dict[str, np.ndarray],
+                      override: float | None) -> tuple[float, np.ndarray]:
+    """(threshold, verdicts) of an answer: the card's threshold and the verdicts the batch
+    already holds, or the request's own threshold (the card left unchanged). Every protocol's
+    answer and the prediction log take them from here, so they cannot disagree."""
+    if override is None:
+        return card.threshold, outputs["is_anomaly"]
+    return override, verdicts(outputs["score"], override)
 
 
 def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.ndarray],
@@ -144,7 +145,7 @@ def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.n
     result: dict[str, Any]
     threshold = entry.card.threshold
     if operation == "anomaly-score":
-        threshold, flagged = answered_verdicts(entry, outputs, options)
+        threshold, flagged = verdicts_in_force(entry.card, outputs, options.threshold)
         result = {"scores": outputs["score"], "threshold": threshold, "is_anomaly": flagged,
                   "percentiles": outputs["percentile"], "p_values": outputs["p_value"]}
         if options.explain:
@@ -214,11 +215,8 @@ class DataPlane:
         self.metrics.rows_counter(entry.name, entry.version, operation).inc(len(rows))
         if "is_anomaly" in outputs:
             self.shadow.offer(entry, rows, outputs["is_anomaly"])
-            if self.prediction_log is not None:
-                threshold, flagged = answered_verdicts(entry, outputs, options)
-                self.prediction_log.record(
-                    entry.name, entry.version, None if ids is None else normalize_ids(ids),
-                    request_id.get(), outputs["score"], threshold, flagged, rows)
+            self.log(entry, ids, outputs, rows,
+                     *verdicts_in_force(entry.card, outputs, options.threshold))
         # what the JSON answer holds (explanations add every row's feature errors); binary
         # answers are one copy of an array, never worth a thread
         size = outputs[wanted[0]].size if len(wanted) == 1 else sum(
@@ -239,22 +237,26 @@ class DataPlane:
         results = await entry.batcher.submit(request.rows, wanted)
         require_finite(results, wanted)
         self.metrics.rows_counter(entry.name, entry.version, "v2-infer").inc(len(request.rows))
+        threshold = entry.card.threshold if request.threshold is None else request.threshold
         if "is_anomaly" in results:
             self.shadow.offer(entry, request.rows, results["is_anomaly"])
-            if self.prediction_log is not None:
-                threshold = entry.card.threshold if request.threshold is None else (
-                    request.threshold)
-                flagged = results["is_anomaly"] if request.threshold is None else verdicts(
-                    results["score"], threshold)
-                self.prediction_log.record(
-                    entry.name, entry.version,
-                    None if request.ids is None else normalize_ids(request.ids),
-                    request_id.get(), results["score"], threshold, flagged, request.rows)
+            threshold, flagged = verdicts_in_force(entry.card, results, request.threshold)
+            results = {**results, "is_anomaly": flagged}
+            self.log(entry, request.ids, results, request.rows, threshold, flagged)
         size = sum(results[name].size for name, binary in request.wanted if not binary)
         payload, headers, kind = await self.decoder.encode(
-            size, v2_codec.encode_response, entry.name, entry.version, entry.card.threshold,
-            request, results)
+            size, v2_codec.encode_response, entry.name, entry.version, threshold, request,
+            results)
         return Encoded(payload, kind, headers), len(request.rows)
+
+    def log(self, entry: ModelVersion, ids: list | None, outputs: dict[str, np.ndarray],
+            rows: np.ndarray, threshold: float, flagged: np.ndarray) -> None:
+        """Hand an answered batch to the prediction log, when there is one, with the threshold
+        and verdicts the client was given."""
+        if self.prediction_log is not None:
+            self.prediction_log.record(
+                entry.name, entry.version, None if ids is None else normalize_ids(ids),
+                request_id.get(), outputs["score"], threshold, flagged, rows)
 
 
 #: Added to a batch's outputs when some rows overflowed: [rows, outputs] booleans, column k true

@@ -28,7 +28,6 @@ from pydantic import ValidationError
 
 from aeserve.artifact.card import INPUT_NAME, OUTPUT_NAMES
 from aeserve.artifact.errors import schema_problems
-from aeserve.artifact.scores import verdicts
 from aeserve.serving.codecs import ABSENT, checked_ids, count_brackets, dumps, json_document
 from aeserve.serving.errors import (
     InvalidInstances,
@@ -259,10 +258,8 @@ def encode_response(name: str, version: int, threshold: float, decoded: V2Reques
                     results: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str], str]:
     """JSON, or the binary extension's JSON header followed by raw little-endian tensors.
 
-    `threshold` is the card's; the request's own, when it has one, decides the verdicts."""
-    if decoded.threshold is not None:
-        threshold = decoded.threshold
-        results = {**results, "is_anomaly": verdicts(results["score"], threshold)}
+    `threshold` is the one in force (the request's own, or the card's), and `results` hold the
+    verdicts at it."""
     parameters: dict[str, Any] = {"threshold": threshold}
     if decoded.ids is not None:
         parameters["ids"] = decoded.ids

@@ -236,6 +236,12 @@ def test_v2_answers_what_a_score_means_as_anomaly_score_does(client, normal_rows
             request, parameters={"threshold": bad}))
         assert refused.status_code == 422 and "threshold" in refused.json()["error"]
 
+    # A threshold with no score among the outputs changes nothing, and is no error.
+    codes = client.post("/v2/models/sensors/infer", json=dict(
+        request, outputs=[{"name": "embedding"}], parameters={"threshold": threshold}))
+    assert codes.status_code == 200, codes.text
+    assert codes.json()["parameters"] == {"threshold": threshold}
+
 
 def test_a_threshold_in_config_json_applies_at_the_next_scan(client, repo, normal_rows):
     from tests.helpers import far_rows
