@@ -12,7 +12,8 @@ activation ("relu"), members (1), cross_fit (false: with a `holdout` share of th
 or none when 0), holdout (0.2), lr (3e-3), batch (128), epochs (80), min_steps (0),
 patience (100000), restore (true: keep the best validation epoch), trim (0: the share of each
 batch's worst-reconstructed rows left out of the gradient), trim_warmup (5 epochs before trimming
-starts), step_budget (0: no cap on the gradient steps), score ("residual_cauchy", the default, with
+starts), step_budget (0: no cap on the gradient steps), min_epochs (10: the
+fewest epochs a step budget leaves), score ("residual_cauchy", the default, with
 the residual scales from the held-out rows; or "mse_scaled").
 
 The means are reported for the selection sets and the confirmation sets apart (bench/protocol.py).
@@ -55,7 +56,8 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
         batch_size=cfg.get("batch", 128), learning_rate=cfg.get("lr", 3e-3),
         patience=cfg.get("patience", 100_000), min_steps=cfg.get("min_steps", 0),
         restore_best=cfg.get("restore", True), trim_fraction=cfg.get("trim", 0.0),
-        trim_warmup_epochs=cfg.get("trim_warmup", 5), step_budget=cfg.get("step_budget", 0))
+        trim_warmup_epochs=cfg.get("trim_warmup", 5), step_budget=cfg.get("step_budget", 0),
+        min_epochs=cfg.get("min_epochs", 10))
     if cfg.get("cross_fit", False):
         X_train = split.X_fit
         scaler = fit_scaler(X_train, "standard")
