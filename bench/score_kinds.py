@@ -72,9 +72,9 @@ def scores(split: Split) -> dict[str, np.ndarray]:
     cauchy_sum_test = np.log1p(e_test / s_held_out).mean(axis=0).sum(axis=1)
     return {
         "mse_scaled": mse_test,
-        "residual_cauchy": np.log1p(e_test / s_held_out).mean(axis=(0, 2)),
+        "residual_cauchy": np.log1p(e_test.mean(axis=0) / s_held_out).mean(axis=1),
+        "cauchy_mean_of_member_terms": np.log1p(e_test / s_held_out).mean(axis=(0, 2)),
         "cauchy_train_scale": np.log1p(e_test / s_train).mean(axis=(0, 2)),
-        "cauchy_of_member_mean": np.log1p(e_test.mean(axis=0) / s_held_out).mean(axis=1),
         "scaled_no_log": (e_test / s_held_out).mean(axis=(0, 2)),
         "hotelling_t2": t2_test,
         "mse_plus_t2": mse_test / np.median(mse_fit) + t2_test / np.median(t2_fit),

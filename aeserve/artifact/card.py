@@ -72,7 +72,8 @@ SCORE_DESCRIPTIONS: dict[str, str] = {
                        "error of feature j in the scaled feature space and s_j its median over "
                        "held-out normal rows (score.residual_scale): the negative log-likelihood "
                        "of the residuals under a Cauchy distribution with each feature's own "
-                       "scale, up to constants. With several members, the mean of their terms.",
+                       "scale, up to constants. With several members, e_j is the mean of their "
+                       "squared errors.",
     "mse_scaled": "Mean over features of the squared reconstruction error in the scaled "
                   "feature space.",
     "neg_elbo_scaled": "Negative ELBO at the mean code, divided by the number of features: "

@@ -113,8 +113,8 @@ class MemberLinear(nn.Module):
                 nn.init.uniform_(self.bias[k], -bound, bound)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if h.dim() == 2:
-            h = h.unsqueeze(0).expand(self.weight.shape[0], -1, -1)
+        if h.dim() == 2:  # one input for every member: a broadcast product, no copies
+            return torch.matmul(h, self.weight.transpose(1, 2)) + self.bias.unsqueeze(1)
         return torch.baddbmm(self.bias.unsqueeze(1), h, self.weight.transpose(1, 2))
 
 

@@ -18,13 +18,13 @@ from tests.unit.training.handmade import two_member_identity_model
 IDENTITY_SCALER = AffineScaler("standard", np.zeros(2), np.ones(2))
 
 
-def test_the_score_is_the_mean_cauchy_term_of_each_member_and_feature():
+def test_the_score_is_the_mean_cauchy_term_of_the_members_mean_error():
     graph = ScoringGraph(two_member_identity_model(), IDENTITY_SCALER, "residual_cauchy",
                          residual_scale=np.array([1.0, 4.0]))
     _, _, score, terms = graph(torch.tensor([[3.0, 2.0]]))
-    # Member 0 errs by 0 (terms log 1 = 0); member 1 by z^2 = (9, 4) over scales (1, 4):
-    # log(10) and log(2). Averaged over the two members, then over the two features.
-    expected_terms = torch.tensor([[math.log(10) / 2, math.log(2) / 2]])
+    # Member 0 errs by 0, member 1 by z^2 = (9, 4): mean squared errors (4.5, 2) over scales
+    # (1, 4) give the terms log(5.5) and log(1.5), averaged over the two features.
+    expected_terms = torch.tensor([[math.log(5.5), math.log(1.5)]])
     torch.testing.assert_close(terms, expected_terms)
     torch.testing.assert_close(score, expected_terms.mean(dim=1))
     member = graph.member_scores(torch.tensor([[3.0, 2.0]]))
