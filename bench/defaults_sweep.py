@@ -13,7 +13,8 @@ or none when 0), holdout (0.2), lr (3e-3), batch (128), epochs (80), min_steps (
 patience (100000), restore (true: keep the best validation epoch), trim (0: the share of each
 batch's worst-reconstructed rows left out of the gradient), trim_warmup (5 epochs before trimming
 starts), step_budget (0: no cap on the gradient steps), min_epochs (10: the
-fewest epochs a step budget leaves), score ("residual_cauchy", the default, with
+fewest epochs a step budget leaves), variant ("ae"; "denoising" reads noise, "gaussian", and
+noise_level, 0.2), score ("residual_cauchy", the default, with
 the residual scales from the held-out rows; or "mse_scaled").
 
 The means are reported for the selection sets and the confirmation sets apart (bench/protocol.py).
@@ -38,6 +39,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
 from aeserve.training.export import ScoringGraph  # noqa: E402
 from aeserve.training.model import AutoencoderConfig  # noqa: E402
+from aeserve.training.objectives import VariantOptions  # noqa: E402
 from aeserve.training.pipeline import split_normal_rows  # noqa: E402
 from aeserve.training.preprocessing import fit_scaler  # noqa: E402
 from aeserve.training.residual_scale import residual_scale  # noqa: E402
@@ -50,7 +52,10 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
     members = cfg.get("members", 1)
     model_config = AutoencoderConfig(input_dim=split.X_fit.shape[1],
                                      hidden_sizes=list(cfg.get("hidden", [64, 32, 8])),
-                                     activation=cfg.get("activation", "relu"), members=members)
+                                     activation=cfg.get("activation", "relu"), members=members,
+                                     variant=cfg.get("variant", "ae"))
+    variant_options = VariantOptions(noise=cfg.get("noise", "gaussian"),
+                                     noise_level=cfg.get("noise_level", 0.2))
     train_config = TrainConfig(
         seed=split.seed, progress=False, epochs=cfg.get("epochs", 80),
         batch_size=cfg.get("batch", 128), learning_rate=cfg.get("lr", 3e-3),
@@ -63,7 +68,7 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
         scaler = fit_scaler(X_train, "standard")
         folds = fold_assignment(len(X_train), members, split.seed)
         result = train_autoencoder(scaler.transform(X_train), None, model_config, train_config,
-                                   folds=folds)
+                                   variant_options, folds=folds)
         X_held_out = X_train
     else:
         holdout = cfg.get("holdout", 0.2)
@@ -74,7 +79,7 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
             X_train, X_val = split.X_fit, split.X_fit[:256]
         scaler = fit_scaler(X_train, "standard")
         result = train_autoencoder(scaler.transform(X_train), scaler.transform(X_val),
-                                   model_config, train_config)
+                                   model_config, train_config, variant_options)
         X_held_out, folds = X_val, None
     score_kind = cfg.get("score", "residual_cauchy")
     scales = (residual_scale(result.model, scaler.transform(X_held_out), folds)
