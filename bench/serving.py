@@ -224,10 +224,13 @@ def main() -> None:
                         default=Path(__file__).parent / "results" / "serving.md")
     parser.add_argument("--default-model", action="store_true",
                         help="serve a model trained with aeserve train's defaults instead")
+    parser.add_argument("--no-variants", action="store_true",
+                        help="leave out the drift, shadow and log variants (a third of the time)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/serving.py needs wrk: apt-get install wrk (or your system's package)")
 
+    variants = () if args.no_variants else VARIANTS
     work = Path(tempfile.mkdtemp(prefix="aeserve-bench-"))
     model = train_model(work / "models", defaults=args.default_model)
     shadowed = with_shadow(model.parent, work / "models-shadow")
@@ -299,7 +302,7 @@ def main() -> None:
             # Each feature's cost: aeserve and the variant back to back, case by case, in an
             # order that alternates from round to round, so that a slow spell or the position
             # in the round weighs on both sides alike.
-            for variant in VARIANTS:
+            for variant in variants:
                 for case, body, rows, concurrency, kind in PAIRED_CASES:
                     order = ("aeserve", variant) if number % 2 else (variant, "aeserve")
                     for target in order:
@@ -317,11 +320,12 @@ def main() -> None:
                   "64-32-8 and their mirrors, the residual_cauchy score; `--default-model`)"
                   if args.default_model else "64 features, 64-32-8 encoder and its mirror")
     write_report(args.out, rounds, onnx_rounds, rss, torch_loaded,
-                 len(bodies["big-json"]) / 1e6, model_text)
+                 len(bodies["big-json"]) / 1e6, model_text, variants)
 
 
 def write_report(out: Path, rounds: list[list[Result]], onnx_rounds: list[float], rss: float,
-                 torch_loaded: bool, json_mb: float, model_text: str) -> None:
+                 torch_loaded: bool, json_mb: float, model_text: str,
+                 variants: tuple[str, ...] = VARIANTS) -> None:
     def get(results: list[Result], target: str, case: str, concurrency: int) -> Result:
         return next(r for r in results if r.target == target and r.case == case
                     and r.concurrency == concurrency)
@@ -337,7 +341,7 @@ def write_report(out: Path, rounds: list[list[Result]], onnx_rounds: list[float]
                 *[(lambda on, off: on.rows_per_s / off.rows_per_s)(
             *(get(results, paired(target, variant), case, c) for target in (
                 ("aeserve", variant) if variant.endswith("off") else (variant, "aeserve"))))
-          for variant in VARIANTS for case, _, _, c, _ in PAIRED_CASES]]
+          for variant in variants for case, _, _, c, _ in PAIRED_CASES]]
 
     # Ratios within each round (the targets side by side), then their median over the rounds.
     per_round = [ratios(results, onnx) for results, onnx in zip(rounds, onnx_rounds, strict=True)]
@@ -354,6 +358,7 @@ def write_report(out: Path, rounds: list[list[Result]], onnx_rounds: list[float]
              ("1-row req/s at c=32, prediction log on vs off", "measured"),
              (f"{BIG}-row JSON rows/s, prediction log on vs off", "measured"),
              (f"{BIG}-row binary rows/s, prediction log on vs off", "measured")]
+    names = names[:4 + len(PAIRED_CASES) * len(variants)]  # the variants are in VARIANTS' order
     checks = [(name, statistics.median(r[i] for r in per_round),
                ", ".join(f"{r[i]:.3f}" for r in per_round), target)
               for i, (name, target) in enumerate(names)]
