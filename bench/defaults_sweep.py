@@ -14,8 +14,8 @@ patience (100000), restore (true: keep the best validation epoch), trim (0: the 
 batch's worst-reconstructed rows left out of the gradient), trim_warmup (5 epochs before trimming
 starts), step_budget (0: no cap on the gradient steps), min_epochs (10: the
 fewest epochs a step budget leaves), variant ("ae"; "denoising" reads noise, "gaussian", and
-noise_level, 0.2), score ("residual_cauchy", the default, with
-the residual scales from the held-out rows; or "mse_scaled").
+noise_level, 0.2), scaling ("standard", or "robust" or "minmax"), score ("residual_cauchy", the
+default, with the residual scales from the held-out rows; or "mse_scaled").
 
 The means are reported for the selection sets and the confirmation sets apart (bench/protocol.py).
 """
@@ -65,7 +65,7 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
         min_epochs=cfg.get("min_epochs", 10))
     if cfg.get("cross_fit", False):
         X_train = split.X_fit
-        scaler = fit_scaler(X_train, "standard")
+        scaler = fit_scaler(X_train, cfg.get("scaling", "standard"))
         folds = fold_assignment(len(X_train), members, split.seed)
         result = train_autoencoder(scaler.transform(X_train), None, model_config, train_config,
                                    variant_options, folds=folds)
@@ -77,7 +77,7 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
             X_train, X_val = split.X_fit[train_idx], split.X_fit[val_idx]
         else:  # train on every row; the "validation" loss is then an in-sample one
             X_train, X_val = split.X_fit, split.X_fit[:256]
-        scaler = fit_scaler(X_train, "standard")
+        scaler = fit_scaler(X_train, cfg.get("scaling", "standard"))
         result = train_autoencoder(scaler.transform(X_train), scaler.transform(X_val),
                                    model_config, train_config, variant_options)
         X_held_out, folds = X_val, None
