@@ -16,6 +16,8 @@ starts), step_budget (0: no cap on the gradient steps), min_epochs (10: the
 fewest epochs a step budget leaves), variant ("ae"; "denoising" reads noise, "gaussian", and
 noise_level, 0.2), scaling ("standard", or "robust" or "minmax"), refit_drop (0: with
 cross_fit, the share of rows with the highest out-of-fold scores dropped before training again),
+refit_mads (0: instead, drop the rows whose out-of-fold score lies more than this many MADs
+above the median),
 score ("residual_cauchy", the default, with the residual scales from the held-out rows; or
 "mse_scaled").
 
@@ -68,7 +70,8 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
         min_epochs=cfg.get("min_epochs", 10))
     if cfg.get("cross_fit", False):
         X_train, drop, spent = split.X_fit, cfg.get("refit_drop", 0.0), 0.0
-        for first in ([True, False] if drop > 0 else [False]):
+        mads = cfg.get("refit_mads", 0.0)
+        for first in ([True, False] if drop > 0 or mads > 0 else [False]):
             scaler = fit_scaler(X_train, cfg.get("scaling", "standard"))
             folds = fold_assignment(len(X_train), members, split.seed)
             result = train_autoencoder(scaler.transform(X_train), None, model_config,
@@ -82,7 +85,12 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
                     per_member = scorer.member_scores(
                         torch.as_tensor(X_train, dtype=torch.float32)).numpy()
                 held_out = per_member[folds, np.arange(len(X_train))]
-                X_train = X_train[held_out <= np.quantile(held_out, 1.0 - drop)]
+                if mads > 0:  # beyond the median by `mads` normal-consistent MADs
+                    median = np.median(held_out)
+                    mad = 1.4826 * np.median(np.abs(held_out - median))
+                    X_train = X_train[held_out <= median + mads * mad]
+                else:
+                    X_train = X_train[held_out <= np.quantile(held_out, 1.0 - drop)]
         result = dataclasses.replace(result, duration_s=spent)
         X_held_out = X_train
     else:
