@@ -68,7 +68,7 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        began = time.perf_counter()
         headers = dict(scope["headers"])
         supplied = headers.get(b"x-request-id", b"").decode("latin-1")
         rid = supplied if supplied and _CLIENT_ID.match(supplied) else self.ids.next()
@@ -110,7 +110,7 @@ class RequestMiddleware:
                                    f"internal error; the server log has its details under "
                                    f"request id {rid}")
         finally:
-            self._record(scope, status, time.perf_counter() - started)
+            self._record(scope, status, time.perf_counter() - began)
             request_id.reset(token)
 
     def _refusal(self, path: str, headers: dict[bytes, bytes]) -> tuple[int, str, str] | None:

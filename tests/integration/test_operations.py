@@ -344,8 +344,10 @@ def test_request_ids_and_json_logs(server, client, normal_rows):
     assert client.get("/models").headers["x-request-id"] != generated
     assert client.get("/models", headers={"X-Request-ID": "bad id;x"}).headers[
         "x-request-id"] != "bad id;x"
+    before = time.perf_counter()
     scored = client.post("/anomaly-score", json={"instances": normal_rows[:2].tolist()},
                          headers={"X-Request-ID": "trace-43"})
+    round_trip_ms = 1000 * (time.perf_counter() - before)
     assert scored.headers["x-request-id"] == "trace-43"
     refused = client.post("/anomaly-score", json={"instances": [[1.0]]},
                           headers={"X-Request-ID": "trace-44"})
@@ -359,6 +361,8 @@ def test_request_ids_and_json_logs(server, client, normal_rows):
     entries = wait_for(logged)
     assert entries["trace-42"]["path"] == "/models" and entries["trace-42"]["status"] == 200
     assert "duration_ms" in entries["trace-42"]
+    # The server's own time for a request lies within the client's round trip around it.
+    assert 0 < entries["trace-43"]["duration_ms"] <= round_trip_ms
     assert (entries["trace-43"]["endpoint"], entries["trace-43"]["model"],
             entries["trace-43"]["rows"], entries["trace-43"]["status"]) == (
         "anomaly-score", "sensors", 2, 200)
