@@ -74,11 +74,11 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
         for first in ([True, False] if drop > 0 or mads > 0 else [False]):
             scaler = fit_scaler(X_train, cfg.get("scaling", "standard"))
             folds = fold_assignment(len(X_train), members, split.seed)
-            result = train_autoencoder(scaler.transform(X_train), None, model_config,
-                                       train_config, variant_options, folds=folds)
+            Z = scaler.transform(X_train)
+            result = train_autoencoder(Z, None, model_config, train_config, variant_options,
+                                       folds=folds)
             spent += result.duration_s
             if first:  # drop the rows whose out-of-fold score is highest, and train again
-                Z = scaler.transform(X_train)
                 scorer = ScoringGraph(result.model, scaler, "residual_cauchy",
                                       residual_scale=residual_scale(result.model, Z, folds))
                 with torch.no_grad():
