@@ -219,3 +219,33 @@ def examples_in(blocks: list[tuple[str, str]]) -> list[tuple[str, str, str | Non
     if pending:
         found.append((*pending, None))
     return found
+
+
+def machine_readings(path: Path, n_series: int = 3, steps: int = 300, seed: int = 0,
+                     stuck: tuple[int, int] = (200, 212)) -> Path:
+    """A CSV of readings from `n_series` machines, rows shuffled: columns machine (text), time
+    (ISO 8601), a = sin(phase) and b = cos(phase) with noise, and label. On the last machine
+    sensor b sticks at its value for the steps `stuck` (labelled 1 after its first two): every
+    reading stays within the normal range, only the context (a moving while b does not) is
+    wrong, which a window sees and a single row cannot."""
+    import csv
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m in range(n_series):
+        phase = np.arange(steps) / 8.0 + m
+        a = np.sin(phase) + 0.03 * rng.normal(size=steps)
+        b = np.cos(phase) + 0.03 * rng.normal(size=steps)
+        label = np.zeros(steps, dtype=int)
+        if m == n_series - 1:
+            b[stuck[0]:stuck[1]] = b[stuck[0]]
+            label[stuck[0] + 2:stuck[1]] = 1
+        for t in range(steps):
+            rows.append([f"m{m}", f"2026-01-01T{t // 60:02d}:{t % 60:02d}:00",
+                         f"{a[t]:.6f}", f"{b[t]:.6f}", int(label[t])])
+    order = rng.permutation(len(rows))
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["machine", "time", "a", "b", "label"])
+        writer.writerows(rows[i] for i in order)
+    return path

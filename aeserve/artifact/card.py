@@ -19,8 +19,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aeserve.artifact.windows import window_feature_names
+
 #: 2 added `reference` (the drift reference); a card of version 1 still reads, without it.
 CARD_SCHEMA_VERSION = 2
+#: 3 added `window`: only a windowed model's card is written as version 3, so that a reader
+#: that knows version 2 refuses it rather than scoring single rows with it.
+WINDOWED_CARD_SCHEMA_VERSION = 3
 CARD_FILENAME = "model.json"
 ONNX_FILENAME = "model.onnx"
 INPUT_NAME = "x"
@@ -176,10 +181,25 @@ class Reference(_Strict):
     score: Bins
 
 
+class Window(_Strict):
+    """A windowed model's input (aeserve/artifact/windows.py): windows of `size` consecutive
+    readings of one series, flattened oldest first. `feature_names` of the card are the
+    flattened inputs' names; these are the readings' own."""
+
+    size: int = Field(ge=2, description="Readings per window (W).")
+    stride: int = Field(1, ge=1, description="Training took every stride-th window of a "
+                                             "series; serving scores every window.")
+    features: list[str] = Field(min_length=1, description="The readings' feature names (d).")
+    series_column: str | None = Field(None, description="The column naming a row's series "
+                                                        "(None: one series).")
+    time_column: str | None = Field(None, description="The column rows were ordered by within "
+                                                      "a series (None: file order).")
+
+
 class ModelCard(_Strict):
     """Everything a server or a person needs to use and trust one model version."""
 
-    schema_version: Literal[1, 2] = CARD_SCHEMA_VERSION
+    schema_version: Literal[1, 2, 3] = CARD_SCHEMA_VERSION
     name: str
     version: int = Field(ge=1)
     created_at: datetime
@@ -198,6 +218,9 @@ class ModelCard(_Strict):
     reference: Reference | None = Field(
         None, description="The drift reference (schema version 2; absent from older cards, "
                           "whose versions serve without drift).")
+    window: Window | None = Field(
+        None, description="Windowed models only (schema version 3): the graph reads windows of "
+                          "consecutive readings, and a row's score is its window's.")
     training: TrainingSummary
     evaluation: Evaluation | None = None
     onnx_opset: int
@@ -236,6 +259,13 @@ class ModelCard(_Strict):
             raise ValueError("score_quantiles must be non-decreasing")
         if self.reference is not None and len(self.reference.features) != self.input_dim:
             raise ValueError("reference.features needs one entry per feature")
+        if (self.window is not None) != (self.schema_version == WINDOWED_CARD_SCHEMA_VERSION):
+            raise ValueError(f"a window is given in a card of schema version "
+                             f"{WINDOWED_CARD_SCHEMA_VERSION}, and only there")
+        if self.window is not None and self.feature_names != window_feature_names(
+                self.window.features, self.window.size):
+            raise ValueError("feature_names must be the window's flattened inputs "
+                             "(name[t-k] ... name[t] for each step, oldest first)")
         return self
 
     def to_json(self) -> str:
@@ -253,13 +283,14 @@ GRAPH_METADATA_PREFIX = "aeserve."
 
 
 def graph_metadata(threshold: float, threshold_rule: str, feature_names: list[str],
-                   score_quantiles: list[float], score_kind: str) -> dict[str, str]:
+                   score_quantiles: list[float], score_kind: str,
+                   schema_version: int = CARD_SCHEMA_VERSION) -> dict[str, str]:
     """The graph's copy of what the card says a score means (at export: the version number is
     given at publication, and a managed threshold in config.json overrides it at serving)."""
     import json
 
     return {f"{GRAPH_METADATA_PREFIX}{key}": value for key, value in {
-        "card_schema_version": str(CARD_SCHEMA_VERSION),
+        "card_schema_version": str(schema_version),
         "threshold": repr(float(threshold)),
         "threshold_rule": threshold_rule,
         "verdict": "anomalous when score > threshold",

@@ -24,6 +24,7 @@ from aeserve.training.objectives import VariantOptions
 from aeserve.training.pipeline import train_and_export
 from aeserve.training.plan import OvercompleteWarning, RaySettings, TrainOptions
 from aeserve.training.trainer import TrainConfig
+from aeserve.training.windowing import WindowOptions, load_keys, windowed
 
 
 def _default(value: object) -> str:
@@ -130,6 +131,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     variants.add_argument("--vae-score", choices=["reconstruction", "elbo"],
                           help="vae: score by reconstruction error at mu, or negative ELBO"
                                + _default(defaults.VAE_SCORE))
+    windows = parser.add_argument_group(
+        "windows of readings (time series; docs/streams.md)")
+    windows.add_argument("--window", type=int, metavar="W",
+                         help="train on windows of W consecutive readings of a series, each "
+                              "flattened into one row; a row's score is its window's (default: "
+                              "none, rows are scored on their own)")
+    windows.add_argument("--stride", type=int, metavar="S",
+                         help="--window: train on every S-th window of a series (default: 1, "
+                              "every window)")
+    windows.add_argument("--series-column", metavar="NAME",
+                         help="--window: the column naming each row's series (machine, sensor, "
+                              "host); windows never cross series (default: one series)")
+    windows.add_argument("--time-column", metavar="NAME",
+                         help="--window: order each series' rows by this column (numbers, "
+                              "ISO 8601 text or timestamps; default: file order)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--engine", choices=["local", "ray"], default="local",
                         help="local: this process; ray: data-parallel on Ray Train, reading "
@@ -177,10 +193,30 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
         threshold_rule=args.threshold, description=args.description, score=args.score))
 
 
+def window_options(args: argparse.Namespace) -> WindowOptions | None:
+    """The `--window` options, or None for a row model (refused when given without --window).
+
+    Raises ValueError for inconsistent window options."""
+    if args.window is None:
+        given = [flag for flag, value in (("--stride", args.stride),
+                                          ("--series-column", args.series_column),
+                                          ("--time-column", args.time_column)) if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} need --window")
+        return None
+    if args.engine != "local":
+        raise ValueError("--window trains with --engine local")
+    options = WindowOptions(size=args.window, stride=args.stride or 1,
+                            series_column=args.series_column, time_column=args.time_column)
+    options.check()
+    return options
+
+
 def run_train(args: argparse.Namespace) -> int:
     try:
         options = train_options(args)
         parse_threshold_rule(options.threshold_rule)  # a typo is found before the data is read
+        window = window_options(args)
     except ValueError as exc:
         print(f"aeserve train: error: {exc}", file=sys.stderr)
         return 2
@@ -189,15 +225,18 @@ def run_train(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="aeserve-spill-", dir=args.spill_dir) as spill_dir:
-        return _load_and_train(args, options, Path(spill_dir))
+        return _load_and_train(args, options, Path(spill_dir), window)
 
 
-def _load_and_train(args: argparse.Namespace, options: TrainOptions, spill_dir: Path) -> int:
+def _load_and_train(args: argparse.Namespace, options: TrainOptions, spill_dir: Path,
+                    window: WindowOptions | None) -> int:
+    keys = window.key_columns if window is not None else ()
     try:
         data = load_dataset(args.data, **reading_options(args), choice=ColumnChoice(
             label=args.label_column, id=args.id_column,
             columns=tuple(args.columns) if args.columns else None,
-            drop=tuple(args.drop_columns)), spill=args.spill, spill_dir=spill_dir)
+            drop=tuple(args.drop_columns) + tuple(k for k in keys if k not in args.drop_columns)),
+            spill=args.spill, spill_dir=spill_dir)
         profile = column_profile(data.X)
         suspects = [] if args.allow_suspect_columns else suspect_columns(data, profile)
         if suspects:
@@ -206,6 +245,8 @@ def _load_and_train(args: argparse.Namespace, options: TrainOptions, spill_dir: 
         for name in constant_columns(data, profile):
             print(f"aeserve train: warning: column {name!r} holds one value throughout: it "
                   "carries nothing (--drop-columns leaves it out)", file=sys.stderr)
+        if window is not None:
+            data = windowed(data, window, load_keys(args.data, window, reading_options(args)))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", OvercompleteWarning)
             outcome = train_and_export(data, options)

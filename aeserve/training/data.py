@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aeserve.artifact.card import Window
 from aeserve.training import spill as spill_file
 
 if TYPE_CHECKING:  # pyarrow is imported where a table is read
@@ -45,6 +46,8 @@ class Dataset:
     dropped_columns: tuple[str, ...] = ()
     #: The Parquet files the rows came from, in order (`--engine ray` reads them again).
     files: tuple[Path, ...] = ()
+    #: Windowed data (training/windowing.py): each row is a window of consecutive readings.
+    window: Window | None = None
 
     def fingerprint(self) -> str:
         """sha256 of the feature names and float32 values: identifies the data a model saw."""
@@ -145,6 +148,50 @@ def load_dataset(path: str | Path, label_column: str | None = None,
         return _from_table(_read_csv(path, na_values, delimiter), choice, path.name,
                            first_line=2)
     raise DataError(f"unsupported data format {suffix!r}: use .csv, .parquet or .npz")
+
+
+def read_key_columns(path: str | Path, columns: list[str], na_values: Sequence[str] = NA_VALUES,
+                     delimiter: str | None = None) -> dict[str, np.ndarray]:
+    """Columns that are not features but order the rows (a windowed model's series and time),
+    as they are: numbers, text or timestamps. A missing value is refused with its place, since
+    a row without its series or time has no place in a window."""
+    path = Path(path)
+    parquet_files = _parquet_files(path)
+    if parquet_files is None and path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [c for c in columns if c not in archive]
+            if missing:
+                raise DataError(f"{path.name} has no array {missing[0]!r} (arrays: "
+                                f"{sorted(archive.files)})")
+            return {c: np.asarray(archive[c]).ravel() for c in columns}
+    if parquet_files is not None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = [pq.read_table(f, columns=columns) for f in parquet_files]
+        table = pa.concat_tables(tables)
+        first_line = None
+    else:
+        import pyarrow.csv as pv
+
+        try:
+            table = pv.read_csv(path, parse_options=pv.ParseOptions(
+                delimiter=delimiter or sniff_delimiter(path)),
+                convert_options=pv.ConvertOptions(null_values=list(na_values),
+                                                  strings_can_be_null=True,
+                                                  include_columns=columns))
+        except Exception as exc:  # pyarrow raises its own ArrowInvalid family
+            raise DataError(f"cannot read the columns {columns} of {path.name}: {exc}") from exc
+        first_line = 2
+    keys = {}
+    for name in columns:
+        column = table.column(name)
+        if column.null_count:
+            row = next(i for i, v in enumerate(column.to_pylist()) if v is None)
+            raise DataError(f"{path.name}: column {name!r} has {column.null_count} missing "
+                            f"values, the first at {_place(row, first_line)}")
+        keys[name] = column.to_numpy()
+    return keys
 
 
 def _parquet_files(path: Path) -> list[Path] | None:

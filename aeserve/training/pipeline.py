@@ -40,8 +40,10 @@ import onnxruntime as ort
 import torch
 
 from aeserve.artifact.card import (
+    CARD_SCHEMA_VERSION,
     ONNX_FILENAME,
     SCORE_DESCRIPTIONS,
+    WINDOWED_CARD_SCHEMA_VERSION,
     Architecture,
     Evaluation,
     ModelCard,
@@ -171,7 +173,7 @@ def train_and_export(data: Dataset, options: TrainOptions) -> Outcome:
                       if anomalies is not None and len(anomalies) else None)
         embed_metadata(exported.path, graph_metadata(
             threshold, str(plan.threshold_rule), data.feature_names,
-            score_quantiles(held_out), plan.score_kind))
+            score_quantiles(held_out), plan.score_kind, schema_version=schema_version(data)))
         fields = card_fields(plan, data, rows, scaler, result, graph, exported, held_out,
                              threshold, evaluation, duration_s=time.perf_counter() - started)
         fields["reference"] = drift_reference(X, normal, held_out, plan.train.seed)
@@ -348,6 +350,12 @@ def evaluate(normal_scores: np.ndarray, anomaly_scores: np.ndarray, threshold: f
     )
 
 
+def schema_version(data: Dataset) -> int:
+    """The card's schema version: 3 for a windowed model (its card says the window), so that a
+    reader that knows only single rows refuses it; else 2."""
+    return WINDOWED_CARD_SCHEMA_VERSION if data.window is not None else CARD_SCHEMA_VERSION
+
+
 def card_fields(plan: TrainingPlan, data: Dataset, rows: Rows, scaler: AffineScaler,
                 result: TrainResult, graph: ScoringGraph, exported: Exported,
                 held_out: np.ndarray, threshold: float, evaluation: Evaluation | None,
@@ -356,6 +364,7 @@ def card_fields(plan: TrainingPlan, data: Dataset, rows: Rows, scaler: AffineSca
     model, train = plan.model, plan.train
     best = result.best_epoch - 1
     return dict(
+        schema_version=schema_version(data),
         name=plan.name,
         description=plan.description,
         architecture=Architecture(
@@ -409,6 +418,7 @@ def card_fields(plan: TrainingPlan, data: Dataset, rows: Rows, scaler: AffineSca
             command=plan.command,
             torch_version=torch.__version__,
         ),
+        window=data.window,
         evaluation=evaluation,
         onnx_opset=ONNX_OPSET,
         onnx_sha256=file_sha256(exported.path),

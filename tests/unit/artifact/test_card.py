@@ -69,7 +69,8 @@ def test_a_cauchy_score_card_round_trips_with_its_scales():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"schema_version": 3}, "schema_version"),
+        ({"schema_version": 4}, "schema_version"),
+        ({"schema_version": 3}, "only there"),
         ({"name": "../etc"}, "not a valid path component"),
         ({"name": "demo\n"}, "not a valid path component"),
         ({"threshold": float("nan")}, "finite"),
@@ -94,3 +95,26 @@ def test_a_cauchy_score_card_round_trips_with_its_scales():
 def test_invalid_cards_are_refused(overrides, message):
     with pytest.raises(ValidationError, match=message):
         ModelCard.model_validate(card_dict(**overrides))
+
+
+def windowed_card_dict(**overrides) -> dict:
+    """A card for windows of 3 readings of one feature, 'a'."""
+    return card_dict(**{"schema_version": 3, "window": {"size": 3, "features": ["a"],
+                                                        "series_column": "machine"},
+                        "feature_names": ["a[t-2]", "a[t-1]", "a[t]"], **overrides})
+
+
+def test_a_windowed_card_round_trips_as_schema_version_3():
+    card = ModelCard.model_validate(windowed_card_dict())
+    assert card.window.size == 3 and card.window.stride == 1
+    assert ModelCard.model_validate_json(card.to_json()) == card
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"schema_version": 2}, "only there"),
+    ({"feature_names": ["a[t]", "a[t-1]", "a[t-2]"]}, "oldest first"),
+    ({"window": {"size": 1, "features": ["a", "b", "c"]}}, "greater than or equal to 2"),
+])
+def test_a_windowed_card_must_say_its_window_consistently(overrides, message):
+    with pytest.raises(ValidationError, match=message):
+        ModelCard.model_validate(windowed_card_dict(**overrides))

@@ -1,0 +1,134 @@
+"""Per-series state for scoring streams: each series' last readings and its alarm.
+
+A windowed model scores a reading with the W - 1 readings before it, which an earlier request
+(or message) brought. `SeriesStore` keeps them per series, so that a client sends each reading
+once: `windows` turns new readings into the windows that end at them (artifact/windows.py's
+layout, so a streamed window is the same values as the batch one), and `alarms` runs each
+series' alarm (artifact/alarms.py) over the scores in order. A row model is the case W = 1: no
+readings kept, the alarm still per series.
+
+Memory is bounded whatever the traffic: at most `max_series` series are kept, the least recently
+seen evicted first, and a series unseen for `idle_s` seconds is dropped (its next reading starts
+a new window). Each costs (W - 1) * d float32 values plus its alarm's few numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aeserve.artifact.alarms import AlarmPolicy, AlarmState, Event
+
+
+@dataclass
+class SeriesState:
+    """One series: its last readings (oldest first; `filled` of them are real) and its alarm."""
+
+    tail: np.ndarray
+    filled: int
+    alarm: AlarmState
+    seen: float = 0.0
+
+
+@dataclass(frozen=True)
+class Windows:
+    """New readings of one series turned into windows: `windows[i]` ends at the reading
+    `ends[i]` of those sent; readings before the series' first full window have none."""
+
+    windows: np.ndarray
+    ends: np.ndarray
+
+
+@dataclass
+class StoreCounts:
+    """What `SeriesStore` did, for metrics: series dropped, by reason."""
+
+    evicted: int = 0
+    expired: int = 0
+    events: dict[str, int] = field(default_factory=lambda: {"start": 0, "end": 0})
+
+
+class SeriesStore:
+    """The state of every live series of one model (module docstring). Not thread-safe: the
+    caller serializes the calls for one store, since a series' readings must be taken in order."""
+
+    def __init__(self, size: int, width: int, policy: AlarmPolicy, *, max_series: int,
+                 idle_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_series < 1:
+            raise ValueError("max_series must be at least 1")
+        self.size, self.width, self.policy = size, width, policy
+        self.max_series, self.idle_s, self.clock = max_series, idle_s, clock
+        self.series: OrderedDict[str, SeriesState] = OrderedDict()
+        self.counts = StoreCounts()
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def windows(self, series: str, readings: np.ndarray) -> Windows:
+        """The windows that the new `readings` ([m, d], in time order) of `series` complete,
+        flattened as the graph reads them; the series' kept readings move on past them."""
+        state = self._state(series)
+        keep = self.size - 1
+        joined = np.concatenate([state.tail[keep - state.filled:], readings]) if keep else readings
+        before = state.filled
+        ends = np.arange(max(0, keep - before), len(readings), dtype=np.int64)
+        if len(ends):
+            starts = ends + before - keep  # positions in `joined`
+            index = starts[:, None] + np.arange(self.size)[None, :]
+            windows = joined[index].reshape(len(ends), -1).astype(np.float32, copy=False)
+        else:
+            windows = np.empty((0, self.size * self.width), dtype=np.float32)
+        if keep:
+            taken = min(keep, len(joined))
+            state.tail = np.concatenate([state.tail, joined[len(joined) - taken:]])[-keep:]
+            state.filled = min(keep, before + len(readings))
+        return Windows(windows=np.ascontiguousarray(windows), ends=ends)
+
+    def alarms(self, series: str, scores: np.ndarray, threshold: float
+               ) -> tuple[list[float], list[bool], list[Event]]:
+        """Run the series' alarm over its new windows' scores, in order: (smoothed scores,
+        in alarm after each, the events). A series evicted meanwhile starts a fresh alarm."""
+        alarm = self._state(series).alarm
+        smoothed, active, events = [], [], []
+        for score in scores.tolist():
+            value, on, event = alarm.step(score, threshold)
+            smoothed.append(value)
+            active.append(on)
+            events.append(event)
+            if event is not None:
+                self.counts.events[event] += 1
+        return smoothed, active, events
+
+    def in_alarm(self, series: str) -> bool:
+        """Whether the series is in alarm now (False for a series not kept)."""
+        state = self.series.get(series)
+        return state is not None and state.alarm.active
+
+    def _state(self, series: str) -> SeriesState:
+        now = self.clock()
+        self._expire(now)
+        state = self.series.get(series)
+        if state is None:
+            state = SeriesState(tail=np.zeros((self.size - 1, self.width), dtype=np.float32),
+                                filled=0, alarm=AlarmState(self.policy))
+            self.series[series] = state
+            while len(self.series) > self.max_series:
+                self.series.popitem(last=False)
+                self.counts.evicted += 1
+        else:
+            self.series.move_to_end(series)
+        state.seen = now
+        return state
+
+    def _expire(self, now: float) -> None:
+        """Drop the series unseen for `idle_s`: they are the oldest in the LRU order."""
+        while self.series:
+            oldest = next(iter(self.series.values()))
+            if now - oldest.seen <= self.idle_s:
+                return
+            self.series.popitem(last=False)
+            self.counts.expired += 1

@@ -1,0 +1,79 @@
+"""`aeserve train --window`: a model of windows of readings, exported, its card saying so."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from aeserve.artifact.card import ModelCard
+from aeserve.artifact.windows import flatten, series_order, window_rows
+from aeserve.training.cli import main as training_main
+from tests.helpers import machine_readings
+
+
+def read_back(path):
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    X = np.array([[float(r["a"]), float(r["b"])] for r in rows], dtype=np.float32)
+    return X, np.array([r["machine"] for r in rows]), np.array([r["time"] for r in rows]), \
+        np.array([int(r["label"]) for r in rows])
+
+
+@pytest.fixture(scope="module")
+def windowed_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("windows")
+    data = machine_readings(folder / "machines.csv")
+    assert training_main(["train", "--data", str(data), "--name", "machines", "--window", "6",
+                          "--series-column", "machine", "--time-column", "time",
+                          "--label-column", "label", "--models-dir", str(folder / "models"),
+                          "--quiet"]) == 0
+    return data, folder / "models" / "machines" / "1"
+
+
+def test_the_card_says_the_window_and_the_graph_reads_flattened_windows(windowed_model):
+    _, version = windowed_model
+    card = ModelCard.read(version / "model.json")
+    assert card.schema_version == 3
+    assert card.window.model_dump() == {"size": 6, "stride": 1, "features": ["a", "b"],
+                                        "series_column": "machine", "time_column": "time"}
+    assert card.input_dim == 12 and card.feature_names[:2] == ["a[t-5]", "b[t-5]"]
+    assert card.feature_names[-2:] == ["a[t]", "b[t]"]
+    # 3 machines of 300 readings: 295 windows each, less the 10 labelled anomalies
+    assert card.training.rows_train == 3 * 295 - 10
+    assert card.evaluation.rows_anomalous == 10
+
+
+def test_a_stuck_sensor_is_found_by_its_context(windowed_model):
+    data, version = windowed_model
+    card = ModelCard.read(version / "model.json")
+    X, machines, times, labels = read_back(data)
+    rows = window_rows(*series_order(machines, times, len(X)), 6)
+    session = ort.InferenceSession(str(version / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    scores = session.run(["score"], {"x": flatten(X, rows)})[0]
+    window_labels = labels[rows[:, -1]]
+    # every reading of the stuck sensor lies within the normal range of b ...
+    assert X[labels == 1, 1].min() > X[labels == 0, 1].min()
+    assert X[labels == 1, 1].max() < X[labels == 0, 1].max()
+    # ... yet its windows score above the threshold, and above nearly every normal window
+    assert (scores[window_labels == 1] > card.threshold).all()
+    assert card.evaluation.roc_auc > 0.95
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--stride", "2"], "--stride need --window"),
+    (["--window", "1"], "at least 2 readings"),
+    (["--window", "4", "--series-column", "nope"], "no column 'nope'"),
+    (["--window", "400", "--series-column", "machine"], "longest series has 300 rows"),
+    (["--window", "4", "--series-column", "machine", "--time-column", "machine"], "different"),
+])
+def test_window_options_are_checked(tmp_path, capsys, extra, message):
+    data = machine_readings(tmp_path / "machines.csv", n_series=1)
+    code = training_main(["train", "--data", str(data), "--name", "m", "--label-column",
+                          "label", "--drop-columns", "time", "--models-dir",
+                          str(tmp_path / "models"), "--quiet", *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,64 @@
+"""Per-series state: windows across requests, eviction and expiry, alarms per series."""
+
+import numpy as np
+
+from aeserve.artifact.alarms import AlarmPolicy
+from aeserve.artifact.streams import SeriesStore
+from aeserve.artifact.windows import flatten, series_order, window_rows
+
+
+def store(size=3, width=2, **kw) -> SeriesStore:
+    kw.setdefault("max_series", 10)
+    kw.setdefault("idle_s", 60.0)
+    return SeriesStore(size, width, AlarmPolicy(smoothing="none", k=1, n=1), **kw)
+
+
+def test_readings_sent_a_few_at_a_time_make_the_batch_windows():
+    X = np.arange(14, dtype=np.float32).reshape(7, 2)
+    expected = flatten(X, window_rows(*series_order(None, None, 7), 3))
+    s = store()
+    got, ends = [], []
+    for part, offset in ((X[:1], 0), (X[1:2], 1), (X[2:5], 2), (X[5:], 5)):
+        w = s.windows("a", part)
+        got.append(w.windows)
+        ends.extend((w.ends + offset).tolist())
+    assert np.array_equal(np.concatenate(got), expected)
+    assert ends == [2, 3, 4, 5, 6]  # the first two readings complete no window
+
+
+def test_series_do_not_share_readings():
+    s = store(size=2, width=1)
+    assert s.windows("a", np.array([[1.0]])).windows.shape == (0, 2)
+    assert s.windows("b", np.array([[5.0]])).windows.shape == (0, 2)
+    assert s.windows("a", np.array([[2.0]])).windows.tolist() == [[1.0, 2.0]]
+    assert s.windows("b", np.array([[6.0], [7.0]])).windows.tolist() == [[5.0, 6.0], [6.0, 7.0]]
+
+
+def test_the_least_recently_seen_series_is_evicted_beyond_the_maximum():
+    s = store(size=2, width=1, max_series=2)
+    for name in ("a", "b", "a", "c"):  # c evicts b, the least recently seen
+        s.windows(name, np.array([[1.0]]))
+    assert list(s.series) == ["a", "c"] and s.counts.evicted == 1
+    for i in range(1000):
+        s.windows(f"s{i}", np.array([[1.0]]))
+    assert len(s) == 2 and s.counts.evicted == 1001
+
+
+def test_an_idle_series_expires_and_starts_over():
+    now = [0.0]
+    s = store(size=2, width=1, idle_s=10.0, clock=lambda: now[0])
+    s.windows("a", np.array([[1.0]]))
+    now[0] = 5.0
+    s.windows("b", np.array([[1.0]]))
+    now[0] = 12.0  # a idle 12 s, b 7 s
+    assert s.windows("a", np.array([[2.0]])).windows.shape == (0, 2)  # a new window
+    assert s.counts.expired == 1 and list(s.series) == ["b", "a"]
+
+
+def test_each_series_has_its_own_alarm():
+    s = store()
+    s.windows("a", np.zeros((1, 2))), s.windows("b", np.zeros((1, 2)))
+    _, on, events = s.alarms("a", np.array([2.0, 2.0]), 1.0)
+    assert on == [True, True] and events == ["start", None]
+    assert s.in_alarm("a") and not s.in_alarm("b") and not s.in_alarm("unknown")
+    assert s.counts.events == {"start": 1, "end": 0}
