@@ -59,3 +59,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory, csv_file: Path):
                            train=TrainConfig(epochs=300, seed=0, progress=False),
                            command="test")
     return train_and_export(load_dataset(csv_file, "label"), options)
+
+
+@pytest.fixture(scope="session")
+def windowed_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the readings' CSV, the version folder) of a model of windows of 6 readings of three
+    machines, one of which has a stuck sensor (tests/helpers.py `machine_readings`)."""
+    from aeserve.training.cli import main as training_main
+    from tests.helpers import machine_readings
+
+    folder = tmp_path_factory.mktemp("windows")
+    data = machine_readings(folder / "machines.csv")
+    assert training_main(["train", "--data", str(data), "--name", "machines", "--window", "6",
+                          "--series-column", "machine", "--time-column", "time",
+                          "--label-column", "label", "--models-dir", str(folder / "models"),
+                          "--quiet"]) == 0
+    return data, folder / "models" / "machines" / "1"

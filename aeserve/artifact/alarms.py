@@ -17,7 +17,6 @@ retraining; `AlarmState.step` is the whole rule, used by the server and the stre
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -52,15 +51,17 @@ class AlarmPolicy(BaseModel):
 Event = Literal["start", "end"] | None
 
 
-@dataclass
+@dataclass(slots=True)
 class AlarmState:
     """One series' alarm: what `step` needs of its past readings, and no more (bounded by the
-    policy's n and span)."""
+    policy's n and span). Small, since a server keeps one per series: the last n verdicts are
+    the bits of one integer, and the median's scores a short list."""
 
     policy: AlarmPolicy
     smoothed: float | None = None
-    recent: deque = field(default_factory=deque)
-    history: deque = field(default_factory=deque)
+    #: Bit i: whether the smoothed score i readings ago was above the threshold.
+    recent: int = 0
+    history: list = field(default_factory=list)
     active: bool = False
     quiet_left: int = 0
 
@@ -69,10 +70,8 @@ class AlarmState:
         alarm after it, "start" or "end" when this reading changed that, else None)."""
         policy = self.policy
         smoothed = self._smooth(score)
-        self.recent.append(smoothed > threshold)
-        if len(self.recent) > policy.n:
-            self.recent.popleft()
-        firing = sum(self.recent) >= policy.k
+        self.recent = ((self.recent << 1) | (smoothed > threshold)) & ((1 << policy.n) - 1)
+        firing = self.recent.bit_count() >= policy.k
         event: Event = None
         if self.active and not firing:
             self.active, self.quiet_left, event = False, policy.quiet, "end"
@@ -94,7 +93,7 @@ class AlarmState:
             return self.smoothed
         self.history.append(score)
         if len(self.history) > policy.span:
-            self.history.popleft()
+            del self.history[0]
         ordered = sorted(self.history)
         middle = len(ordered) // 2
         return (ordered[middle] if len(ordered) % 2

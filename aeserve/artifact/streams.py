@@ -24,7 +24,7 @@ import numpy as np
 from aeserve.artifact.alarms import AlarmPolicy, AlarmState, Event
 
 
-@dataclass
+@dataclass(slots=True)
 class SeriesState:
     """One series: its last readings (oldest first; `filled` of them are real) and its alarm."""
 
@@ -64,6 +64,8 @@ class SeriesStore:
         self.max_series, self.idle_s, self.clock = max_series, idle_s, clock
         self.series: OrderedDict[str, SeriesState] = OrderedDict()
         self.counts = StoreCounts()
+        #: Series in alarm now, of those kept.
+        self.active_alarms = 0
 
     def __len__(self) -> int:
         return len(self.series)
@@ -101,6 +103,7 @@ class SeriesStore:
             events.append(event)
             if event is not None:
                 self.counts.events[event] += 1
+                self.active_alarms += 1 if event == "start" else -1
         return smoothed, active, events
 
     def in_alarm(self, series: str) -> bool:
@@ -117,7 +120,7 @@ class SeriesStore:
                                 filled=0, alarm=AlarmState(self.policy))
             self.series[series] = state
             while len(self.series) > self.max_series:
-                self.series.popitem(last=False)
+                self._drop()
                 self.counts.evicted += 1
         else:
             self.series.move_to_end(series)
@@ -130,5 +133,10 @@ class SeriesStore:
             oldest = next(iter(self.series.values()))
             if now - oldest.seen <= self.idle_s:
                 return
-            self.series.popitem(last=False)
+            self._drop()
             self.counts.expired += 1
+
+    def _drop(self) -> None:
+        """Forget the least recently seen series (an alarm it was in ends unannounced)."""
+        _, state = self.series.popitem(last=False)
+        self.active_alarms -= state.alarm.active

@@ -31,14 +31,15 @@ from aeserve.serving.logs import configure_logging
 from aeserve.serving.metrics import Metrics
 from aeserve.serving.middleware import RequestMiddleware, error_body
 from aeserve.serving.repository import ModelRepository
-from aeserve.serving.routes import admin, feedback, health, inference, models, v2
+from aeserve.serving.routes import admin, feedback, health, inference, models, streams, v2
 from aeserve.serving.settings import Settings, intra_op_threads
 from aeserve.serving.startup import tune_interpreter
+from aeserve.serving.streams import StreamService
 
 log = logging.getLogger("aeserve")
 
 #: The inference routes: raw ASGI endpoints, served by the hot lane (aeserve/serving/hotlane.py).
-HOT_ROUTES: list[Route] = [*inference.routes, *v2.infer_routes]
+HOT_ROUTES: list[Route] = [*inference.routes, *v2.infer_routes, *streams.routes]
 
 
 class ProviderRefused(RuntimeError):
@@ -65,6 +66,7 @@ class AeserveApp(FastAPI):
         self.repository = repository
         self.metrics = metrics
         self.dataplane = dataplane
+        self.streams = StreamService(settings, repository, metrics, dataplane.decoder)
         self.run_executor = run_executor
         self.draining = False  # set on SIGTERM: /readyz answers 503 (aeserve/serving/lifecycle.py)
         self.hot_lane: HotLane | None = None
@@ -156,6 +158,7 @@ def _openapi(app: FastAPI) -> dict:
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
                              routes=app.routes)
         paths, components = inference.openapi_paths()
+        paths.update(streams.openapi_paths(components))
         v2_paths, v2_components = v2.openapi_paths()
         schema["paths"] = {**paths, **v2_paths, **schema.get("paths", {})}
         schema.setdefault("components", {}).setdefault("schemas", {}).update(

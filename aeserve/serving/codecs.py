@@ -240,12 +240,19 @@ def _decode_json_general(body: bytes, feature_names: Sequence[str], max_rows: in
     payload = _parse_json(body)
     if not isinstance(payload, dict) or "instances" not in payload:
         raise MissingInstances('the body must be a JSON object with a list "instances"')
-    instances = payload["instances"]
+    return decode_rows(payload["instances"], feature_names, max_rows), payload.get("ids", ABSENT)
+
+
+def decode_rows(instances: Any, feature_names: Sequence[str], max_rows: int,
+                field: str = "instances") -> np.ndarray:
+    """A parsed JSON list of rows (lists in feature order, or objects keyed by feature name) as
+    a float32 [N, len(feature_names)] matrix, or the typed error that names the first problem
+    (`field`: what the body calls the list). Finiteness is checked by `_check_rows`."""
     if not isinstance(instances, list):
         raise InvalidInstances(
-            f'"instances" must be a list of rows, got {type(instances).__name__}')
+            f'"{field}" must be a list of rows, got {type(instances).__name__}')
     if not instances:
-        raise EmptyInstances('"instances" is empty: send at least one row')
+        raise EmptyInstances(f'"{field}" is empty: send at least one row')
     if len(instances) > max_rows:
         raise TooManyRows(f"{len(instances)} rows exceed the limit of {max_rows}",
                           rows=len(instances), max_rows=max_rows)
@@ -253,7 +260,17 @@ def _decode_json_general(body: bytes, feature_names: Sequence[str], max_rows: in
         values = _named_rows(instances, feature_names)
     else:
         values = _positional_rows(instances, len(feature_names))
-    return _to_float32(np.asarray(values, dtype=np.float64)), payload.get("ids", ABSENT)
+    return _to_float32(np.asarray(values, dtype=np.float64))
+
+
+def parse_json(body: bytes) -> Any:
+    """A JSON body as Python objects, or MalformedJSON saying where it is not JSON."""
+    return _parse_json(body)
+
+
+def check_rows(rows: np.ndarray, max_rows: int) -> None:
+    """At most `max_rows` rows, every value a finite float32, else the typed error naming it."""
+    _check_rows(rows, max_rows)
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)

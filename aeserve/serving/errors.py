@@ -140,6 +140,22 @@ class NoShadow(ServiceError):
     code = "no_shadow"
 
 
+class TooManySeries(ServiceError):
+    """A stream request names more series than the server keeps (AESERVE_STREAM_MAX_SERIES):
+    some would be dropped before their own readings were scored."""
+
+    status = 413
+    code = "too_many_series"
+
+
+class StreamNeedsOneWorker(ServiceError):
+    """Per-series state lives in one process: with several workers, a series' readings would
+    land in different ones and its windows would be cut wrong."""
+
+    status = 409
+    code = "stream_needs_one_worker"
+
+
 class NotFound(ServiceError):
     status = 404
     code = "not_found"

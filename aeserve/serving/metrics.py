@@ -129,6 +129,20 @@ class Metrics:
         self.feedback_unmatched = Counter(
             "aeserve_feedback_unmatched_labels", "Labels whose id has no logged prediction "
             "(stored all the same, for aeserve evaluate --from-log).", ["model"], registry=r)
+        # Streams (serving/streams.py): alarms by event, and the series kept.
+        self.alarm_events = Counter(
+            "aeserve_alarm_events", "Alarm starts and ends of streamed series, by event: start, "
+            "end.", ["model", "event"], registry=r)
+        self.stream_series = Gauge(
+            "aeserve_stream_series", "Series whose state POST /models/{name}/stream keeps.",
+            ["model"], registry=r, multiprocess_mode="livesum")
+        self.stream_series_in_alarm = Gauge(
+            "aeserve_stream_series_in_alarm", "Streamed series in alarm now.",
+            ["model"], registry=r, multiprocess_mode="livesum")
+        self.stream_dropped_series = Counter(
+            "aeserve_stream_dropped_series", "Series whose state was dropped, by reason: "
+            "evicted (beyond AESERVE_STREAM_MAX_SERIES), expired (idle).",
+            ["model", "reason"], registry=r)
         # Labelled children by (metric, labels): `labels()` validates and hashes its arguments
         # under a lock on every call, which the per-request paths should not pay.
         self._children: dict[tuple, object] = {}

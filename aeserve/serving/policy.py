@@ -1,5 +1,6 @@
 """A model's `config.json`: its version policy (which of its version folders the server loads),
-its managed thresholds (aeserve/serving/thresholds.py) and its shadow version (serving/shadow.py).
+its managed thresholds (aeserve/serving/thresholds.py), its shadow version (serving/shadow.py) and
+its alarm policy for streams (`"alarm": {...}`, aeserve/artifact/alarms.py).
 
 The version policy, in Triton's shape:
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from aeserve.artifact.alarms import AlarmPolicy
 from aeserve.artifact.errors import schema_problems
 from aeserve.serving.thresholds import ThresholdSetting, check_keys
 
@@ -85,6 +87,9 @@ class ModelConfig(_Strict):
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
     thresholds: dict[str, ThresholdSetting] = Field(default_factory=dict)
     shadow: ShadowSetting | None = None
+    #: How POST /models/{name}/stream turns each series' scores into alarms
+    #: (aeserve/artifact/alarms.py).
+    alarm: AlarmPolicy = Field(default_factory=AlarmPolicy)
 
     @field_validator("thresholds")
     @classmethod

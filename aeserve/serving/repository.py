@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from aeserve.artifact import store
+from aeserve.artifact.alarms import AlarmPolicy
 from aeserve.artifact.card import ModelCard
 from aeserve.artifact.errors import ModelLoadError, ProviderUnavailable
 from aeserve.artifact.session import ModelSession, SessionConfig
@@ -80,6 +81,8 @@ class Model:
     error: str | None = None
     #: config.json's shadow version and the share of traffic it scores (None: no shadow).
     shadow_setting: ShadowSetting | None = None
+    #: config.json's alarm policy for streams (its defaults when config.json has none).
+    alarm: AlarmPolicy = field(default_factory=AlarmPolicy)
 
     @cached_property
     def active(self) -> ModelVersion | None:
@@ -168,14 +171,14 @@ class ModelRepository:
     def _scan_model(self, name: str, model_dir: Path, previous: Model | None) -> Model:
         try:
             config = read_model_config(model_dir)
-            policy, thresholds, shadow = (config.version_policy, config.thresholds,
-                                          config.shadow)
+            policy, thresholds, shadow, alarm = (config.version_policy, config.thresholds,
+                                                 config.shadow, config.alarm)
         except PolicyError as exc:
             if previous is not None:  # keep serving what was loaded under the last valid config
                 log.error("model %s: %s; keeping the loaded versions", name, exc)
                 return replace(previous, error=str(exc))
             log.error("model %s: %s", name, exc)
-            policy, thresholds, shadow = VersionPolicy(), {}, None
+            policy, thresholds, shadow, alarm = VersionPolicy(), {}, None, AlarmPolicy()
         on_disk = store.version_folders(model_dir)
         candidates, wanted = policy.candidates(list(on_disk))
         shadow_number = shadow.version if shadow is not None else None
@@ -202,7 +205,7 @@ class ModelRepository:
                 versions[number] = ModelVersion(
                     name, number, path, "unloaded",
                     error=f"not served under version policy {policy.describe()}")
-        return Model(name, versions, policy.describe(), shadow_setting=shadow)
+        return Model(name, versions, policy.describe(), shadow_setting=shadow, alarm=alarm)
 
     def _load_or_reuse(self, name: str, number: int, path: Path, previous: Model | None,
                        setting: ThresholdSetting | None) -> ModelVersion:

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     prediction_log_max_pending_rows: int = Field(
         1_000_000, gt=0, description="Most rows waiting for the log's writer; beyond it rows "
                                      "are not logged and are counted as dropped.")
+    stream_max_series: int = Field(
+        100_000, ge=1, description="Most series whose last readings and alarm state POST "
+                                   "/models/{name}/stream keeps per model; beyond it the least "
+                                   "recently seen is dropped.")
+    stream_idle_s: float = Field(
+        3600.0, gt=0, description="A series unseen for this many seconds is dropped (its next "
+                                  "reading starts a new window and a new alarm).")
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest request body.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field(

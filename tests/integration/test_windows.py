@@ -22,17 +22,6 @@ def read_back(path):
         np.array([int(r["label"]) for r in rows])
 
 
-@pytest.fixture(scope="module")
-def windowed_model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("windows")
-    data = machine_readings(folder / "machines.csv")
-    assert training_main(["train", "--data", str(data), "--name", "machines", "--window", "6",
-                          "--series-column", "machine", "--time-column", "time",
-                          "--label-column", "label", "--models-dir", str(folder / "models"),
-                          "--quiet"]) == 0
-    return data, folder / "models" / "machines" / "1"
-
-
 def test_the_card_says_the_window_and_the_graph_reads_flattened_windows(windowed_model):
     _, version = windowed_model
     card = ModelCard.read(version / "model.json")

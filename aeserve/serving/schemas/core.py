@@ -87,3 +87,42 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+class SeriesReadings(BaseModel):
+    series: Id = Field(description="The series' name (a machine, a sensor, a host): its "
+                                   "readings and alarm are kept between requests.")
+    rows: list[list[float]] | list[dict[str, float]] = Field(
+        description="Readings of the model's features (a windowed model's window.features), "
+                    "oldest first.")
+
+
+class StreamRequest(BaseModel):
+    """One series (`series` and `rows`) or several (`streams`)."""
+
+    series: Id | None = None
+    rows: list[list[float]] | list[dict[str, float]] | None = None
+    streams: list[SeriesReadings] | None = None
+    explain: bool = Field(False, description="Add each scored reading's per-feature errors "
+                                             "(summed over its window's steps) and top features.")
+
+
+class SeriesAnswer(BaseModel):
+    series: Id
+    scores: list[float | None] = Field(description="Each reading's score: that of the window "
+                                                   "ending at it; null until the series has "
+                                                   "a full window.")
+    is_anomaly: list[bool | None] = Field(description="score > threshold (null without a score)")
+    smoothed: list[float | None] = Field(description="The score smoothed by the alarm policy.")
+    alarm: list[bool] = Field(description="Whether the series is in alarm after each reading.")
+    events: list[Literal["start", "end"] | None] = Field(
+        description="start or end where this reading changed the alarm.")
+    explanations: list[dict | None] | None = None
+
+
+class StreamResponse(BaseModel):
+    model: str
+    version: int
+    threshold: float
+    window: int = Field(description="Readings per window (1: a row model).")
+    series: list[SeriesAnswer]

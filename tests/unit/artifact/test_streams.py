@@ -61,4 +61,27 @@ def test_each_series_has_its_own_alarm():
     _, on, events = s.alarms("a", np.array([2.0, 2.0]), 1.0)
     assert on == [True, True] and events == ["start", None]
     assert s.in_alarm("a") and not s.in_alarm("b") and not s.in_alarm("unknown")
-    assert s.counts.events == {"start": 1, "end": 0}
+    assert s.counts.events == {"start": 1, "end": 0} and s.active_alarms == 1
+    for i in range(10):  # "a" is evicted, in alarm
+        s.windows(f"s{i}", np.zeros((1, 2)))
+    assert "a" not in s.series and s.active_alarms == 0
+
+
+def test_memory_stays_bounded_with_100000_series():
+    import tracemalloc
+
+    s = SeriesStore(8, 4, AlarmPolicy(), max_series=10_000, idle_s=3600.0)
+    reading = np.ones((1, 4), dtype=np.float32)
+    tracemalloc.start()
+    try:
+        for i in range(100_000):
+            s.windows(f"sensor-{i}", reading)
+            if i == 9_999:
+                full, _ = tracemalloc.get_traced_memory()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(s) == 10_000 and s.counts.evicted == 90_000
+    # 90,000 more series than it keeps, and not a series' worth more memory per 100 of them
+    assert after < full * 1.05
+    assert full / 10_000 < 2048  # bytes per series: 7 x 4 float32 readings and an alarm

@@ -1,0 +1,233 @@
+"""POST /models/{name}/stream: readings of named series in, each reading's score, verdict and
+alarm out, with the series' last readings and alarm kept between requests.
+
+    {"series": "pump-7", "rows": [[...], ...]}
+    {"streams": [{"series": "pump-7", "rows": [...]}, {"series": "pump-9", "rows": [...]}]}
+
+Rows are readings of the model's own features (a windowed model's `window.features`, each
+reading once), oldest first. A windowed model scores a reading with the W - 1 readings before
+it (aeserve/artifact/streams.py keeps them); the first W - 1 readings of a series answer no
+score. Every series' alarm (aeserve/artifact/alarms.py, its policy from the model's config.json)
+runs over its scores in order.
+
+The windows of every series in a request are scored in one run through the version's batcher,
+as /anomaly-score's rows are. A model's streams are taken one request at a time (a lock per
+model): a series' readings must reach its window and its alarm in the order they were sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aeserve.artifact.alarms import AlarmPolicy
+from aeserve.artifact.scores import explanations, verdicts
+from aeserve.artifact.streams import SeriesStore, StoreCounts
+from aeserve.artifact.windows import per_feature
+from aeserve.serving.codecs import MAX_ID_LENGTH, check_rows, decode_rows, dumps, parse_json
+from aeserve.serving.dataplane import require_finite
+from aeserve.serving.decoding import BodyDecoder
+from aeserve.serving.errors import (
+    EmptyInstances,
+    InvalidInstances,
+    InvalidParameter,
+    MissingInstances,
+    StreamNeedsOneWorker,
+    TooManyRows,
+    TooManySeries,
+)
+from aeserve.serving.metrics import Metrics
+from aeserve.serving.repository import ModelRepository, ModelVersion
+from aeserve.serving.settings import Settings
+
+#: Top features named per reading when a request asks for explanations.
+TOP_K = 3
+
+
+@dataclass(frozen=True)
+class StreamPart:
+    """One series' readings in a request."""
+
+    series: str | int
+    rows: np.ndarray
+
+
+@dataclass
+class _ModelStreams:
+    """The series state of one model, and what it was made for: a new version with another
+    window or other features, or a new alarm policy, starts it afresh."""
+
+    store: SeriesStore
+    shape: tuple[int, tuple[str, ...], AlarmPolicy]
+    lock: asyncio.Lock
+    reported: StoreCounts
+
+
+class StreamService:
+    """Every model's series state in this worker, and the stream route's steps."""
+
+    def __init__(self, settings: Settings, repository: ModelRepository, metrics: Metrics,
+                 decoder: BodyDecoder) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.metrics = metrics
+        self.decoder = decoder
+        self.models: dict[str, _ModelStreams] = {}
+
+    async def stream(self, name: str, body: bytes) -> tuple[bytes, int]:
+        """The JSON answer to one stream request, and the readings it held."""
+        if self.settings.workers > 1:
+            raise StreamNeedsOneWorker(
+                f"streams keep each series' readings in one process; this server runs "
+                f"{self.settings.workers} workers (AESERVE_WORKERS=1 for streams)")
+        entry = self.repository.get(name)
+        features = features_of(entry)
+        if self.decoder.decodes_inline(body, None):
+            parts, explain = parse_stream_request(body, features, self.settings.max_rows)
+        else:  # a large body is parsed off the event loop
+            parts, explain = await self.decoder.in_thread(parse_stream_request, body, features,
+                                                          self.settings.max_rows)
+        series_count = len({str(p.series) for p in parts})
+        if series_count > self.settings.stream_max_series:
+            raise TooManySeries(f"{series_count} series exceed the "
+                                f"{self.settings.stream_max_series} kept "
+                                "(AESERVE_STREAM_MAX_SERIES)", series=series_count)
+        streams = self._streams(entry)
+        async with streams.lock:
+            answer = await self._score(entry, streams, parts, explain)
+        self._report(entry.name, streams)
+        return dumps(answer), sum(len(p.rows) for p in parts)
+
+    async def _score(self, entry: ModelVersion, streams: _ModelStreams, parts: list[StreamPart],
+                     explain: bool) -> dict[str, Any]:
+        store, card = streams.store, entry.card
+        cut = [store.windows(str(p.series), p.rows) for p in parts]
+        windows = np.concatenate([c.windows for c in cut])
+        wanted = ("score", "feature_errors") if explain else ("score",)
+        outputs: dict[str, np.ndarray] = {}
+        if len(windows):
+            outputs = await entry.batcher.submit(windows, wanted)
+            require_finite(outputs, wanted)
+            self.metrics.rows_counter(entry.name, entry.version, "stream").inc(len(windows))
+        threshold = card.threshold
+        answers, start = [], 0
+        for part, windowed in zip(parts, cut, strict=True):
+            stop = start + len(windowed.windows)
+            answers.append(self._answer(part, windowed.ends, outputs, slice(start, stop),
+                                        threshold, explain, entry))
+            start = stop
+        return {"model": entry.name, "version": entry.version, "threshold": threshold,
+                "window": card.window.size if card.window is not None else 1,
+                "series": answers}
+
+    def _answer(self, part: StreamPart, ends: np.ndarray, outputs: dict[str, np.ndarray],
+                rows: slice, threshold: float, explain: bool, entry: ModelVersion
+                ) -> dict[str, Any]:
+        store = self.models[entry.name].store
+        n = len(part.rows)
+        scores = outputs["score"][rows] if outputs else np.empty(0, dtype=np.float32)
+        was_on = store.in_alarm(str(part.series))
+        smoothed, on, events = store.alarms(str(part.series), scores, threshold)
+        flagged = verdicts(scores, threshold)
+        answer: dict[str, Any] = {"series": part.series, "scores": [None] * n,
+                                  "is_anomaly": [None] * n, "smoothed": [None] * n,
+                                  "alarm": [was_on] * n, "events": [None] * n}
+        for k, end in enumerate(ends.tolist()):
+            answer["scores"][end] = float(scores[k])
+            answer["is_anomaly"][end] = bool(flagged[k])
+            answer["smoothed"][end] = smoothed[k]
+            answer["events"][end] = events[k]
+            # the alarm state after this reading holds until the next scored one
+            for j in range(end, n):
+                answer["alarm"][j] = on[k]
+        if explain:
+            errors = outputs["feature_errors"][rows] if outputs else np.empty((0, 0))
+            size = entry.card.window.size if entry.card.window is not None else 1
+            features = features_of(entry)
+            found = explanations(per_feature(errors, size), features, TOP_K) if len(errors) else []
+            answer["explanations"] = [None] * n
+            for k, end in enumerate(ends.tolist()):
+                answer["explanations"][end] = found[k]
+        return answer
+
+    def _streams(self, entry: ModelVersion) -> _ModelStreams:
+        """The model's series state, made afresh when the window, the features or the alarm
+        policy changed (a new version, or config.json edited)."""
+        card = entry.card
+        size = card.window.size if card.window is not None else 1
+        policy = self.repository.models[entry.name].alarm
+        shape = (size, tuple(features_of(entry)), policy)
+        streams = self.models.get(entry.name)
+        if streams is None or streams.shape != shape:
+            store = SeriesStore(size, len(shape[1]), policy,
+                                max_series=self.settings.stream_max_series,
+                                idle_s=self.settings.stream_idle_s)
+            streams = self.models[entry.name] = _ModelStreams(
+                store, shape, asyncio.Lock(), StoreCounts())
+        return streams
+
+    def _report(self, name: str, streams: _ModelStreams) -> None:
+        """Bring the stream metrics up to the store's counts."""
+        counts, reported, metrics = streams.store.counts, streams.reported, self.metrics
+        for event, total in counts.events.items():
+            if total > reported.events[event]:
+                metrics.alarm_events.labels(name, event).inc(total - reported.events[event])
+                reported.events[event] = total
+        for reason in ("evicted", "expired"):
+            total, before = getattr(counts, reason), getattr(reported, reason)
+            if total > before:
+                metrics.stream_dropped_series.labels(name, reason).inc(total - before)
+                setattr(reported, reason, total)
+        metrics.stream_series.labels(name).set(len(streams.store))
+        metrics.stream_series_in_alarm.labels(name).set(streams.store.active_alarms)
+
+
+def features_of(entry: ModelVersion) -> list[str]:
+    """The features of one reading: a windowed model's `window.features`, else the card's."""
+    card = entry.card
+    return list(card.window.features) if card.window is not None else list(card.feature_names)
+
+
+def parse_stream_request(body: bytes, features: list[str], max_rows: int
+                         ) -> tuple[list[StreamPart], bool]:
+    """The request's series and their readings (checked as /anomaly-score checks rows), and
+    whether it asks for explanations; typed 4xx errors name what is wrong."""
+    payload = parse_json(body)
+    if not isinstance(payload, dict):
+        raise MissingInstances('the body must be a JSON object: {"series": ..., "rows": [...]} '
+                               'or {"streams": [{"series": ..., "rows": [...]}, ...]}')
+    unknown = sorted(set(payload) - {"series", "rows", "streams", "explain"})
+    if unknown:
+        raise InvalidParameter(f"unknown keys {unknown}; known: series, rows, streams, explain")
+    explain = payload.get("explain", False)
+    if not isinstance(explain, bool):
+        raise InvalidParameter('"explain" must be true or false')
+    if "streams" in payload:
+        if "series" in payload or "rows" in payload:
+            raise InvalidParameter('send either "streams" or one "series" with its "rows"')
+        items = payload["streams"]
+        if not isinstance(items, list) or not items:
+            raise EmptyInstances('"streams" must be a non-empty list of {"series", "rows"}')
+    else:
+        items = [{k: payload[k] for k in ("series", "rows") if k in payload}]
+    parts, total = [], 0
+    for i, item in enumerate(items):
+        where = f"streams[{i}]" if "streams" in payload else "the body"
+        if not isinstance(item, dict) or set(item) != {"series", "rows"}:
+            raise MissingInstances(f'{where} must hold exactly "series" and "rows"')
+        series = item["series"]
+        if isinstance(series, bool) or not isinstance(series, str | int) or len(
+                str(series)) > MAX_ID_LENGTH or series == "":
+            raise InvalidInstances(f"{where}: series must be a non-empty string or an integer "
+                                   f"of at most {MAX_ID_LENGTH} characters")
+        rows = decode_rows(item["rows"], features, max_rows, field="rows")
+        total += len(rows)
+        if total > max_rows:
+            raise TooManyRows(f"{total} or more readings exceed the limit of {max_rows}",
+                              rows=total, max_rows=max_rows)
+        check_rows(rows, max_rows)
+        parts.append(StreamPart(series, rows))
+    return parts, explain
