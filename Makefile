@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	$(PIP) install --quiet -e '.[serve,log,train,batch,ray,client,dev,bench]'
+	$(PIP) install --quiet -e '.[serve,log,train,batch,stream,ray,client,dev,bench]'
 	touch $(STAMP) $(SERVE_STAMP)
 
 # The serving extra alone: what `make serve` needs on a fresh clone (everything else is optional).

@@ -1,4 +1,4 @@
-"""The `aeserve` command: `serve`, `train`, `evaluate`, `score`.
+"""The `aeserve` command: `serve`, `train`, `evaluate`, `score`, `stream`.
 
 The only module that knows every part of aeserve. Each part is imported when its subcommand runs,
 so `aeserve serve` never loads torch, and a part whose extra is not installed is named with the
@@ -19,6 +19,8 @@ COMMANDS = {
                  "or, with --from-log DIR, the labelled verdicts of a server's prediction log",
                  "train"),
     "score": ("score a CSV or Parquet file in process, no server", "batch"),
+    "stream": ("score streamed readings from an MQTT topic in process, with per-series "
+               "windows and alarms", "stream"),
 }
 #: Modes of a subcommand that need another extra than the subcommand's.
 MODES = {"evaluate --from-log": ("evaluate a prediction log's labelled verdicts", "batch")}
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == "score":
         run = _part(command, _batch_main)
         return 2 if run is None else run(argv[1:])
+    if command == "stream":
+        run = _part(command, _stream_main)
+        return 2 if run is None else run(argv[1:])
     args = build_parser().parse_args(argv)
     serve = _part("serve", _serving_run)
     return 2 if serve is None else serve(args.host, args.port, args.models_dir)
@@ -75,6 +80,14 @@ def _batch_main() -> Callable[[list[str]], int]:
     from aeserve.batch.cli import main as batch_main
 
     return batch_main
+
+
+def _stream_main() -> Callable[[list[str]], int]:
+    import paho.mqtt  # noqa: F401  (the extra's own library: missing, the extra is named)
+
+    from aeserve.batch.stream_runner import main as stream_main
+
+    return stream_main
 
 
 def _serving_run() -> Callable[[str, int, str | None], int]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aeserve.artifact.alarms import AlarmPolicy, AlarmState, Event
+from aeserve.artifact.scores import verdicts
 
 
 @dataclass(slots=True)
@@ -105,6 +106,29 @@ class SeriesStore:
                 self.counts.events[event] += 1
                 self.active_alarms += 1 if event == "start" else -1
         return smoothed, active, events
+
+    def answer(self, series: str, readings: int, ends: np.ndarray, scores: np.ndarray,
+               threshold: float) -> dict[str, list]:
+        """Per reading of a request's `readings` of `series`: its score (None before the
+        series' first full window), verdict, smoothed score, whether the series is in alarm
+        after it, and the alarm's event there. `scores` are those of the windows ending at the
+        readings `ends` (from `windows`); the alarm runs over them in order."""
+        was_on = self.in_alarm(series)
+        smoothed, on, events = self.alarms(series, scores, threshold)
+        flagged = verdicts(scores, threshold).tolist()
+        answer: dict[str, list] = {"scores": [None] * readings, "is_anomaly": [None] * readings,
+                                   "smoothed": [None] * readings, "alarm": [was_on] * readings,
+                                   "events": [None] * readings}
+        ends_list = ends.tolist()
+        for k, end in enumerate(ends_list):
+            answer["scores"][end] = float(scores[k])
+            answer["is_anomaly"][end] = flagged[k]
+            answer["smoothed"][end] = smoothed[k]
+            answer["events"][end] = events[k]
+            # the state after a scored reading holds until the next scored one
+            following = ends_list[k + 1] if k + 1 < len(ends_list) else readings
+            answer["alarm"][end:following] = [on[k]] * (following - end)
+        return answer
 
     def in_alarm(self, series: str) -> bool:
         """Whether the series is in alarm now (False for a series not kept)."""

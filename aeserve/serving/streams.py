@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from aeserve.artifact.alarms import AlarmPolicy
-from aeserve.artifact.scores import explanations, verdicts
+from aeserve.artifact.scores import explanations
 from aeserve.artifact.streams import SeriesStore, StoreCounts
 from aeserve.artifact.windows import per_feature
 from aeserve.serving.codecs import MAX_ID_LENGTH, check_rows, decode_rows, dumps, parse_json
@@ -127,28 +127,15 @@ class StreamService:
                 rows: slice, threshold: float, explain: bool, entry: ModelVersion
                 ) -> dict[str, Any]:
         store = self.models[entry.name].store
-        n = len(part.rows)
         scores = outputs["score"][rows] if outputs else np.empty(0, dtype=np.float32)
-        was_on = store.in_alarm(str(part.series))
-        smoothed, on, events = store.alarms(str(part.series), scores, threshold)
-        flagged = verdicts(scores, threshold)
-        answer: dict[str, Any] = {"series": part.series, "scores": [None] * n,
-                                  "is_anomaly": [None] * n, "smoothed": [None] * n,
-                                  "alarm": [was_on] * n, "events": [None] * n}
-        for k, end in enumerate(ends.tolist()):
-            answer["scores"][end] = float(scores[k])
-            answer["is_anomaly"][end] = bool(flagged[k])
-            answer["smoothed"][end] = smoothed[k]
-            answer["events"][end] = events[k]
-            # the alarm state after this reading holds until the next scored one
-            for j in range(end, n):
-                answer["alarm"][j] = on[k]
+        answer = {"series": part.series,
+                  **store.answer(str(part.series), len(part.rows), ends, scores, threshold)}
         if explain:
             errors = outputs["feature_errors"][rows] if outputs else np.empty((0, 0))
             size = entry.card.window.size if entry.card.window is not None else 1
-            features = features_of(entry)
-            found = explanations(per_feature(errors, size), features, TOP_K) if len(errors) else []
-            answer["explanations"] = [None] * n
+            found = (explanations(per_feature(errors, size), features_of(entry), TOP_K)
+                     if len(errors) else [])
+            answer["explanations"] = [None] * len(part.rows)
             for k, end in enumerate(ends.tolist()):
                 answer["explanations"][end] = found[k]
         return answer

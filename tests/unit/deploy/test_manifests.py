@@ -8,6 +8,7 @@ alerts and the dashboard query, and the README's deploy commands. No docker, no 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -149,6 +150,10 @@ def test_every_deploy_file_parses():
             assert load_all(path), f"{path} is empty"
         elif path.suffix == ".json":
             json.loads(path.read_text())
+        elif path.suffix == ".sh":  # bash parses it without running it
+            checked = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+            assert checked.returncode == 0, checked.stderr
+            assert os.access(path, os.X_OK), f"{path} is not executable"
         else:
             pytest.fail(f"unexpected file in deploy/: {path}")
 

@@ -1,0 +1,158 @@
+"""Messages of readings in, messages of scores and alarms out: the stream runner's scoring, with
+no broker in it (aeserve/batch/stream_runner.py moves the messages).
+
+A message is one series' readings, as POST /models/{name}/stream takes them:
+
+    {"series": "pump-7", "rows": [[0.1, 2.3], ...]}      or  {"series": "pump-7", "row": [0.1, 2.3]}
+
+with an optional "id" (a string or an integer) echoed in the answer. The answer has the HTTP
+route's shape for one series: per reading its score, verdict, smoothed score, alarm state and
+alarm event (aeserve/artifact/streams.py builds both). A message that cannot be scored is
+answered with `{"error": {"code", "message"}, "message": the message's text}`, so nothing sent is
+lost without a trace.
+
+The messages taken together are scored in one onnxruntime run, in the order they came: a series'
+readings reach its window and its alarm in order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aeserve.artifact.alarms import AlarmPolicy
+from aeserve.artifact.streams import SeriesStore
+from aeserve.batch.model import LoadedModel
+
+#: Longest series name or id (characters), as the server's.
+MAX_ID_LENGTH = 256
+#: Most readings in one message.
+MAX_READINGS = 10_000
+#: Characters of a refused message quoted in its error answer.
+QUOTED_CHARS = 4096
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class MessageError(ValueError):
+    """A message that cannot be scored; `code` names the problem, as the server's errors do."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Readings:
+    """One message's series, readings ([n, d] float32) and optional id."""
+
+    series: str | int
+    rows: np.ndarray
+    id: str | int | None = None
+
+
+def parse_message(payload: bytes, width: int) -> Readings:
+    """A message's readings, checked as the server checks rows, or MessageError."""
+    try:
+        message = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise MessageError("malformed_json", f"the message is not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise MessageError("invalid_message", 'a message is a JSON object {"series", "rows"}')
+    unknown = sorted(set(message) - {"series", "rows", "row", "id"})
+    if unknown:
+        raise MessageError("invalid_message", f"unknown keys {unknown}; known: series, rows, "
+                                              "row, id")
+    if ("rows" in message) == ("row" in message):
+        raise MessageError("missing_instances", 'a message holds "rows" or one "row"')
+    series = message.get("series")
+    for name, value in (("series", series), ("id", message.get("id"))):
+        if name == "id" and value is None:
+            continue
+        if (isinstance(value, bool) or not isinstance(value, str | int) or value == ""
+                or len(str(value)) > MAX_ID_LENGTH):
+            raise MessageError("invalid_message", f'"{name}" must be a non-empty string or an '
+                                                  f"integer of at most {MAX_ID_LENGTH} characters")
+    rows = message["rows"] if "rows" in message else [message["row"]]
+    return Readings(series, _matrix(rows, width), message.get("id"))
+
+
+def _matrix(rows: Any, width: int) -> np.ndarray:
+    if not isinstance(rows, list) or not rows:
+        raise MessageError("empty_instances", '"rows" must be a non-empty list of readings')
+    if len(rows) > MAX_READINGS:
+        raise MessageError("too_many_rows", f"{len(rows)} readings exceed the limit of "
+                                            f"{MAX_READINGS} per message")
+    for i, row in enumerate(rows):
+        if not isinstance(row, list):
+            raise MessageError("invalid_instances", f"reading {i} is not a list of {width} "
+                                                    "numbers")
+        if len(row) != width:
+            raise MessageError("wrong_width", f"reading {i} has {len(row)} values; the model "
+                                              f"expects {width}")
+        for j, value in enumerate(row):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise MessageError("non_numeric", f"reading {i}, column {j}: {value!r} is not "
+                                                  "a number")
+            if not (math.isfinite(value) and abs(value) <= _FLOAT32_MAX):
+                raise MessageError("non_finite", f"reading {i}, column {j}: {value} is not a "
+                                                 "finite float32 number")
+    return np.asarray(rows, dtype=np.float32)
+
+
+def error_answer(error: MessageError, payload: bytes) -> dict[str, Any]:
+    """What a refused message is answered with: the problem and the message itself."""
+    return {"error": {"code": error.code, "message": str(error)},
+            "message": payload[:QUOTED_CHARS].decode("utf-8", "replace")}
+
+
+class StreamScorer:
+    """One model version's scoring of messages, with its series state (aeserve/artifact/
+    streams.py): at most `max_series` series, idle ones dropped after `idle_s` seconds."""
+
+    def __init__(self, model: LoadedModel, policy: AlarmPolicy, *, max_series: int,
+                 idle_s: float) -> None:
+        card = model.card
+        self.name, self.version, self.card = model.entry.name, model.entry.version, card
+        self.session = model.entry.session
+        self.size = card.window.size if card.window is not None else 1
+        self.features = list(card.window.features if card.window is not None
+                             else card.feature_names)
+        self.store = SeriesStore(self.size, len(self.features), policy, max_series=max_series,
+                                 idle_s=idle_s)
+
+    def score(self, payloads: list[bytes]) -> list[dict[str, Any]]:
+        """One answer per message, in order (module docstring)."""
+        parsed: list[Readings | MessageError] = []
+        for payload in payloads:
+            try:
+                parsed.append(parse_message(payload, len(self.features)))
+            except MessageError as error:
+                parsed.append(error)
+        cut = [self.store.windows(str(p.series), p.rows) if isinstance(p, Readings) else None
+               for p in parsed]
+        windows = [c.windows for c in cut if c is not None and len(c.windows)]
+        scores = (self.session.run(np.concatenate(windows), ("score",))["score"] if windows
+                  else np.empty(0, dtype=np.float32))
+        answers, start = [], 0
+        for payload, p, c in zip(payloads, parsed, cut, strict=True):
+            if isinstance(p, MessageError):
+                answers.append(error_answer(p, payload))
+                continue
+            mine = scores[start:start + len(c.windows)]
+            start += len(c.windows)
+            if not np.isfinite(mine).all():
+                answers.append(error_answer(MessageError(
+                    "non_finite_result", "the readings are too large for the model's float32 "
+                                         "arithmetic: their scores are not finite"), payload))
+                continue
+            answer = {"model": self.name, "version": self.version, "series": p.series,
+                      **({"id": p.id} if p.id is not None else {}),
+                      "threshold": self.card.threshold,
+                      **self.store.answer(str(p.series), len(p.rows), c.ends, mine,
+                                          self.card.threshold)}
+            answers.append(answer)
+        return answers
