@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ class BrokerTopic:
         parts = urlsplit(url)
         if parts.scheme != "mqtt":
             raise ValueError(f"{url}: the stream runner speaks mqtt://host:port/topic")
-        topic = parts.path.removeprefix("/")
+        # the topic is everything after the address: '#' is a wildcard, not a URL fragment
+        topic = url.split("://", 1)[1].partition("/")[2]
         if not parts.hostname or not topic:
             raise ValueError(f"{url}: give a host and a topic, mqtt://host:port/topic")
         if not wildcards and any(c in topic for c in "+#"):
@@ -50,6 +52,13 @@ class BrokerTopic:
         except ValueError:
             raise ValueError(f"{url}: the port is not a number") from None
         return cls(parts.hostname, port, topic)
+
+
+def no_delay(client, userdata, sock) -> None:
+    """Send each small message at once: with Nagle's algorithm a lone answer waits for the
+    broker's delayed acknowledgement, tens of milliseconds."""
+    if hasattr(sock, "setsockopt"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,7 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_socket_open = no_delay
         self.client.connect_async(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from aeserve.artifact.alarms import AlarmPolicy
-from aeserve.artifact.streams import SeriesStore
+from aeserve.artifact.streams import SeriesStore, runnable
 from aeserve.batch.model import LoadedModel
 
 #: Longest series name or id (characters), as the server's.
@@ -135,8 +135,9 @@ class StreamScorer:
         cut = [self.store.windows(str(p.series), p.rows) if isinstance(p, Readings) else None
                for p in parsed]
         windows = [c.windows for c in cut if c is not None and len(c.windows)]
-        scores = (self.session.run(np.concatenate(windows), ("score",))["score"] if windows
-                  else np.empty(0, dtype=np.float32))
+        joined = np.concatenate(windows) if windows else np.empty((0, 0), dtype=np.float32)
+        scores = (self.session.run(runnable(joined), ("score",))["score"][:len(joined)]
+                  if len(joined) else np.empty(0, dtype=np.float32))
         answers, start = [], 0
         for payload, p, c in zip(payloads, parsed, cut, strict=True):
             if isinstance(p, MessageError):

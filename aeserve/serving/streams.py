@@ -25,7 +25,7 @@ import numpy as np
 
 from aeserve.artifact.alarms import AlarmPolicy
 from aeserve.artifact.scores import explanations
-from aeserve.artifact.streams import SeriesStore, StoreCounts
+from aeserve.artifact.streams import SeriesStore, StoreCounts, runnable
 from aeserve.artifact.windows import per_feature
 from aeserve.serving.codecs import MAX_ID_LENGTH, check_rows, decode_rows, dumps, parse_json
 from aeserve.serving.dataplane import require_finite
@@ -109,7 +109,8 @@ class StreamService:
         wanted = ("score", "feature_errors") if explain else ("score",)
         outputs: dict[str, np.ndarray] = {}
         if len(windows):
-            outputs = await entry.batcher.submit(windows, wanted)
+            outputs = await entry.batcher.submit(runnable(windows), wanted)
+            outputs = {name: values[:len(windows)] for name, values in outputs.items()}
             require_finite(outputs, wanted)
             self.metrics.rows_counter(entry.name, entry.version, "stream").inc(len(windows))
         threshold = card.threshold

@@ -35,6 +35,13 @@ case "$action" in
 listener $port 127.0.0.1
 user $(id -un)
 allow_anonymous true
+# A subscriber's QoS 1 messages are queued, not dropped, while it catches up (the default keeps
+# 1,000 and drops the rest), and up to 1,000 may be unacknowledged at once, so that the runner
+# can score waiting messages together.
+max_queued_messages 1000000
+max_inflight_messages 1000
+# Small messages leave at once instead of waiting on Nagle's algorithm (tens of ms each).
+set_tcp_nodelay true
 persistence true
 persistence_location $dir/
 log_dest file $dir/mosquitto.log

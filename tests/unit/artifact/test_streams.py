@@ -85,3 +85,12 @@ def test_memory_stays_bounded_with_100000_series():
     # 90,000 more series than it keeps, and not a series' worth more memory per 100 of them
     assert after < full * 1.05
     assert full / 10_000 < 2048  # bytes per series: 7 x 4 float32 readings and an alarm
+
+
+def test_a_lone_window_is_run_twice_over_and_more_as_they_are():
+    from aeserve.artifact.streams import runnable
+
+    one = np.array([[1.0, 2.0]], dtype=np.float32)
+    assert runnable(one).tolist() == [[1.0, 2.0], [1.0, 2.0]]
+    two = np.zeros((2, 2), dtype=np.float32)
+    assert runnable(two) is two
