@@ -13,7 +13,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-serve
 
-.PHONY: install serve test test-fast test-container lint models example-data bench bench-serving bench-quality bench-cost bench-reliability bench-training \
+.PHONY: install serve test test-fast test-container lint models example-data bench bench-serving bench-quality bench-cost bench-reliability bench-training bench-streams \
 	clean bench-batch
 
 install: $(STAMP)
@@ -101,3 +101,9 @@ clean:
 # onnxruntime in process, peak memory on 1M- and 5M-row files. Writes bench/results/batch_scoring.md.
 bench-batch: install
 	$(PY) bench/batch_scoring.py
+
+# Windowed models on real time series, and the stream runner's speed through Mosquitto
+# (deploy/brokers/broker.sh; Debian: apt-get install mosquitto).
+bench-streams: install
+	$(PY) -m bench.stream_quality
+	$(PY) -m bench.stream_runner

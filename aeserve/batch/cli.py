@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> Summary:
         from aeserve.batch.ray_engine import score_with_ray
 
         loaded = load_model(args.model)
+        if loaded.card.window is not None:
+            raise ScoringError("a windowed model scores with --engine local (its windows need "
+                               "each series' readings in time order)")
         _warn_skipped(loaded)
         return score_with_ray(loaded, args.data, args.out, top_k=args.top_k,
                               id_column=args.id_column, keep_columns=args.keep_columns,
@@ -92,6 +95,11 @@ def run(args: argparse.Namespace) -> Summary:
     file_kind(args.out)
     loaded = load_model(args.model)
     _warn_skipped(loaded)
+    if loaded.card.window is not None:
+        from aeserve.batch.windowed import score_windowed_file
+
+        return score_windowed_file(loaded, args.data, args.out, id_column=args.id_column,
+                                   keep_columns=args.keep_columns, top_k=args.top_k)
     entry = loaded.entry
     scorer = BatchScorer(entry.card, entry.session, top_k=args.top_k, id_column=args.id_column,
                          keep_columns=args.keep_columns)

@@ -66,3 +66,26 @@ def test_window_options_are_checked(tmp_path, capsys, extra, message):
                           str(tmp_path / "models"), "--quiet", *extra])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_aeserve_score_scores_each_reading_by_its_window(windowed_model, tmp_path):
+    import pyarrow.parquet as pq
+
+    from aeserve.batch.cli import main as score_main
+
+    data, version = windowed_model
+    out = tmp_path / "scored.parquet"
+    assert score_main(["--model", str(version), "--data", str(data), "--out", str(out),
+                       "--keep-columns", "machine", "time", "--top-k", "2", "--quiet"]) == 0
+    result = pq.read_table(out).to_pandas()
+    X, machines, times, _ = read_back(data)
+    assert list(result["machine"]) == list(machines)  # the file's order, row for row
+    rows = window_rows(*series_order(machines, times, len(X)), 6)
+    session = ort.InferenceSession(str(version / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    expected = session.run(["score"], {"x": flatten(X, rows)})[0]
+    assert np.array_equal(result["score"].to_numpy(np.float32)[rows[:, -1]], expected)
+    # the first 5 readings of each machine have no window: no score, no verdict
+    unscored = result[result["score"].isna()]
+    assert len(unscored) == 3 * 5 and unscored["is_anomaly"].isna().all()
+    assert set(result["top1_feature"].dropna()) <= {"a", "b"}
