@@ -116,7 +116,7 @@ class Client:
 
 
 def through_broker(version: Path, flood: list[bytes], paced: list[bytes], rate: float,
-                   folder: Path) -> dict:
+                   folder: Path, rounds: int) -> list[dict]:
     from tests.helpers import free_port  # the tests' free-port helper: no fixed port
 
     port = free_port()
@@ -132,16 +132,19 @@ def through_broker(version: Path, flood: list[bytes], paced: list[bytes], rate: 
         time.sleep(2.0)  # the runner's subscription (a probe below checks it)
         client.send([json.dumps({"series": "probe", "row": [0.0] * 6, "id": -1}).encode()],
                     None)
-        sent = client.send(flood, None)
-        first, last = min(sent.values()), max(client.arrived.values())
-        result = {"flood_messages_per_s": len(flood) / (last - first)}
-        sent = client.send(paced, rate)
-        latency = [client.arrived[i] - sent[i] for i in sent]
-        result.update(paced_rate=rate, median_ms=1e3 * statistics.median(latency),
-                      p99_ms=1e3 * float(np.percentile(latency, 99)))
+        results = []
+        for _ in range(rounds):
+            sent = client.send(flood, None)
+            first, last = min(sent.values()), max(client.arrived.values())
+            result = {"flood_messages_per_s": len(flood) / (last - first)}
+            sent = client.send(paced, rate)
+            latency = [client.arrived[i] - sent[i] for i in sent]
+            result.update(paced_rate=rate, median_ms=1e3 * statistics.median(latency),
+                          p99_ms=1e3 * float(np.percentile(latency, 99)))
+            results.append(result)
         client.client.disconnect()
         client.client.loop_stop()
-        return result
+        return results
     finally:
         runner.terminate()
         runner.wait(timeout=30)
@@ -154,6 +157,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--series", type=int, default=100)
     parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measurements of each kind; medians are reported")
     parser.add_argument("--out", type=Path, default=RESULTS / "stream_runner.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,18 +166,22 @@ def main() -> None:
         version = train(basic_motions(), folder, seed=0, window=16)
         flood = messages(args.messages, args.series)
         paced = messages(min(args.messages, int(args.rate * 10)), args.series, seed=1)
-        local = in_process(version, flood)
-        broker = through_broker(version, flood, paced, args.rate, folder)
+        locals_ = [in_process(version, flood) for _ in range(args.rounds)]
+        brokers = through_broker(version, flood, paced, args.rate, folder, args.rounds)
+    local = {key: statistics.median(r[key] for r in locals_) for key in locals_[0]}
+    broker = {key: statistics.median(r[key] for r in brokers) for key in brokers[0]}
+    ratio = statistics.median(b["flood_messages_per_s"] / a["messages_per_s"]
+                              for a, b in zip(locals_, brokers, strict=True))
     lines = [
         "# The stream runner's speed", "",
         f"`python -m bench.stream_runner --messages {args.messages} --series {args.series} "
-        f"--rate {args.rate:g}` ({platform.machine()}, Python {platform.python_version()}): a "
-        "BasicMotions model of windows of 16 readings of 6 channels; one reading per message. "
-        "bench/stream_runner.py says what each row measures.", "",
+        f"--rate {args.rate:g} --rounds {args.rounds}` ({platform.machine()}, Python "
+        f"{platform.python_version()}): a BasicMotions model of windows of 16 readings of 6 "
+        "channels; one reading per message. Medians of the rounds (the ratio: of the per-round "
+        "ratios). bench/stream_runner.py says what each row measures.", "",
         "| measure | in process | through Mosquitto | ratio |", "|---|---:|---:|---:|",
         f"| messages per second (flood) | {local['messages_per_s']:,.0f} | "
-        f"{broker['flood_messages_per_s']:,.0f} | "
-        f"{broker['flood_messages_per_s'] / local['messages_per_s']:.2f}x |",
+        f"{broker['flood_messages_per_s']:,.0f} | {ratio:.2f}x |",
         f"| latency median, ms (paced, {broker['paced_rate']:g}/s through the broker) | "
         f"{local['median_ms']:.3f} | {broker['median_ms']:.2f} | |",
         f"| latency p99, ms | {local['p99_ms']:.3f} | {broker['p99_ms']:.2f} | |",

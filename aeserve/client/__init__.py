@@ -36,6 +36,8 @@ from aeserve.client.results import (
     ModelInfo,
     ModelSummary,
     Reconstructions,
+    SeriesScores,
+    StreamResult,
     VersionInfo,
 )
 from aeserve.client.sync import Client
@@ -46,6 +48,7 @@ __all__ = [
     "Forbidden",
     "InvalidInstances", "ModelInfo",
     "ModelNotReady", "ModelSummary", "NotFound", "PayloadTooLarge", "Reconstructions",
-    "ServerError", "Unauthorized", "UnknownModel", "UnknownVersion", "UnsupportedMediaType",
+    "SeriesScores", "ServerError", "StreamResult", "Unauthorized", "UnknownModel",
+    "UnknownVersion", "UnsupportedMediaType",
     "VersionInfo",
 ]

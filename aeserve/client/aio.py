@@ -23,6 +23,7 @@ from aeserve.client.results import (
     ModelInfo,
     ModelSummary,
     Reconstructions,
+    StreamResult,
 )
 from aeserve.client.sync import DEFAULT_TIMEOUT, auth_headers
 
@@ -57,6 +58,14 @@ class AsyncClient:
     async def reconstruct(self, rows: Any, model: str | None = None,
                           version: int | None = None) -> Reconstructions:
         return await self._run(self._protocol.infer("reconstruct", rows, model, version))
+
+    async def stream(self, model: str, readings: dict[str | int, Any], *,
+               explain: bool = False) -> StreamResult:
+        """Readings of named series for a windowed (or any) model: each reading's score, verdict
+        and alarm state, the series' last readings and alarm kept by the server between calls.
+        `readings` maps each series to its new rows, oldest first. Not resent when the
+        connection breaks (the server may have taken the readings already)."""
+        return await self._run(self._protocol.stream(model, readings, explain))
 
     async def models(self) -> list[ModelSummary]:
         return await self._run(self._protocol.models())
@@ -100,10 +109,12 @@ class AsyncClient:
                                                     content=request.content,
                                                     headers=request.headers)
             except httpx.TransportError as exc:
-                if last:
+                if last or not request.resend:
                     raise ConnectionFailed(
                         f"{request.method} {request.path}: {type(exc).__name__}: {exc} "
-                        f"(after {self.retries + 1} attempts)") from exc
+                        f"(after {attempt + 1} attempt(s)"
+                        + ("" if request.resend else "; not resent: the server may have taken "
+                                                     "it already") + ")") from exc
                 await asyncio.sleep(retry_delay(attempt, self.backoff, self.max_backoff))
                 continue
             if response.status_code in RETRY_STATUSES and not last:

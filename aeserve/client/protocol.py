@@ -33,6 +33,8 @@ from aeserve.client.results import (
     ModelInfo,
     ModelSummary,
     Reconstructions,
+    SeriesScores,
+    StreamResult,
     explanation,
     model_summary,
 )
@@ -79,6 +81,9 @@ class Request:
     path: str
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    #: Whether a request whose connection broke may be sent again. Not a stream's: the server
+    #: may have taken its readings into the series' windows, and would take them twice.
+    resend: bool = True
 
 
 def retry_delay(attempt: int, backoff: float, max_backoff: float, response: Any = None) -> float:
@@ -236,6 +241,17 @@ def parse_answer(operation: str, response: Any) -> AnomalyScores | Embeddings | 
     return Reconstructions(model, version, values)
 
 
+def series_scores(answer: dict[str, Any]) -> SeriesScores:
+    """One series of a stream answer; a reading without a window scores NaN."""
+    return SeriesScores(
+        series=answer["series"],
+        scores=np.array([np.nan if s is None else s for s in answer["scores"]], np.float64),
+        is_anomaly=list(answer["is_anomaly"]),
+        smoothed=np.array([np.nan if s is None else s for s in answer["smoothed"]], np.float64),
+        alarm=np.array(answer["alarm"], dtype=bool), events=list(answer["events"]),
+        explanations=answer.get("explanations"))
+
+
 def _optional(values: Any) -> np.ndarray | None:
     return None if values is None else np.asarray(values, dtype=np.float64)
 
@@ -311,6 +327,20 @@ class Protocol:
         return FeedbackResult(payload["model"], payload["received"], payload["matched"],
                               payload["unmatched"], payload["unmatched_ids"],
                               payload["outcomes"])
+
+    def stream(self, model: str, readings: dict[str | int, Any], explain: bool = False
+               ) -> Generator[Request, Any, StreamResult]:
+        if not readings:
+            raise ValueError("readings: give at least one series and its rows")
+        streams = [{"series": series, "rows": np.asarray(rows, dtype=np.float64).reshape(
+            -1, np.asarray(rows).shape[-1]).tolist()} for series, rows in readings.items()]
+        response = yield Request("POST", f"{model_path(model, None)}/stream",
+                                 json.dumps({"streams": streams, "explain": explain}).encode(),
+                                 {"content-type": JSON, "accept": JSON}, resend=False)
+        check(response)
+        payload = json.loads(response.content)
+        return StreamResult(payload["model"], payload["version"], payload["threshold"],
+                            payload["window"], [series_scores(s) for s in payload["series"]])
 
     def ready(self) -> Generator[Request, Any, bool]:
         response = yield Request("GET", "/readyz")

@@ -148,3 +148,40 @@ def explanation(payload: dict[str, Any]) -> Explanation:
     return Explanation(np.asarray(payload["feature_errors"], dtype=np.float32),
                        [FeatureContribution(t["feature"], float(t["error"]), float(t["share"]))
                         for t in payload["top_features"]])
+
+
+@dataclass(frozen=True)
+class SeriesScores:
+    """One series' readings of a `stream` call: each reading's score (that of the window ending
+    at it; NaN before the series' first full window), verdict (None without a score), smoothed
+    score, whether the series is in alarm after it, and "start" or "end" where the alarm
+    changed."""
+
+    series: str | int
+    scores: np.ndarray  # float64 [n]
+    is_anomaly: list[bool | None]
+    smoothed: np.ndarray  # float64 [n]
+    alarm: np.ndarray  # bool [n]
+    events: list[str | None]
+    explanations: list[dict | None] | None = None
+
+    @property
+    def alarm_started(self) -> bool:
+        return "start" in self.events
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """One answer of `stream`: every series sent, in order."""
+
+    model: str
+    version: int
+    threshold: float
+    window: int  # readings per window (1: a row model)
+    series: list[SeriesScores]
+
+    def __getitem__(self, series: str | int) -> SeriesScores:
+        for part in self.series:
+            if part.series == series:
+                return part
+        raise KeyError(series)

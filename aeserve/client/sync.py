@@ -23,6 +23,7 @@ from aeserve.client.results import (
     ModelInfo,
     ModelSummary,
     Reconstructions,
+    StreamResult,
 )
 
 DEFAULT_TIMEOUT = 30.0
@@ -83,6 +84,14 @@ class Client:
                     version: int | None = None) -> Reconstructions:
         return self._run(self._protocol.infer("reconstruct", rows, model, version))
 
+    def stream(self, model: str, readings: dict[str | int, Any], *,
+               explain: bool = False) -> StreamResult:
+        """Readings of named series for a windowed (or any) model: each reading's score, verdict
+        and alarm state, the series' last readings and alarm kept by the server between calls.
+        `readings` maps each series to its new rows, oldest first. Not resent when the
+        connection breaks (the server may have taken the readings already)."""
+        return self._run(self._protocol.stream(model, readings, explain))
+
     def models(self) -> list[ModelSummary]:
         return self._run(self._protocol.models())
 
@@ -128,10 +137,12 @@ class Client:
                 response = self._http.request(request.method, request.path,
                                               content=request.content, headers=request.headers)
             except httpx.TransportError as exc:
-                if last:
+                if last or not request.resend:
                     raise ConnectionFailed(
                         f"{request.method} {request.path}: {type(exc).__name__}: {exc} "
-                        f"(after {self.retries + 1} attempts)") from exc
+                        f"(after {attempt + 1} attempt(s)"
+                        + ("" if request.resend else "; not resent: the server may have taken "
+                                                     "it already") + ")") from exc
                 time.sleep(retry_delay(attempt, self.backoff, self.max_backoff))
                 continue
             if response.status_code in RETRY_STATUSES and not last:

@@ -142,3 +142,17 @@ def test_non_finite_readings_and_unknown_models_are_refused(server):
     response = httpx.post(f"{server}/models/nope/stream", content=json.dumps(
         {"series": "x", "rows": [[1.0, 2.0]]}))
     assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_model"
+
+
+def test_the_python_client_streams_series_and_reads_the_answer(windowed_model, server):
+    from aeserve.client import Client
+
+    data, _ = windowed_model
+    X, _ = readings(data)["m0"]
+    with Client(server) as client:
+        result = client.stream("machines", {"client-a": X[:8], "client-b": X[:3]})
+    assert result.window == 6 and [s.series for s in result.series] == ["client-a", "client-b"]
+    a = result["client-a"]
+    assert np.isnan(a.scores[:5]).all() and np.isfinite(a.scores[5:]).all()
+    assert a.is_anomaly[:5] == [None] * 5 and len(a.alarm) == 8
+    assert np.isnan(result["client-b"].scores).all()

@@ -83,3 +83,22 @@ def test_rows_that_are_not_a_numeric_matrix_go_as_json():
     assert positional_rows([[1, 2], [3]]).instances == [[1, 2], [3]]
     assert positional_rows([["1", "2"]]).instances == [["1", "2"]]
     assert positional_rows([1.0, 2.0]).matrix.shape == (1, 2)
+
+
+def test_a_stream_call_is_not_resent_when_its_connection_breaks_but_a_score_call_is():
+    from aeserve.client import ConnectionFailed
+
+    attempts: list[str] = []
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        attempts.append(request.url.path)
+        raise httpx.ConnectError("connection reset")
+
+    http = httpx.Client(base_url="http://test", transport=httpx.MockTransport(broken))
+    client = Client("http://test", http_client=http, retries=2, backoff=0.0)
+    with pytest.raises(ConnectionFailed, match="not resent"):
+        client.stream("pumps", {"p7": [[1.0, 2.0]]})
+    assert attempts == ["/models/pumps/stream"]
+    with pytest.raises(ConnectionFailed, match="3 attempt"):
+        client.anomaly_score([[1.0, 2.0]], model="pumps")
+    assert len(attempts) == 4
