@@ -96,7 +96,7 @@ def score_windowed_file(loaded: LoadedModel, data: Path, out: Path, *, id_column
     with Sink(out) as sink:
         sink.write(result)
     anomalies = int(verdicts(scores[~np.isnan(scores)], card.threshold).sum())
-    return Summary(engine="local (windows)", model=entry.name, version=entry.version,
+    return Summary(engine="windowed", model=entry.name, version=entry.version,
                    threshold=card.threshold, rows=len(X), anomalies=anomalies,
                    seconds=time.perf_counter() - started, out=out)
 
