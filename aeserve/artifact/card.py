@@ -269,7 +269,9 @@ class ModelCard(_Strict):
         return self
 
     def to_json(self) -> str:
-        return self.model_dump_json(indent=2) + "\n"
+        # A row model's card says nothing of windows: it reads as the version 2 it is.
+        exclude = {"window"} if self.window is None else None
+        return self.model_dump_json(indent=2, exclude=exclude) + "\n"
 
     @classmethod
     def read(cls, path: Path) -> ModelCard:
