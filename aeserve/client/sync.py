@@ -140,7 +140,7 @@ class Client:
                 if last or not request.resend:
                     raise ConnectionFailed(
                         f"{request.method} {request.path}: {type(exc).__name__}: {exc} "
-                        f"(after {attempt + 1} attempt(s)"
+                        f"(after {attempt + 1} attempt{'s' if attempt else ''}"
                         + ("" if request.resend else "; not resent: the server may have taken "
                                                      "it already") + ")") from exc
                 time.sleep(retry_delay(attempt, self.backoff, self.max_backoff))

@@ -126,6 +126,12 @@ def wants(accept: str | None) -> str:
     return "application/json"
 
 
+def threshold_in_force(card: ModelCard, override: float | None) -> float:
+    """The threshold an answer is judged by: the request's own, else the card's (in which
+    config.json's managed threshold is already in force)."""
+    return card.threshold if override is None else override
+
+
 def verdicts_in_force(card: ModelCard, outputs: dict[str, np.ndarray],
                       override: float | None) -> tuple[float, np.ndarray]:
     """(threshold, verdicts) of an answer: the card's threshold and the verdicts the batch
@@ -133,7 +139,7 @@ def verdicts_in_force(card: ModelCard, outputs: dict[str, np.ndarray],
     answer and the prediction log take them from here, so they cannot disagree."""
     if override is None:
         return card.threshold, outputs["is_anomaly"]
-    return override, verdicts(outputs["score"], override)
+    return override, verdicts(outputs["score"], threshold_in_force(card, override))
 
 
 def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.ndarray],
@@ -237,7 +243,7 @@ class DataPlane:
         results = await entry.batcher.submit(request.rows, wanted)
         require_finite(results, wanted)
         self.metrics.rows_counter(entry.name, entry.version, "v2-infer").inc(len(request.rows))
-        threshold = entry.card.threshold if request.threshold is None else request.threshold
+        threshold = threshold_in_force(entry.card, request.threshold)
         if "is_anomaly" in results:
             self.shadow.offer(entry, request.rows, results["is_anomaly"])
             threshold, flagged = verdicts_in_force(entry.card, results, request.threshold)
