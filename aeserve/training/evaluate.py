@@ -21,6 +21,7 @@ from aeserve.artifact.scores import verdicts
 from aeserve.artifact.session import SessionConfig
 from aeserve.artifact.store import LoadedVersion
 from aeserve.training.data import (
+    ColumnChoice,
     DataError,
     Dataset,
     add_reading_arguments,
@@ -65,6 +66,23 @@ def aligned_features(data: Dataset, card: ModelCard) -> np.ndarray:
         raise DataError(f"the data lacks the model's features {missing}")
     order = [data.feature_names.index(n) for n in card.feature_names]
     return data.X[:, order]
+
+
+def read_data(args: argparse.Namespace, card: ModelCard) -> Dataset:
+    """The labelled rows a model scores: the file's rows, or for a windowed model the windows
+    that end at each reading with a full window (labelled as that reading), cut as training
+    cut them."""
+    if card.window is None:
+        return load_dataset(args.data, args.label_column, **reading_options(args))
+    from aeserve.training.windowing import WindowOptions, load_keys, windowed
+
+    window = card.window
+    data = load_dataset(args.data, args.label_column, **reading_options(args),
+                        choice=ColumnChoice(label=args.label_column,
+                                            columns=tuple(window.features)))
+    options = WindowOptions(size=window.size, series_column=window.series_column,
+                            time_column=window.time_column)
+    return windowed(data, options, load_keys(args.data, options, reading_options(args)))
 
 
 def metrics_at(labels: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
@@ -115,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model)
         folder, card = model.path, model.card
-        data = load_dataset(args.data, args.label_column, **reading_options(args))
+        data = read_data(args, card)
         if data.y is None:
             raise DataError(f"no label column {args.label_column!r} in {args.data}")
         X = aligned_features(data, card).astype(np.float32)

@@ -89,3 +89,14 @@ def test_aeserve_score_scores_each_reading_by_its_window(windowed_model, tmp_pat
     unscored = result[result["score"].isna()]
     assert len(unscored) == 3 * 5 and unscored["is_anomaly"].isna().all()
     assert set(result["top1_feature"].dropna()) <= {"a", "b"}
+
+
+def test_aeserve_evaluate_scores_the_windows_of_a_labelled_file(windowed_model, capsys):
+    import json
+
+    data, version = windowed_model
+    assert training_main(["evaluate", "--model", str(version), "--data", str(data),
+                          "--label-column", "label"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["rows"] == 3 * 295 and result["anomalies"] == 10
+    assert result["roc_auc"] > 0.95
