@@ -49,9 +49,11 @@ RUN mkdir aeserve && touch README.md aeserve/__init__.py \
 COPY README.md ./
 COPY aeserve/ aeserve/
 # The wheel holds the parts this image runs: the serving image none of the training code, nor
-# batch scoring (its pyarrow is not installed here).
+# batch scoring (its pyarrow is not installed here); a stream image (EXTRAS=stream, the
+# `aeserve stream` runner) holds batch scoring, which the runner is part of.
 # The server needs neither pip nor setuptools (parts of torch import setuptools: kept for training).
-RUN case ",$EXTRAS," in *,train,*) ;; *) rm -rf aeserve/training aeserve/batch;; esac \
+RUN case ",$EXTRAS," in *,train,*) ;; *) rm -rf aeserve/training;; esac \
+ && case ",$EXTRAS," in *,train,*|*,batch,*|*,stream,*) ;; *) rm -rf aeserve/batch;; esac \
  && /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --no-deps /wheels/aeserve-*.whl \
  && /opt/venv/bin/python -m pip uninstall -y pip \

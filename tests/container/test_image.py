@@ -314,3 +314,48 @@ def test_compose_serves_and_picks_up_new_versions(image):
         shutil.rmtree(work, ignore_errors=True)
     assert down.returncode == 0, down.stderr
     assert left == "", f"containers left behind: {left}"
+
+
+def test_compose_streams_profile_scores_mqtt_messages():
+    """`--profile streams`: Mosquitto and `aeserve stream` built and started by compose; readings
+    published from the host come back scored, with the shipped model's scores."""
+    require_docker(need_compose=True)
+    mqtt = pytest.importorskip("paho.mqtt.client")
+    port = free_port()
+    env = os.environ | {"COMPOSE_PROJECT_NAME": f"aeserve-streams-{uuid.uuid4().hex[:8]}",
+                        "MQTT_PORT": str(port)}
+    compose = f"docker compose -f {COMPOSE_FILE} --profile streams"
+    rows = json.loads(ROWS_FILE.read_text())["instances"]
+    scores, _ = expected_scores()
+    answers: list[dict] = []
+    try:
+        started = time.monotonic()
+        sh(f"{compose} up -d --build --wait mosquitto stream", env=env, check=True,
+           timeout=1800)
+        print(f"\n  {compose} up --wait mosquitto stream: {time.monotonic() - started:.0f} s")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        client.on_message = lambda c, u, message: answers.append(json.loads(message.payload))
+        client.connect("127.0.0.1", port)
+        client.subscribe([("scores", 1), ("refused", 1)])
+        client.loop_start()
+
+        def answered() -> bool:  # until the runner is subscribed, a reading may go unread
+            if not any(a.get("series") == "tumours" for a in answers):
+                client.publish("readings", json.dumps(
+                    {"series": "tumours", "rows": rows, "id": 1}), qos=1)
+            return any(a.get("series") == "tumours" for a in answers)
+
+        wait_for(answered, 60, "the runner's answer", interval=2.0)
+        client.publish("readings", json.dumps({"series": "bad", "row": [1.0]}), qos=1)
+        wait_for(lambda: any("error" in a for a in answers), 30, "the refusal")
+        client.loop_stop()
+        client.disconnect()
+    finally:
+        logs = sh(f"{compose} logs stream", env=env).stdout[-2000:]
+        down = sh(f"{compose} down --volumes", env=env, timeout=120)
+    assert down.returncode == 0, down.stderr
+    answer = next(a for a in answers if a.get("series") == "tumours")
+    assert np.allclose(answer["scores"], scores, rtol=1e-5, atol=1e-7), logs
+    assert answer["is_anomaly"] == [False, True]
+    refused = next(a for a in answers if "error" in a)
+    assert refused["error"]["code"] == "wrong_width"

@@ -150,6 +150,10 @@ def test_every_deploy_file_parses():
             assert load_all(path), f"{path} is empty"
         elif path.suffix == ".json":
             json.loads(path.read_text())
+        elif path.suffix == ".Dockerfile":
+            lines = [line for line in path.read_text().splitlines()
+                     if line and not line.startswith("#")]
+            assert lines[0].startswith("FROM ") and lines[-1].startswith("CMD ["), path
         elif path.suffix == ".sh":  # bash parses it without running it
             checked = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
             assert checked.returncode == 0, checked.stderr
@@ -221,6 +225,32 @@ def test_compose_trainer_writes_where_the_server_reads():
     command = trainer["command"]
     assert command[0] == "train"
     assert command[command.index("--models-dir") + 1] == trainer_models[0][1]
+
+
+def test_compose_stream_runner_reads_the_brokers_topics_and_the_servers_models():
+    spec = compose()
+    server, broker, runner = (spec["services"][name] for name in ("aeserve", "mosquitto",
+                                                                  "stream"))
+    assert broker["profiles"] == runner["profiles"] == ["streams"]
+    assert runner["image"] == f"aeserve-stream:{project_version()}"
+    assert runner["build"]["args"]["EXTRAS"] == "stream"
+    assert runner["depends_on"]["mosquitto"]["condition"] == "service_healthy"
+    command = runner["command"]
+    assert command[0] == "stream"
+    for flag in ("--source", "--sink", "--errors"):
+        assert command[command.index(flag) + 1].startswith("mqtt://mosquitto:1883/")
+    models = next(m for m in map(split_volume, server["volumes"]) if m[2] == "ro")
+    assert command[command.index("--model") + 1].startswith(models[1] + "/")
+    assert any(split_volume(v)[:2] == models[:2] for v in runner["volumes"])
+    assert "9100" in " ".join(runner["healthcheck"]["test"])
+    dockerfile = DEPLOY / broker["build"]["context"] / broker["build"]["dockerfile"]
+    assert "listener 1883 0.0.0.0" in dockerfile.read_text()
+
+
+def test_the_stream_image_keeps_the_batch_code_the_runner_is_part_of():
+    removal = next(line for line in (ROOT / "Dockerfile").read_text().splitlines()
+                   if "rm -rf aeserve/batch" in line)
+    assert "*,stream,*" in removal
 
 
 # --- Prometheus and Grafana ----------------------------------------------------------------
