@@ -117,17 +117,18 @@ class StreamService:
         answers, start = [], 0
         for part, windowed in zip(parts, cut, strict=True):
             stop = start + len(windowed.windows)
-            answers.append(self._answer(part, windowed.ends, outputs, slice(start, stop),
-                                        threshold, explain, entry))
+            answers.append(self._answer(store, part, windowed.ends, outputs,
+                                        slice(start, stop), threshold, explain, entry))
             start = stop
         return {"model": entry.name, "version": entry.version, "threshold": threshold,
                 "window": card.window.size if card.window is not None else 1,
                 "series": answers}
 
-    def _answer(self, part: StreamPart, ends: np.ndarray, outputs: dict[str, np.ndarray],
-                rows: slice, threshold: float, explain: bool, entry: ModelVersion
-                ) -> dict[str, Any]:
-        store = self.models[entry.name].store
+    def _answer(self, store: SeriesStore, part: StreamPart, ends: np.ndarray,
+                outputs: dict[str, np.ndarray], rows: slice, threshold: float, explain: bool,
+                entry: ModelVersion) -> dict[str, Any]:
+        """One series' part of the answer, its alarm run in `store` (the one that cut its
+        windows, even if an edited config.json replaced it meanwhile)."""
         scores = outputs["score"][rows] if outputs else np.empty(0, dtype=np.float32)
         answer = {"series": part.series,
                   **store.answer(str(part.series), len(part.rows), ends, scores, threshold)}
