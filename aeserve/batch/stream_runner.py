@@ -57,6 +57,8 @@ class RunnerMetrics:
                                     "series, by event.", ["model", "event"], registry=registry)
         self.series = Gauge("aeserve_stream_series", "Series whose state is kept.", ["model"],
                             registry=registry)
+        self.in_alarm = Gauge("aeserve_stream_series_in_alarm", "Series in alarm now.",
+                              ["model"], registry=registry)
         self.latency = Histogram("aeserve_stream_message_seconds", "From a message's receipt "
                                  "to its answer's acknowledgement by the broker.", ["model"],
                                  registry=registry)
@@ -111,6 +113,7 @@ def run(model_dir: Path, options: RunnerOptions, policy: AlarmPolicy, *, max_ser
                             total - events_before[event])
                         events_before[event] = total
                 metrics.series.labels(scorer.name).set(len(scorer.store))
+                metrics.in_alarm.labels(scorer.name).set(scorer.store.active_alarms)
             now = time.monotonic()
             if now - last_report >= options.progress_s:
                 rate = (answered - reported) / (now - last_report)
