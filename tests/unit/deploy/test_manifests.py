@@ -300,7 +300,8 @@ def test_grafana_dashboard_queries_what_the_server_exposes():
     for wanted in ("aeserve_requests_total", "aeserve_request_duration_seconds_bucket",
                    "aeserve_batch_rows_bucket", "aeserve_anomalies_total",
                    "aeserve_scored_rows_total", "aeserve_score_threshold_ratio_bucket",
-                   "aeserve_shadow_rows_total", "aeserve_feedback_labels_total"):
+                   "aeserve_shadow_rows_total", "aeserve_feedback_labels_total",
+                   "aeserve_stream_series_in_alarm", "aeserve_alarm_events_total"):
         assert wanted in every, f"no panel queries {wanted}"
     assert "histogram_quantile(0.99" in every
     # the drift panel reads the PSI that the alert rules record from the server's gauges
