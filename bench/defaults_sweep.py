@@ -19,7 +19,7 @@ cross_fit, the share of rows with the highest out-of-fold scores dropped before 
 refit_mads (0: instead, drop the rows whose out-of-fold score lies more than this many MADs
 above the median),
 score ("residual_cauchy", the default, with the residual scales from the held-out rows; or
-"mse_scaled").
+"mse_scaled"), loss ("squared": the squared error; or "cauchy", `cauchy_error`).
 
 The means are reported for the selection sets and the confirmation sets apart (bench/protocol.py).
 """
@@ -43,6 +43,7 @@ import torch  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
 from aeserve.training.export import ScoringGraph  # noqa: E402
+from aeserve.training.losses import squared_error  # noqa: E402
 from aeserve.training.model import AutoencoderConfig  # noqa: E402
 from aeserve.training.objectives import VariantOptions  # noqa: E402
 from aeserve.training.pipeline import split_normal_rows  # noqa: E402
@@ -52,8 +53,22 @@ from aeserve.training.trainer import TrainConfig, fold_assignment, train_autoenc
 from bench.protocol import CONFIRMATION, SEEDS, Split, dataset_paths, splits  # noqa: E402
 
 
+def cauchy_error(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The `"loss": "cauchy"` training loss: per row, sum_j log(1 + e_j / s_j), e_j the
+    squared error of feature j and s_j its median over the batch (not differentiated), the
+    likelihood the score is measured with, whose gradient 1 / (s_j + e_j) weighs down the rows
+    the network rebuilds worst."""
+    errors = (reconstruction - target) ** 2
+    scale = errors.detach().median(dim=-2, keepdim=True).values.clamp_min(1e-6)
+    return torch.log1p(errors / scale).sum(dim=-1)
+
+
 def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
     """Test scores (the exported graph's score, computed in torch) and training seconds."""
+    import aeserve.training.model as model_module
+
+    model_module.squared_error = (cauchy_error if cfg.get("loss") == "cauchy"
+                                  else squared_error)
     members = cfg.get("members", 1)
     model_config = AutoencoderConfig(input_dim=split.X_fit.shape[1],
                                      hidden_sizes=list(cfg.get("hidden", [64, 32, 8])),
