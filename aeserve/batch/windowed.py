@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
+from aeserve.artifact.card import ModelCard
 from aeserve.artifact.scores import p_values, verdicts
 from aeserve.artifact.streams import runnable
 from aeserve.artifact.windows import flatten, per_feature, series_order, window_rows
@@ -36,7 +37,9 @@ def read_table(path: Path, columns: list[str]) -> pa.Table:
     """The named columns of a CSV file, a Parquet file or a folder of them."""
     try:
         if not path.is_dir() and file_kind(path) == "csv":
-            return pv.read_csv(path, convert_options=pv.ConvertOptions(include_columns=columns))
+            # an empty cell is missing, in a text column too (as training reads it)
+            return pv.read_csv(path, convert_options=pv.ConvertOptions(
+                include_columns=columns, strings_can_be_null=True))
         return pa.concat_tables(pq.read_table(f, columns=columns)
                                 for f in parquet_files(path))
     except (pa.ArrowInvalid, KeyError) as exc:
@@ -78,9 +81,16 @@ def score_windowed_file(loaded: LoadedModel, data: Path, out: Path, *, id_column
     if missing:
         raise ScoringError(f"{data.name} lacks columns {missing}")
     X = readings_matrix(table, window.features)
+    for key in keys:
+        if table.column(key).null_count:
+            raise ScoringError(f"column {key!r} has {table.column(key).null_count} missing "
+                               "values: a reading without its series or time has no window")
     series = table.column(window.series_column).to_numpy() if window.series_column else None
     times = table.column(window.time_column).to_numpy() if window.time_column else None
-    rows = window_rows(*series_order(series, times, len(X)), window.size)
+    try:
+        rows = window_rows(*series_order(series, times, len(X)), window.size)
+    except ValueError as exc:
+        raise ScoringError(str(exc)) from None
     scores = np.full(len(X), np.nan, dtype=np.float32)
     errors = np.zeros((len(X), len(window.features)), dtype=np.float32) if top_k else None
     wanted = ("score", "feature_errors") if top_k else ("score",)
@@ -102,7 +112,8 @@ def score_windowed_file(loaded: LoadedModel, data: Path, out: Path, *, id_column
 
 
 def result_table(table: pa.Table, carried: list[str], scores: np.ndarray,
-                 errors: np.ndarray | None, top_k: int, card, features: list[str]) -> pa.Table:
+                 errors: np.ndarray | None, top_k: int, card: ModelCard,
+                 features: list[str]) -> pa.Table:
     """One row per reading, in the file's order: the carried columns, then score, is_anomaly,
     percentile and p_value (null where no window ends), then the top features."""
     scored = ~np.isnan(scores)

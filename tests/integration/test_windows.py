@@ -100,3 +100,16 @@ def test_aeserve_evaluate_scores_the_windows_of_a_labelled_file(windowed_model, 
     result = json.loads(capsys.readouterr().out)
     assert result["rows"] == 3 * 295 and result["anomalies"] == 10
     assert result["roc_auc"] > 0.95
+
+
+def test_aeserve_score_refuses_readings_without_their_series(windowed_model, tmp_path, capsys):
+    from aeserve.batch.cli import main as score_main
+
+    data, version = windowed_model
+    lines = data.read_text().splitlines()
+    broken = tmp_path / "broken.csv"
+    broken.write_text("\n".join([lines[0], "," + lines[1].split(",", 1)[1], *lines[2:]]) + "\n")
+    assert score_main(["--model", str(version), "--data", str(broken), "--out",
+                       str(tmp_path / "out.csv"), "--quiet"]) == 2
+    assert "column 'machine' has 1 missing values" in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
