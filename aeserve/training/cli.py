@@ -230,7 +230,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _load_and_train(args: argparse.Namespace, options: TrainOptions, spill_dir: Path,
                     window: WindowOptions | None) -> int:
-    keys = window.key_columns if window is not None else ()
+    # the series and time are columns of a CSV or Parquet file, arrays of their own in an NPZ
+    keys = (window.key_columns if window is not None and Path(args.data).suffix.lower() != ".npz"
+            else ())
     try:
         data = load_dataset(args.data, **reading_options(args), choice=ColumnChoice(
             label=args.label_column, id=args.id_column,

@@ -113,3 +113,16 @@ def test_aeserve_score_refuses_readings_without_their_series(windowed_model, tmp
                        str(tmp_path / "out.csv"), "--quiet"]) == 2
     assert "column 'machine' has 1 missing values" in capsys.readouterr().err
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_an_npz_archive_gives_its_series_as_an_array_of_its_own(tmp_path):
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.sin(np.arange(400) / 8), np.cos(np.arange(400) / 8)])
+    X += 0.03 * rng.normal(size=X.shape)
+    np.savez(tmp_path / "r.npz", X=X, machine=np.repeat(["m0", "m1"], 200),
+             step=np.tile(np.arange(200), 2))
+    assert training_main(["train", "--data", str(tmp_path / "r.npz"), "--name", "n", "--window",
+                          "4", "--series-column", "machine", "--time-column", "step",
+                          "--models-dir", str(tmp_path / "models"), "--quiet"]) == 0
+    card = ModelCard.read(tmp_path / "models" / "n" / "1" / "model.json")
+    assert card.training.rows_train == 2 * 197 and card.window.features == ["x0", "x1"]
