@@ -7,7 +7,8 @@ together are scored in one run (at most `--max-batch`). Delivery is at least onc
 (aeserve/batch/mqtt_link.py): a message is acknowledged only after its answer is safe with the
 broker. Progress is logged every `--progress-s` seconds, and `--metrics-port` serves Prometheus
 metrics (messages, readings, alarm starts and ends, series kept, time from receipt to answer).
-SIGTERM or SIGINT finish the messages in hand, then stop.
+SIGTERM or SIGINT stop it after the messages in hand; those whose answers the broker has not
+acknowledged yet are left unacknowledged, and come again.
 """
 
 from __future__ import annotations
