@@ -243,6 +243,9 @@ def test_compose_stream_runner_reads_the_brokers_topics_and_the_servers_models()
     assert command[command.index("--model") + 1].startswith(models[1] + "/")
     assert any(split_volume(v)[:2] == models[:2] for v in runner["volumes"])
     assert "9100" in " ".join(runner["healthcheck"]["test"])
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [j for j in scrape["scrape_configs"] if j["job_name"] == "aeserve-stream"]
+    assert job["static_configs"][0]["targets"] == [f"stream:{command[-1]}"]
     dockerfile = DEPLOY / broker["build"]["context"] / broker["build"]["dockerfile"]
     assert "listener 1883 0.0.0.0" in dockerfile.read_text()
 
