@@ -5,6 +5,7 @@ compared with the document's output; the rest is checked for what the document s
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 
@@ -64,10 +65,10 @@ def test_the_walk_through_runs_as_documented(tmp_path):
                             " ".join(line.rstrip("\\").strip() for line in lines[1:]))
     log = tmp_path / "runner.log"
     with open(log, "wb") as output:
-        runner = subprocess.Popen(runner_command.replace("--metrics-port 9100",
-                                                         f"--metrics-port {free_port()}"),
-                                  shell=True, cwd=tmp_path, stdout=output,
-                                  stderr=subprocess.STDOUT)
+        # no shell between: terminating it must stop the runner itself
+        runner = subprocess.Popen(shlex.split(runner_command.replace(
+            "--metrics-port 9100", f"--metrics-port {free_port()}")), cwd=tmp_path,
+            stdout=output, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: "subscribed to" in log.read_text(), timeout=60)
         out = run("python", publish.replace("1883", str(port)))
