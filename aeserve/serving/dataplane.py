@@ -137,9 +137,10 @@ def verdicts_in_force(card: ModelCard, outputs: dict[str, np.ndarray],
     """(threshold, verdicts) of an answer: the card's threshold and the verdicts the batch
     already holds, or the request's own threshold (the card left unchanged). Every protocol's
     answer and the prediction log take them from here, so they cannot disagree."""
-    if override is None:
-        return card.threshold, outputs["is_anomaly"]
-    return override, verdicts(outputs["score"], threshold_in_force(card, override))
+    threshold = threshold_in_force(card, override)
+    if override is None:  # the batch judged its rows by the card's threshold already
+        return threshold, outputs["is_anomaly"]
+    return threshold, verdicts(outputs["score"], threshold)
 
 
 def encode_response(operation: str, entry: ModelVersion, outputs: dict[str, np.ndarray],
