@@ -268,6 +268,17 @@ class ModelCard(_Strict):
                              "(name[t-k] ... name[t] for each step, oldest first)")
         return self
 
+    @property
+    def window_size(self) -> int:
+        """Readings per window: the card's window, or 1 for a model of single rows."""
+        return self.window.size if self.window is not None else 1
+
+    @property
+    def reading_features(self) -> list[str]:
+        """The features of one reading: a windowed model's `window.features`, else the
+        graph's inputs themselves."""
+        return list(self.window.features if self.window is not None else self.feature_names)
+
     def to_json(self) -> str:
         # A row model's card says nothing of windows: it reads as the version 2 it is.
         exclude = {"window"} if self.window is None else None

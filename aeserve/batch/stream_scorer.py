@@ -118,9 +118,8 @@ class StreamScorer:
         card = model.card
         self.name, self.version, self.card = model.entry.name, model.entry.version, card
         self.session = model.entry.session
-        self.size = card.window.size if card.window is not None else 1
-        self.features = list(card.window.features if card.window is not None
-                             else card.feature_names)
+        self.size = card.window_size
+        self.features = card.reading_features
         self.store = SeriesStore(self.size, len(self.features), policy, max_series=max_series,
                                  idle_s=idle_s)
 

@@ -84,7 +84,7 @@ class StreamService:
                 f"streams keep each series' readings in one process; this server runs "
                 f"{self.settings.workers} workers (AESERVE_WORKERS=1 for streams)")
         entry = self.repository.get(name)
-        features = features_of(entry)
+        features = entry.card.reading_features
         if self.decoder.decodes_inline(body, None):
             parts, explain = parse_stream_request(body, features, self.settings.max_rows)
         else:  # a large body is parsed off the event loop
@@ -121,7 +121,7 @@ class StreamService:
                                         slice(start, stop), threshold, explain, entry))
             start = stop
         return {"model": entry.name, "version": entry.version, "threshold": threshold,
-                "window": card.window.size if card.window is not None else 1,
+                "window": card.window_size,
                 "series": answers}
 
     def _answer(self, store: SeriesStore, part: StreamPart, ends: np.ndarray,
@@ -134,8 +134,8 @@ class StreamService:
                   **store.answer(str(part.series), len(part.rows), ends, scores, threshold)}
         if explain:
             errors = outputs["feature_errors"][rows] if outputs else np.empty((0, 0))
-            size = entry.card.window.size if entry.card.window is not None else 1
-            found = (explanations(per_feature(errors, size), features_of(entry), TOP_K)
+            found = (explanations(per_feature(errors, entry.card.window_size),
+                                  entry.card.reading_features, TOP_K)
                      if len(errors) else [])
             answer["explanations"] = [None] * len(part.rows)
             for k, end in enumerate(ends.tolist()):
@@ -146,9 +146,9 @@ class StreamService:
         """The model's series state, made afresh when the window, the features or the alarm
         policy changed (a new version, or config.json edited)."""
         card = entry.card
-        size = card.window.size if card.window is not None else 1
+        size = card.window_size
         policy = self.repository.models[entry.name].alarm
-        shape = (size, tuple(features_of(entry)), policy)
+        shape = (size, tuple(card.reading_features), policy)
         streams = self.models.get(entry.name)
         if streams is None or streams.shape != shape:
             store = SeriesStore(size, len(shape[1]), policy,
@@ -172,12 +172,6 @@ class StreamService:
                 setattr(reported, reason, total)
         metrics.stream_series.labels(name).set(len(streams.store))
         metrics.stream_series_in_alarm.labels(name).set(streams.store.active_alarms)
-
-
-def features_of(entry: ModelVersion) -> list[str]:
-    """The features of one reading: a windowed model's `window.features`, else the card's."""
-    card = entry.card
-    return list(card.window.features) if card.window is not None else list(card.feature_names)
 
 
 def parse_stream_request(body: bytes, features: list[str], max_rows: int

@@ -118,3 +118,10 @@ def test_a_windowed_card_round_trips_as_schema_version_3():
 def test_a_windowed_card_must_say_its_window_consistently(overrides, message):
     with pytest.raises(ValidationError, match=message):
         ModelCard.model_validate(windowed_card_dict(**overrides))
+
+
+def test_a_card_says_what_one_reading_holds_windowed_or_not():
+    row = ModelCard.model_validate(card_dict())
+    assert row.window_size == 1 and row.reading_features == ["a", "b", "c"]
+    windowed = ModelCard.model_validate(windowed_card_dict())
+    assert windowed.window_size == 3 and windowed.reading_features == ["a"]
