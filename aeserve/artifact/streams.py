@@ -60,6 +60,17 @@ class StoreCounts:
     expired: int = 0
     events: dict[str, int] = field(default_factory=lambda: {"start": 0, "end": 0})
 
+    def advance(self, to: StoreCounts) -> list[tuple[str, str, int]]:
+        """Bring these counts (those already reported) up to `to`, and say what happened in
+        between: ("event", "start" | "end", n) and ("dropped", "evicted" | "expired", n), each
+        with n > 0, for counters that only go up."""
+        news = [("event", event, to.events[event] - self.events[event]) for event in self.events]
+        news += [("dropped", reason, getattr(to, reason) - getattr(self, reason))
+                 for reason in ("evicted", "expired")]
+        self.events = dict(to.events)
+        self.evicted, self.expired = to.evicted, to.expired
+        return [(kind, label, n) for kind, label, n in news if n > 0]
+
 
 class SeriesStore:
     """The state of every live series of one model (module docstring). Not thread-safe: the

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aeserve.artifact.alarms import AlarmPolicy
+from aeserve.artifact.streams import StoreCounts
 from aeserve.batch.model import ScoringError, load_model
 from aeserve.batch.mqtt_link import BrokerTopic, MqttLink
 from aeserve.batch.stream_scorer import StreamScorer
@@ -56,6 +57,9 @@ class RunnerMetrics:
                                 ["model"], registry=registry)
         self.alarm_events = Counter("aeserve_alarm_events", "Alarm starts and ends of the "
                                     "series, by event.", ["model", "event"], registry=registry)
+        self.dropped = Counter("aeserve_stream_dropped_series", "Series whose state was "
+                               "dropped, by reason: evicted (beyond --max-series), expired "
+                               "(idle).", ["model", "reason"], registry=registry)
         self.series = Gauge("aeserve_stream_series", "Series whose state is kept.", ["model"],
                             registry=registry)
         self.in_alarm = Gauge("aeserve_stream_series_in_alarm", "Series in alarm now.",
@@ -84,7 +88,7 @@ def run(model_dir: Path, options: RunnerOptions, policy: AlarmPolicy, *, max_ser
              options.source.port, options.source.topic, options.sink.host, options.sink.port,
              options.sink.topic)
     answered = 0
-    events_before = dict(scorer.store.counts.events)
+    counted = StoreCounts()  # the store's counts already in the metrics
     last_report, reported = time.monotonic(), 0
     try:
         while not stopping.is_set():
@@ -108,11 +112,9 @@ def run(model_dir: Path, options: RunnerOptions, policy: AlarmPolicy, *, max_ser
                     source.ack(message)
                     metrics.latency.labels(scorer.name).observe(done - message.received_at)
                 answered += len(taken)
-                for event, total in scorer.store.counts.events.items():
-                    if total > events_before[event]:
-                        metrics.alarm_events.labels(scorer.name, event).inc(
-                            total - events_before[event])
-                        events_before[event] = total
+                for kind, label, n in counted.advance(scorer.store.counts):
+                    counter = metrics.alarm_events if kind == "event" else metrics.dropped
+                    counter.labels(scorer.name, label).inc(n)
                 metrics.series.labels(scorer.name).set(len(scorer.store))
                 metrics.in_alarm.labels(scorer.name).set(scorer.store.active_alarms)
             now = time.monotonic()

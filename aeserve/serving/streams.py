@@ -160,16 +160,10 @@ class StreamService:
 
     def _report(self, name: str, streams: _ModelStreams) -> None:
         """Bring the stream metrics up to the store's counts."""
-        counts, reported, metrics = streams.store.counts, streams.reported, self.metrics
-        for event, total in counts.events.items():
-            if total > reported.events[event]:
-                metrics.alarm_events.labels(name, event).inc(total - reported.events[event])
-                reported.events[event] = total
-        for reason in ("evicted", "expired"):
-            total, before = getattr(counts, reason), getattr(reported, reason)
-            if total > before:
-                metrics.stream_dropped_series.labels(name, reason).inc(total - before)
-                setattr(reported, reason, total)
+        metrics = self.metrics
+        for kind, label, n in streams.reported.advance(streams.store.counts):
+            counter = metrics.alarm_events if kind == "event" else metrics.stream_dropped_series
+            counter.labels(name, label).inc(n)
         metrics.stream_series.labels(name).set(len(streams.store))
         metrics.stream_series_in_alarm.labels(name).set(streams.store.active_alarms)
 

@@ -94,3 +94,13 @@ def test_a_lone_window_is_run_twice_over_and_more_as_they_are():
     assert runnable(one).tolist() == [[1.0, 2.0], [1.0, 2.0]]
     two = np.zeros((2, 2), dtype=np.float32)
     assert runnable(two) is two
+
+
+def test_counts_advance_reports_only_what_happened_since():
+    from aeserve.artifact.streams import StoreCounts
+
+    reported, now = StoreCounts(), StoreCounts(evicted=3, events={"start": 2, "end": 0})
+    assert reported.advance(now) == [("event", "start", 2), ("dropped", "evicted", 3)]
+    now.events["end"], now.expired = 1, 4
+    assert reported.advance(now) == [("event", "end", 1), ("dropped", "expired", 4)]
+    assert reported.advance(now) == []
