@@ -25,11 +25,9 @@ from typing import Any
 import numpy as np
 
 from aeserve.artifact.alarms import AlarmPolicy
-from aeserve.artifact.streams import SeriesStore, runnable
+from aeserve.artifact.streams import MAX_SERIES_LENGTH, SeriesStore, is_series_name, runnable
 from aeserve.batch.model import LoadedModel
 
-#: Longest series name or id (characters), as the server's.
-MAX_ID_LENGTH = 256
 #: Most readings in one message.
 MAX_READINGS = 10_000
 #: Characters of a refused message quoted in its error answer.
@@ -72,10 +70,10 @@ def parse_message(payload: bytes, width: int) -> Readings:
     for name, value in (("series", series), ("id", message.get("id"))):
         if name == "id" and value is None:
             continue
-        if (isinstance(value, bool) or not isinstance(value, str | int) or value == ""
-                or len(str(value)) > MAX_ID_LENGTH):
+        if not is_series_name(value):  # an id follows the rule of series names
             raise MessageError("invalid_message", f'"{name}" must be a non-empty string or an '
-                                                  f"integer of at most {MAX_ID_LENGTH} characters")
+                                                  f"integer of at most {MAX_SERIES_LENGTH} "
+                                                  "characters")
     rows = message["rows"] if "rows" in message else [message["row"]]
     return Readings(series, _matrix(rows, width), message.get("id"))
 

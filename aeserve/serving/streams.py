@@ -25,9 +25,15 @@ import numpy as np
 
 from aeserve.artifact.alarms import AlarmPolicy
 from aeserve.artifact.scores import explanations
-from aeserve.artifact.streams import SeriesStore, StoreCounts, runnable
+from aeserve.artifact.streams import (
+    MAX_SERIES_LENGTH,
+    SeriesStore,
+    StoreCounts,
+    is_series_name,
+    runnable,
+)
 from aeserve.artifact.windows import per_feature
-from aeserve.serving.codecs import MAX_ID_LENGTH, check_rows, decode_rows, dumps, parse_json
+from aeserve.serving.codecs import check_rows, decode_rows, dumps, parse_json
 from aeserve.serving.dataplane import require_finite
 from aeserve.serving.decoding import BodyDecoder
 from aeserve.serving.errors import (
@@ -196,10 +202,9 @@ def parse_stream_request(body: bytes, features: list[str], max_rows: int
         if not isinstance(item, dict) or set(item) != {"series", "rows"}:
             raise MissingInstances(f'{where} must hold exactly "series" and "rows"')
         series = item["series"]
-        if isinstance(series, bool) or not isinstance(series, str | int) or len(
-                str(series)) > MAX_ID_LENGTH or series == "":
+        if not is_series_name(series):
             raise InvalidInstances(f"{where}: series must be a non-empty string or an integer "
-                                   f"of at most {MAX_ID_LENGTH} characters")
+                                   f"of at most {MAX_SERIES_LENGTH} characters")
         rows = decode_rows(item["rows"], features, max_rows, field="rows")
         total += len(rows)
         if total > max_rows:

@@ -104,3 +104,11 @@ def test_counts_advance_reports_only_what_happened_since():
     now.events["end"], now.expired = 1, 4
     assert reported.advance(now) == [("event", "end", 1), ("dropped", "expired", 4)]
     assert reported.advance(now) == []
+
+
+def test_a_series_is_named_by_a_short_string_or_an_integer():
+    from aeserve.artifact.streams import is_series_name
+
+    assert is_series_name("pump-7") and is_series_name(7) and is_series_name("x" * 256)
+    for bad in ("", "x" * 257, True, 1.5, None, ["a"], 10 ** 256):
+        assert not is_series_name(bad), bad
