@@ -115,23 +115,15 @@ class BatchScorer:
         if not 0 <= top_k <= card.input_dim:
             raise ScoringError(f"--top-k must lie between 0 and the model's {card.input_dim} "
                                f"features, got {top_k}")
-        reserved = {*RESULT_COLUMNS, *self._top_names(top_k)}
         self.card = card
         self.session = session
         self.top_k = top_k
         self.id_column = id_column
-        #: The input columns copied to the output, first (the id, then the kept ones), each with
-        #: its output name: its own, or `NAME_input` where the output has a column NAME (a
-        #: label named is_anomaly keeps its values beside the model's verdict).
-        carried = list(dict.fromkeys([*([id_column] if id_column else []), *keep_columns]))
-        self.carried = {name: f"{name}_input" if name in reserved else name for name in carried}
+        #: The input columns copied to the output, by their output names (`carried_columns`).
+        self.carried = carried_columns(id_column, keep_columns, top_k)
         self.outputs = ("score", "feature_errors") if top_k else ("score",)
         self._names = pa.array(card.feature_names, pa.string())
         self._percentiles = Percentiles(card.score_quantiles)
-
-    @staticmethod
-    def _top_names(top_k: int) -> list[str]:
-        return [f"top{i}_{kind}" for i in range(1, top_k + 1) for kind in ("feature", "error")]
 
     @property
     def input_columns(self) -> list[str]:
@@ -146,28 +138,7 @@ class BatchScorer:
 
     def features(self, batch: pa.RecordBatch | pa.Table, first_row: int = 0) -> np.ndarray:
         """The float32 matrix [N, d] in the card's feature order, every value checked finite."""
-        names = self.card.feature_names
-        X = np.empty((batch.num_rows, len(names)), dtype=np.float32)
-        for j, name in enumerate(names):
-            column = batch.column(name)
-            kind = column.type
-            if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)
-                    or pa.types.is_boolean(kind)):
-                raise ScoringError(f"column {name!r} is not numeric (type {kind})")
-            if column.null_count:
-                row = first_row + int(np.flatnonzero(column.is_null().to_numpy(
-                    zero_copy_only=False))[0])
-                raise ScoringError(f"column {name!r} has a missing value in row {row} "
-                                   f"({column.null_count} in this batch)")
-            with np.errstate(over="ignore"):  # beyond float32's range: inf, reported below
-                X[:, j] = column.to_numpy(zero_copy_only=False)
-        # A float64 sum of float32 values is finite exactly when every value is.
-        if not np.isfinite(X.sum(dtype=np.float64)):
-            bad = ~np.isfinite(X)
-            row, col = map(int, np.argwhere(bad)[0])
-            raise ScoringError(f"non-finite value in row {first_row + row}, column "
-                               f"{names[col]!r} (values beyond float32's range count too)")
-        return X
+        return feature_matrix(batch, self.card.feature_names, first_row)
 
     def score(self, batch: pa.RecordBatch | pa.Table, first_row: int = 0) -> pa.Table:
         """Score one batch; `first_row` is the position of its first row in the whole input.
@@ -184,25 +155,78 @@ class BatchScorer:
         if pad:
             X = np.concatenate([np.repeat(X[:1], pad, axis=0), X])
         outputs = {name: values[pad:] for name, values in self.session.run(X, self.outputs).items()}
-        scores = outputs["score"]
-        columns: dict[str, pa.Array | pa.ChunkedArray] = {}
-        for name, out_name in self.carried.items():
-            columns[out_name] = batch.column(name)
-        columns["score"] = pa.array(scores, pa.float32())
-        columns["is_anomaly"] = pa.array(verdicts(scores, self.card.threshold), pa.bool_())
-        percentile = self._percentiles(scores)
-        columns["percentile"] = pa.array(percentile.round(3), pa.float64())
-        columns["p_value"] = pa.array(p_values(scores, self.card.score_quantiles, percentile),
-                                      pa.float64())
-        if self.top_k:
-            errors = outputs["feature_errors"]
-            # Largest error first; a stable sort breaks ties by feature order, so every engine
-            # and every batch split ranks alike.
-            order = np.argsort(-errors, axis=1, kind="stable")[:, :self.top_k]
-            rows = np.arange(len(errors))[:, None]
-            top_errors = errors[rows, order]
-            for i in range(self.top_k):
-                columns[f"top{i + 1}_feature"] = pa.DictionaryArray.from_arrays(
-                    pa.array(order[:, i].astype(np.int32)), self._names)
-                columns[f"top{i + 1}_error"] = pa.array(top_errors[:, i], pa.float32())
+        columns: dict[str, pa.Array | pa.ChunkedArray] = {
+            out_name: batch.column(name) for name, out_name in self.carried.items()}
+        columns.update(result_columns(self.card, self._percentiles, self._names,
+                                      outputs["score"], outputs.get("feature_errors"),
+                                      self.top_k))
         return pa.table(columns)
+
+
+def carried_columns(id_column: str | None, keep_columns: Sequence[str],
+                    top_k: int) -> dict[str, str]:
+    """The input columns copied to the output, first (the id, then the kept ones), each with
+    its output name: its own, or `NAME_input` where the output has a column NAME (a label named
+    is_anomaly keeps its values beside the model's verdict)."""
+    reserved = {*RESULT_COLUMNS,
+                *(f"top{i}_{kind}" for i in range(1, top_k + 1) for kind in ("feature", "error"))}
+    carried = dict.fromkeys([*([id_column] if id_column else []), *keep_columns])
+    return {name: f"{name}_input" if name in reserved else name for name in carried}
+
+
+def feature_matrix(batch: pa.RecordBatch | pa.Table, names: Sequence[str],
+                   first_row: int = 0) -> np.ndarray:
+    """The float32 matrix [N, len(names)] of the named columns, every value present, numeric
+    and finite, or the ScoringError naming the first that is not (`first_row`: the batch's
+    first row in the whole input)."""
+    X = np.empty((batch.num_rows, len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        column = batch.column(name)
+        kind = column.type
+        if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)
+                or pa.types.is_boolean(kind)):
+            raise ScoringError(f"column {name!r} is not numeric (type {kind})")
+        if column.null_count:
+            row = first_row + int(np.flatnonzero(column.is_null().to_numpy(
+                zero_copy_only=False))[0])
+            raise ScoringError(f"column {name!r} has a missing value in row {row} "
+                               f"({column.null_count} in this batch)")
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, reported below
+            X[:, j] = column.to_numpy(zero_copy_only=False)
+    # A float64 sum of float32 values is finite exactly when every value is.
+    if not np.isfinite(X.sum(dtype=np.float64)):
+        bad = ~np.isfinite(X)
+        row, col = map(int, np.argwhere(bad)[0])
+        raise ScoringError(f"non-finite value in row {first_row + row}, column "
+                           f"{names[col]!r} (values beyond float32's range count too)")
+    return X
+
+
+def result_columns(card: ModelCard, percentiles: Percentiles, feature_names: pa.Array,
+                   scores: np.ndarray, errors: np.ndarray | None, top_k: int,
+                   unscored: np.ndarray | None = None) -> dict[str, pa.Array]:
+    """score, is_anomaly, percentile, p_value and the `top_k` features of each row (their
+    names from `feature_names`, a string array), as the server answers them. `unscored` marks
+    rows that have no score (a windowed model's readings before their series' first full
+    window): their columns are null."""
+    if unscored is not None:  # any value will do where the column is null
+        scores = np.where(unscored, 0.0, scores).astype(np.float32)
+    percentile = percentiles(scores)
+    columns = {
+        "score": pa.array(scores, pa.float32(), mask=unscored),
+        "is_anomaly": pa.array(verdicts(scores, card.threshold), pa.bool_(), mask=unscored),
+        "percentile": pa.array(percentile.round(3), pa.float64(), mask=unscored),
+        "p_value": pa.array(p_values(scores, card.score_quantiles, percentile), pa.float64(),
+                            mask=unscored),
+    }
+    if top_k:
+        # Largest error first; a stable sort breaks ties by feature order, so every engine
+        # and every batch split ranks alike.
+        order = np.argsort(-errors, axis=1, kind="stable")[:, :top_k]
+        top_errors = errors[np.arange(len(errors))[:, None], order]
+        for i in range(top_k):
+            columns[f"top{i + 1}_feature"] = pa.DictionaryArray.from_arrays(
+                pa.array(order[:, i].astype(np.int32), mask=unscored), feature_names)
+            columns[f"top{i + 1}_error"] = pa.array(top_errors[:, i], pa.float32(),
+                                                    mask=unscored)
+    return columns

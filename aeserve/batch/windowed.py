@@ -20,13 +20,18 @@ import pyarrow as pa
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
-from aeserve.artifact.card import ModelCard
-from aeserve.artifact.scores import p_values, verdicts
+from aeserve.artifact.scores import verdicts
 from aeserve.artifact.streams import runnable
 from aeserve.artifact.windows import flatten, per_feature, series_order, window_rows
 from aeserve.batch.files import Sink, file_kind, parquet_files
 from aeserve.batch.local import Summary
-from aeserve.batch.model import LoadedModel, ScoringError
+from aeserve.batch.model import (
+    LoadedModel,
+    ScoringError,
+    carried_columns,
+    feature_matrix,
+    result_columns,
+)
 from aeserve.batch.quantiles import Percentiles
 
 #: Windows per onnxruntime run: memory holds one run's windows (W x d float32 each).
@@ -46,24 +51,6 @@ def read_table(path: Path, columns: list[str]) -> pa.Table:
         raise ScoringError(f"{path.name}: cannot read the columns {columns}: {exc}") from None
 
 
-def readings_matrix(table: pa.Table, features: Sequence[str]) -> np.ndarray:
-    """The readings as float32 [rows, d], every value present, numeric and finite."""
-    X = np.empty((table.num_rows, len(features)), dtype=np.float32)
-    for j, name in enumerate(features):
-        column = table.column(name)
-        if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)
-                or pa.types.is_boolean(column.type)):
-            raise ScoringError(f"column {name!r} is not numeric (type {column.type})")
-        if column.null_count:
-            raise ScoringError(f"column {name!r} has {column.null_count} missing values")
-        with np.errstate(over="ignore"):
-            X[:, j] = column.to_numpy()
-    if not np.isfinite(X.sum(dtype=np.float64)):
-        row, col = map(int, np.argwhere(~np.isfinite(X))[0])
-        raise ScoringError(f"non-finite value in row {row}, column {features[col]!r}")
-    return X
-
-
 def score_windowed_file(loaded: LoadedModel, data: Path, out: Path, *, id_column: str | None,
                         keep_columns: Sequence[str], top_k: int) -> Summary:
     """Score every reading of `data` with the windowed model `loaded` into `out`."""
@@ -71,16 +58,16 @@ def score_windowed_file(loaded: LoadedModel, data: Path, out: Path, *, id_column
     entry, card = loaded.entry, loaded.card
     window = card.window
     keys = [c for c in (window.series_column, window.time_column) if c is not None]
-    carried = list(dict.fromkeys([*([id_column] if id_column else []), *keep_columns]))
+    carried = carried_columns(id_column, keep_columns, top_k)
     if not 0 <= top_k <= len(window.features):
         raise ScoringError(f"--top-k must lie between 0 and the model's "
                            f"{len(window.features)} features, got {top_k}")
-    columns = list(dict.fromkeys([*window.features, *keys, *carried]))
-    table = read_table(data, columns)
-    missing = [c for c in columns if c not in table.column_names]
+    needed = list(dict.fromkeys([*window.features, *keys, *carried]))
+    table = read_table(data, needed)
+    missing = [c for c in needed if c not in table.column_names]
     if missing:
         raise ScoringError(f"{data.name} lacks columns {missing}")
-    X = readings_matrix(table, window.features)
+    X = feature_matrix(table, window.features)
     for key in keys:
         if table.column(key).null_count:
             raise ScoringError(f"column {key!r} has {table.column(key).null_count} missing "
@@ -102,39 +89,14 @@ def score_windowed_file(loaded: LoadedModel, data: Path, out: Path, *, id_column
         if errors is not None:
             errors[part[:, -1]] = per_feature(out_part["feature_errors"][:len(part)],
                                               window.size)
-    result = result_table(table, carried, scores, errors, top_k, card, window.features)
+    # one row per reading, in the file's order: null results where no window ends
+    columns = {out_name: table.column(name) for name, out_name in carried.items()}
+    columns.update(result_columns(card, Percentiles(card.score_quantiles),
+                                  pa.array(window.features, pa.string()), scores, errors,
+                                  top_k, unscored=np.isnan(scores)))
     with Sink(out) as sink:
-        sink.write(result)
+        sink.write(pa.table(columns))
     anomalies = int(verdicts(scores[~np.isnan(scores)], card.threshold).sum())
     return Summary(engine="windowed", model=entry.name, version=entry.version,
                    threshold=card.threshold, rows=len(X), anomalies=anomalies,
                    seconds=time.perf_counter() - started, out=out)
-
-
-def result_table(table: pa.Table, carried: list[str], scores: np.ndarray,
-                 errors: np.ndarray | None, top_k: int, card: ModelCard,
-                 features: list[str]) -> pa.Table:
-    """One row per reading, in the file's order: the carried columns, then score, is_anomaly,
-    percentile and p_value (null where no window ends), then the top features."""
-    scored = ~np.isnan(scores)
-    columns: dict[str, pa.Array] = {}
-    for name in carried:
-        columns[name if name not in ("score", "is_anomaly", "percentile", "p_value")
-                else f"{name}_input"] = table.column(name)
-    mask = ~scored
-    columns["score"] = pa.array(scores, pa.float32(), mask=mask)
-    columns["is_anomaly"] = pa.array(verdicts(np.nan_to_num(scores), card.threshold),
-                                     pa.bool_(), mask=mask)
-    percentile = Percentiles(card.score_quantiles)(np.nan_to_num(scores))
-    columns["percentile"] = pa.array(percentile.round(3), pa.float64(), mask=mask)
-    columns["p_value"] = pa.array(p_values(np.nan_to_num(scores), card.score_quantiles,
-                                           percentile), pa.float64(), mask=mask)
-    if errors is not None:
-        order = np.argsort(-errors, axis=1, kind="stable")[:, :top_k]
-        top = errors[np.arange(len(errors))[:, None], order]
-        names = pa.array(features, pa.string())
-        for i in range(top_k):
-            columns[f"top{i + 1}_feature"] = pa.DictionaryArray.from_arrays(
-                pa.array(order[:, i].astype(np.int32), mask=mask), names)
-            columns[f"top{i + 1}_error"] = pa.array(top[:, i], pa.float32(), mask=mask)
-    return pa.table(columns)
