@@ -172,17 +172,7 @@ def read_key_columns(path: str | Path, columns: list[str], na_values: Sequence[s
         table = pa.concat_tables(tables)
         first_line = None
     else:
-        import pyarrow.csv as pv
-
-        try:
-            table = pv.read_csv(path, parse_options=pv.ParseOptions(
-                delimiter=delimiter or sniff_delimiter(path)),
-                convert_options=pv.ConvertOptions(null_values=list(na_values),
-                                                  strings_can_be_null=True,
-                                                  include_columns=columns))
-        except Exception as exc:  # pyarrow raises its own ArrowInvalid family
-            raise DataError(f"cannot read the columns {columns} of {path.name}: {exc}") from exc
-        first_line = 2
+        table, first_line = _read_csv(path, na_values, delimiter, columns), 2
     keys = {}
     for name in columns:
         column = table.column(name)
@@ -227,14 +217,17 @@ def sniff_delimiter(path: Path) -> str:
         return ","
 
 
-def _read_csv(path: Path, na_values: Sequence[str], delimiter: str | None) -> pa.Table:
+def _read_csv(path: Path, na_values: Sequence[str], delimiter: str | None,
+              columns: list[str] | None = None) -> pa.Table:
+    """The whole CSV file, or its `columns` only."""
     import pyarrow.csv as pv
 
     try:
         table = pv.read_csv(
             path, parse_options=pv.ParseOptions(delimiter=delimiter or sniff_delimiter(path)),
             convert_options=pv.ConvertOptions(null_values=list(na_values),
-                                              strings_can_be_null=True))
+                                              strings_can_be_null=True,
+                                              include_columns=columns or []))
     except Exception as exc:  # pyarrow raises its own ArrowInvalid family
         raise DataError(f"cannot parse CSV {path.name}: {exc}") from exc
     return table
