@@ -45,6 +45,23 @@ def _hotelling(codes_fit: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return np.mean(distances, axis=0)
 
 
+def disagreement_scores(y_fit: np.ndarray, y_test: np.ndarray, z_test: np.ndarray,
+                        s_held_out: np.ndarray) -> dict[str, np.ndarray]:
+    """The members' mean squared error is the error of their mean reconstruction plus their
+    spread (disagreement) on the row: rules that weigh the spread apart. Ensembles disagree most
+    far from the training data, so the spread alone might find anomalies that the mean
+    reconstruction rebuilds (rows between clusters)."""
+    spread_fit = ((y_fit - y_fit.mean(axis=0)) ** 2).mean(axis=0)
+    spread_test = ((y_test - y_test.mean(axis=0)) ** 2).mean(axis=0)
+    bias_test = (y_test.mean(axis=0) - z_test) ** 2
+    return {
+        "cauchy_spread_counted_twice": np.log1p((bias_test + 2 * spread_test)
+                                                / s_held_out).mean(axis=1),
+        "cauchy_of_spread_alone": np.log1p(spread_test
+                                           / _floored(np.median(spread_fit, axis=0))).mean(axis=1),
+    }
+
+
 def scores(split: Split) -> dict[str, np.ndarray]:
     """Every score rule's test scores, from one default model trained on `split`."""
     members = defaults.MEMBERS
@@ -57,13 +74,14 @@ def scores(split: Split) -> dict[str, np.ndarray]:
                                    members=members),
         TrainConfig(seed=split.seed, progress=False), folds=folds).model
     with torch.no_grad():
-        def codes_and_errors(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            z = torch.as_tensor(rows, dtype=torch.float32)
-            code, z_hat = model(z)
-            return code.numpy(), ((z_hat - z) ** 2).numpy()  # [K, N, c], [K, N, d]
+        def codes_and_reconstructions(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            code, z_hat = model(torch.as_tensor(rows, dtype=torch.float32))
+            return code.numpy(), z_hat.numpy()  # [K, N, c], [K, N, d]
 
-        code_fit, e_fit = codes_and_errors(Z)
-        code_test, e_test = codes_and_errors(scaler.transform(split.X_test))
+        z_test = scaler.transform(split.X_test).astype(np.float32)
+        code_fit, y_fit = codes_and_reconstructions(Z)
+        code_test, y_test = codes_and_reconstructions(z_test)
+    e_fit, e_test = (y_fit - Z) ** 2, (y_test - z_test) ** 2
     held_out = e_fit[folds, np.arange(len(Z))]  # each row's error from the member that never saw it
     s_held_out = _floored(np.median(held_out, axis=0))
     s_train = _floored(np.median(e_fit, axis=1).mean(axis=0))
@@ -79,6 +97,7 @@ def scores(split: Split) -> dict[str, np.ndarray]:
         "hotelling_t2": t2_test,
         "mse_plus_t2": mse_test / np.median(mse_fit) + t2_test / np.median(t2_fit),
         "cauchy_plus_half_t2": cauchy_sum_test + 0.5 * t2_test,
+        **disagreement_scores(y_fit, y_test, z_test, s_held_out),
     }
 
 
