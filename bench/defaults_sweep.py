@@ -19,7 +19,9 @@ cross_fit, the share of rows with the highest out-of-fold scores dropped before 
 refit_mads (0: instead, drop the rows whose out-of-fold score lies more than this many MADs
 above the median),
 score ("residual_cauchy", the default, with the residual scales from the held-out rows; or
-"mse_scaled"), loss ("squared": the squared error; or "cauchy", `cauchy_error`).
+"mse_scaled"), loss ("squared": the squared error; or "cauchy", `cauchy_error`), memory (none;
+or {"items": 50, "shrink": 1.0, "entropy": 2e-4, "cosine": true, "temperature": 1.0}:
+`MemoryAutoencoder`).
 
 The means are reported for the selection sets and the confirmation sets apart (bench/protocol.py).
 """
@@ -36,19 +38,21 @@ import dataclasses  # noqa: E402
 import json  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import ClassVar  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
 from aeserve.training.export import ScoringGraph  # noqa: E402
 from aeserve.training.losses import squared_error  # noqa: E402
-from aeserve.training.model import AutoencoderConfig  # noqa: E402
+from aeserve.training.model import Autoencoder, AutoencoderConfig  # noqa: E402
 from aeserve.training.objectives import VariantOptions  # noqa: E402
 from aeserve.training.pipeline import split_normal_rows  # noqa: E402
 from aeserve.training.preprocessing import fit_scaler  # noqa: E402
-from aeserve.training.residual_scale import residual_scale  # noqa: E402
+from aeserve.training.residual_scale import FLOOR, FLOOR_SHARE, residual_scale  # noqa: E402
 from aeserve.training.trainer import TrainConfig, fold_assignment, train_autoencoder  # noqa: E402
 from bench.protocol import CONFIRMATION, SEEDS, Split, dataset_paths, splits  # noqa: E402
 
@@ -63,12 +67,90 @@ def cauchy_error(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Te
     return torch.log1p(errors / scale).sum(dim=-1)
 
 
+class MemoryAutoencoder(Autoencoder):
+    """The `"memory"` configuration: a memory-augmented autoencoder (Gong et al., "Memorizing
+    Normality to Detect Anomaly", ICCV 2019), one memory per member.
+
+    The code z is replaced by a combination of `items` learned prototypes m_i before decoding:
+    w = softmax(sim(z, m_i) / temperature), weights below `shrink` / items cut to zero (the
+    paper's hard shrinkage), the rest renormalised, z' = sum_i w_i m_i; the loss adds `entropy`
+    times the weights' entropy, which keeps them sparse. The decoder can then only rebuild
+    combinations of prototypes of the training rows, so it cannot generalise to an anomaly,
+    however many of them the training rows hold. With `"both": true` every member decodes z and
+    z' alike, is trained on both reconstructions, and the score adds their Cauchy terms
+    (`memory_and_plain_scores`). A measurement, not a variant of the product.
+    """
+
+    options: ClassVar[dict] = {}
+
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__(config)
+        items, code = self.options.get("items", 50), config.hidden_sizes[-1]
+        self.memory = torch.nn.Parameter(  # drawn after the trainer seeds torch
+            torch.randn(config.members, items, code) / code ** 0.5)
+        self._weights = torch.empty(0)
+
+    def read(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory's read-out z' for codes z, and its addressing weights."""
+        memory = self.memory if z.dim() == 3 else self.memory[0]
+        if self.options.get("cosine", True):  # the paper's similarity
+            logits = F.normalize(z, dim=-1) @ F.normalize(memory, dim=-1).transpose(-1, -2)
+        else:
+            logits = z @ memory.transpose(-1, -2)
+        w = torch.softmax(logits / self.options.get("temperature", 1.0), dim=-1)
+        cut = self.options.get("shrink", 1.0) / memory.shape[-2]
+        w = F.relu(w - cut) * w / ((w - cut).abs() + 1e-12)
+        w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        return w @ memory, w
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        z = super().encode(x)
+        if self.options.get("both", False):
+            return z
+        read_out, self._weights = self.read(z)
+        return read_out
+
+    def reconstruction_loss(self, code: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = super().reconstruction_loss(code, target)
+        w = self._weights
+        if self.options.get("both", False):
+            read_out, w = self.read(code)
+            loss = loss + super().reconstruction_loss(read_out, target)
+        entropy = -(w * torch.log(w + 1e-12)).sum(dim=-1)
+        return loss + self.options.get("entropy", 2e-4) * entropy
+
+
+def memory_and_plain_scores(model: MemoryAutoencoder, scaler, X_held_out: np.ndarray,
+                            folds: np.ndarray, X_test: np.ndarray) -> np.ndarray:
+    """`"both"`: the Cauchy score of the members' decoded codes plus that of their decoded
+    memory read-outs, each feature's scale from the cross-fitted held-out errors."""
+    def errors(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = torch.as_tensor(scaler.transform(X), dtype=torch.float32)
+        code = model.encode(z)
+        return (((model.decode(code) - z) ** 2).numpy(),
+                ((model.decode(model.read(code)[0]) - z) ** 2).numpy())
+
+    model.eval()
+    with torch.no_grad():
+        held_out, test = errors(X_held_out), errors(X_test)
+    rows = np.arange(len(X_held_out))
+    score = np.zeros(len(X_test))
+    for fit, new in zip(held_out, test, strict=True):
+        median = np.median(fit[folds, rows], axis=0)
+        scale = np.maximum(median, FLOOR_SHARE * median.mean() + FLOOR)
+        score += np.log1p(new.mean(axis=0) / scale).mean(axis=1)
+    return score
+
+
 def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
     """Test scores (the exported graph's score, computed in torch) and training seconds."""
     import aeserve.training.model as model_module
+    import aeserve.training.trainer as trainer_module
 
     model_module.squared_error = (cauchy_error if cfg.get("loss") == "cauchy"
                                   else squared_error)
+    MemoryAutoencoder.options = cfg.get("memory") or {}
+    trainer_module.Autoencoder = MemoryAutoencoder if "memory" in cfg else Autoencoder
     members = cfg.get("members", 1)
     model_config = AutoencoderConfig(input_dim=split.X_fit.shape[1],
                                      hidden_sizes=list(cfg.get("hidden", [64, 32, 8])),
@@ -119,6 +201,9 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
         result = train_autoencoder(scaler.transform(X_train), scaler.transform(X_val),
                                    model_config, train_config, variant_options)
         X_held_out, folds = X_val, None
+    if cfg.get("memory", {}).get("both", False):
+        return (memory_and_plain_scores(result.model, scaler, X_held_out, folds, split.X_test),
+                result.duration_s)
     score_kind = cfg.get("score", "residual_cauchy")
     scales = (residual_scale(result.model, scaler.transform(X_held_out), folds)
               if score_kind == "residual_cauchy" else None)
