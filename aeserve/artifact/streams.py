@@ -2,10 +2,12 @@
 
 A windowed model scores a reading with the W - 1 readings before it, which an earlier request
 (or message) brought. `SeriesStore` keeps them per series, so that a client sends each reading
-once: `windows` turns new readings into the windows that end at them (artifact/windows.py's
-layout, so a streamed window is the same values as the batch one), and `alarms` runs each
-series' alarm (artifact/alarms.py) over the scores in order. A row model is the case W = 1: no
-readings kept, the alarm still per series.
+once. Taking readings is two steps, so that readings whose scoring fails leave no trace: `cut`
+turns new readings into the windows that end at them (artifact/windows.py's layout, so a
+streamed window is the same values as the batch one) without changing the store, and `answer`,
+once their scores are known, keeps them (`take`) and runs the series' alarm (artifact/alarms.py)
+over the scores in order. A row model is the case W = 1: no readings kept, the alarm still per
+series.
 
 Memory is bounded whatever the traffic: at most `max_series` series are kept, the least recently
 seen evicted first, and a series unseen for `idle_s` seconds is dropped (its next reading starts
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,10 +58,14 @@ class SeriesState:
 @dataclass(frozen=True)
 class Windows:
     """New readings of one series turned into windows: `windows[i]` ends at the reading
-    `ends[i]` of those sent; readings before the series' first full window have none."""
+    `ends[i]` of the `readings` sent; readings before the series' first full window have none.
+    `tail` and `filled` are what the series keeps once they are taken (`SeriesStore.take`)."""
 
     windows: np.ndarray
     ends: np.ndarray
+    readings: int
+    tail: np.ndarray
+    filled: int
 
 
 @dataclass
@@ -100,13 +106,29 @@ class SeriesStore:
     def __len__(self) -> int:
         return len(self.series)
 
-    def windows(self, series: str, readings: np.ndarray) -> Windows:
-        """The windows that the new `readings` ([m, d], in time order) of `series` complete,
-        flattened as the graph reads them; the series' kept readings move on past them."""
-        state = self._state(series)
+    def cut(self, parts: Sequence[tuple[str, np.ndarray]]) -> list[Windows]:
+        """The windows that each part's new readings ([m, d], in time order) complete, flattened
+        as the graph reads them; a series' later parts continue its earlier ones. The store is
+        not changed: `answer` (or `take`) keeps the readings once they are scored."""
+        now, latest = self.clock(), {}
+        out = []
+        for series, readings in parts:
+            before = latest.get(series)
+            if before is None:
+                state = self.series.get(series)
+                if state is None or now - state.seen > self.idle_s:  # new, or expired
+                    tail, filled = np.zeros((self.size - 1, self.width), np.float32), 0
+                else:
+                    tail, filled = state.tail, state.filled
+            else:
+                tail, filled = before.tail, before.filled
+            latest[series] = cut = self._windows(tail, filled, readings)
+            out.append(cut)
+        return out
+
+    def _windows(self, tail: np.ndarray, before: int, readings: np.ndarray) -> Windows:
         keep = self.size - 1
-        joined = np.concatenate([state.tail[keep - state.filled:], readings]) if keep else readings
-        before = state.filled
+        joined = np.concatenate([tail[keep - before:], readings]) if keep else readings
         ends = np.arange(max(0, keep - before), len(readings), dtype=np.int64)
         if len(ends):
             starts = ends + before - keep  # positions in `joined`
@@ -116,15 +138,27 @@ class SeriesStore:
             windows = np.empty((0, self.size * self.width), dtype=np.float32)
         if keep:
             taken = min(keep, len(joined))
-            state.tail = np.concatenate([state.tail, joined[len(joined) - taken:]])[-keep:]
-            state.filled = min(keep, before + len(readings))
-        return Windows(windows=np.ascontiguousarray(windows), ends=ends)
+            tail = np.concatenate([tail, joined[len(joined) - taken:]])[-keep:]
+        return Windows(windows=np.ascontiguousarray(windows), ends=ends, readings=len(readings),
+                       tail=tail.astype(np.float32, copy=False),
+                       filled=min(keep, before + len(readings)))
+
+    def take(self, series: str, cut: Windows) -> SeriesState:
+        """Keep a series' readings that `cut` turned into windows: its state moves on past them
+        (the series is made, or made the most recently seen, evicting beyond `max_series`)."""
+        state = self._state(series)
+        state.tail, state.filled = cut.tail, cut.filled
+        return state
 
     def alarms(self, series: str, scores: np.ndarray, threshold: float
                ) -> tuple[list[float], list[bool], list[Event]]:
         """Run the series' alarm over its new windows' scores, in order: (smoothed scores,
-        in alarm after each, the events). A series evicted meanwhile starts a fresh alarm."""
-        alarm = self._state(series).alarm
+        in alarm after each, the events)."""
+        return self._run_alarm(self._state(series), scores, threshold)
+
+    def _run_alarm(self, state: SeriesState, scores: np.ndarray, threshold: float
+                   ) -> tuple[list[float], list[bool], list[Event]]:
+        alarm = state.alarm
         smoothed, active, events = [], [], []
         for score in scores.tolist():
             value, on, event = alarm.step(score, threshold)
@@ -136,14 +170,17 @@ class SeriesStore:
                 self.active_alarms += 1 if event == "start" else -1
         return smoothed, active, events
 
-    def answer(self, series: str, readings: int, ends: np.ndarray, scores: np.ndarray,
-               threshold: float) -> dict[str, list]:
-        """Per reading of a request's `readings` of `series`: its score (None before the
-        series' first full window), verdict, smoothed score, whether the series is in alarm
-        after it, and the alarm's event there. `scores` are those of the windows ending at the
-        readings `ends` (from `windows`); the alarm runs over them in order."""
+    def answer(self, series: str, cut: Windows, scores: np.ndarray, threshold: float
+               ) -> dict[str, list]:
+        """Take the readings `cut` made windows of (`take`) and answer each: its score (None
+        before the series' first full window), verdict, smoothed score, whether the series is
+        in alarm after it, and the alarm's event there. `scores` are those of `cut.windows`;
+        the alarm runs over them in order."""
+        readings, ends = cut.readings, cut.ends
+        self._expire(self.clock())  # an expired series starts out of alarm
         was_on = self.in_alarm(series)
-        smoothed, on, events = self.alarms(series, scores, threshold)
+        state = self.take(series, cut)
+        smoothed, on, events = self._run_alarm(state, scores, threshold)
         flagged = verdicts(scores, threshold).tolist()
         answer: dict[str, list] = {"scores": [None] * readings, "is_anomaly": [None] * readings,
                                    "smoothed": [None] * readings, "alarm": [was_on] * readings,

@@ -18,7 +18,6 @@ readings reach its window and its alarm in order.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,9 +94,12 @@ def _matrix(rows: Any, width: int) -> np.ndarray:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise MessageError("non_numeric", f"reading {i}, column {j}: {value!r} is not "
                                                   "a number")
-            if not (math.isfinite(value) and abs(value) <= _FLOAT32_MAX):
-                raise MessageError("non_finite", f"reading {i}, column {j}: {value} is not a "
-                                                 "finite float32 number")
+            # NaN fails both comparisons; an integer is compared exactly (math.isfinite of
+            # 10**400 would raise OverflowError)
+            if not -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
+                raise MessageError("non_finite", f"reading {i}, column {j}: "
+                                                 f"{str(value)[:40]} is not a finite float32 "
+                                                 "number")
     return np.asarray(rows, dtype=np.float32)
 
 
@@ -129,28 +131,34 @@ class StreamScorer:
                 parsed.append(parse_message(payload, len(self.features)))
             except MessageError as error:
                 parsed.append(error)
-        cut = [self.store.windows(str(p.series), p.rows) if isinstance(p, Readings) else None
-               for p in parsed]
-        windows = [c.windows for c in cut if c is not None and len(c.windows)]
-        joined = np.concatenate(windows) if windows else np.empty((0, 0), dtype=np.float32)
-        scores = (self.session.run(runnable(joined), ("score",))["score"][:len(joined)]
-                  if len(joined) else np.empty(0, dtype=np.float32))
-        answers, start = [], 0
-        for payload, p, c in zip(payloads, parsed, cut, strict=True):
+        # A message whose scores are not finite is refused, and the batch cut again without it:
+        # its readings must not reach its series' window, nor the windows of later messages.
+        while True:
+            valid = [i for i, p in enumerate(parsed) if isinstance(p, Readings)]
+            cut = self.store.cut([(str(parsed[i].series), parsed[i].rows) for i in valid])
+            windows = [c.windows for c in cut if len(c.windows)]
+            joined = np.concatenate(windows) if windows else np.empty((0, 0), dtype=np.float32)
+            scores = (self.session.run(runnable(joined), ("score",))["score"][:len(joined)]
+                      if len(joined) else np.empty(0, dtype=np.float32))
+            mine, start = {}, 0
+            for i, c in zip(valid, cut, strict=True):
+                mine[i] = (c, scores[start:start + len(c.windows)])
+                start += len(c.windows)
+            refused = [i for i in valid if not np.isfinite(mine[i][1]).all()]
+            if not refused:
+                break
+            for i in refused:
+                parsed[i] = MessageError(
+                    "non_finite_result", "the readings are too large for the model's float32 "
+                                         "arithmetic: their scores are not finite")
+        answers = []
+        for i, (payload, p) in enumerate(zip(payloads, parsed, strict=True)):
             if isinstance(p, MessageError):
                 answers.append(error_answer(p, payload))
                 continue
-            mine = scores[start:start + len(c.windows)]
-            start += len(c.windows)
-            if not np.isfinite(mine).all():
-                answers.append(error_answer(MessageError(
-                    "non_finite_result", "the readings are too large for the model's float32 "
-                                         "arithmetic: their scores are not finite"), payload))
-                continue
-            answer = {"model": self.name, "version": self.version, "series": p.series,
-                      **({"id": p.id} if p.id is not None else {}),
-                      "threshold": self.card.threshold,
-                      **self.store.answer(str(p.series), len(p.rows), c.ends, mine,
-                                          self.card.threshold)}
-            answers.append(answer)
+            c, scored = mine[i]
+            answers.append({"model": self.name, "version": self.version, "series": p.series,
+                            **({"id": p.id} if p.id is not None else {}),
+                            "threshold": self.card.threshold,
+                            **self.store.answer(str(p.series), c, scored, self.card.threshold)})
         return answers

@@ -179,6 +179,21 @@ def named_rows(rows: Any, names: list[str]) -> Rows:
     return Rows(instances=records)
 
 
+def stream_rows(rows: Any) -> Any:
+    """A series' new readings as the stream route takes them: a DataFrame or dicts as objects
+    keyed by feature name, an array or lists of numbers as lists (1-D: one reading). Anything
+    else goes as it is, and the server answers with the typed error that names the problem."""
+    if is_frame(rows):
+        return rows.to_dict(orient="records")
+    if is_records(rows):
+        return [rows] if isinstance(rows, Mapping) else list(rows)
+    try:
+        array = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):  # ragged, or not numbers
+        return rows.tolist() if isinstance(rows, np.ndarray) else rows
+    return (array[None, :] if array.ndim == 1 and array.size else array).tolist()
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -332,10 +347,10 @@ class Protocol:
                ) -> Generator[Request, Any, StreamResult]:
         if not readings:
             raise ValueError("readings: give at least one series and its rows")
-        streams = [{"series": series, "rows": np.asarray(rows, dtype=np.float64).reshape(
-            -1, np.asarray(rows).shape[-1]).tolist()} for series, rows in readings.items()]
-        response = yield Request("POST", f"{model_path(model, None)}/stream",
-                                 json.dumps({"streams": streams, "explain": explain}).encode(),
+        streams = [{"series": series, "rows": stream_rows(rows)}
+                   for series, rows in readings.items()]
+        body = json.dumps({"streams": streams, "explain": explain}, default=_json_default)
+        response = yield Request("POST", f"{model_path(model, None)}/stream", body.encode(),
                                  {"content-type": JSON, "accept": JSON}, resend=False)
         check(response)
         payload = json.loads(response.content)

@@ -18,6 +18,7 @@ model): a series' readings must reach its window and its alarm in the order they
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from aeserve.artifact.streams import (
     MAX_SERIES_LENGTH,
     SeriesStore,
     StoreCounts,
+    Windows,
     is_series_name,
     runnable,
 )
@@ -41,9 +43,11 @@ from aeserve.serving.errors import (
     InvalidInstances,
     InvalidParameter,
     MissingInstances,
+    NonFiniteResult,
     StreamNeedsOneWorker,
     TooManyRows,
     TooManySeries,
+    UnknownModel,
 )
 from aeserve.serving.metrics import Metrics
 from aeserve.serving.repository import ModelRepository, ModelVersion
@@ -110,34 +114,39 @@ class StreamService:
     async def _score(self, entry: ModelVersion, streams: _ModelStreams, parts: list[StreamPart],
                      explain: bool) -> dict[str, Any]:
         store, card = streams.store, entry.card
-        cut = [store.windows(str(p.series), p.rows) for p in parts]
+        # Nothing is kept before every window scored: a refused request leaves no trace.
+        cut = store.cut([(str(p.series), p.rows) for p in parts])
         windows = np.concatenate([c.windows for c in cut])
         wanted = ("score", "feature_errors") if explain else ("score",)
         outputs: dict[str, np.ndarray] = {}
         if len(windows):
             outputs = await entry.batcher.submit(runnable(windows), wanted)
             outputs = {name: values[:len(windows)] for name, values in outputs.items()}
-            require_finite(outputs, wanted)
+            try:
+                require_finite(outputs, wanted)
+            except NonFiniteResult as error:
+                raise _non_finite_readings(parts, cut, error) from None
             self.metrics.rows_counter(entry.name, entry.version, "stream").inc(len(windows))
         threshold = card.threshold
         answers, start = [], 0
         for part, windowed in zip(parts, cut, strict=True):
             stop = start + len(windowed.windows)
-            answers.append(self._answer(store, part, windowed.ends, outputs,
+            answers.append(self._answer(store, part, windowed, outputs,
                                         slice(start, stop), threshold, explain, entry))
             start = stop
         return {"model": entry.name, "version": entry.version, "threshold": threshold,
                 "window": card.window_size,
                 "series": answers}
 
-    def _answer(self, store: SeriesStore, part: StreamPart, ends: np.ndarray,
+    def _answer(self, store: SeriesStore, part: StreamPart, cut: Windows,
                 outputs: dict[str, np.ndarray], rows: slice, threshold: float, explain: bool,
                 entry: ModelVersion) -> dict[str, Any]:
-        """One series' part of the answer, its alarm run in `store` (the one that cut its
-        windows, even if an edited config.json replaced it meanwhile)."""
+        """One series' part of the answer, its readings kept and its alarm run in `store` (the
+        one that cut its windows, even if an edited config.json replaced it meanwhile)."""
         scores = outputs["score"][rows] if outputs else np.empty(0, dtype=np.float32)
+        ends = cut.ends
         answer = {"series": part.series,
-                  **store.answer(str(part.series), len(part.rows), ends, scores, threshold)}
+                  **store.answer(str(part.series), cut, scores, threshold)}
         if explain:
             errors = outputs["feature_errors"][rows] if outputs else np.empty((0, 0))
             found = (explanations(per_feature(errors, entry.card.window_size),
@@ -153,7 +162,17 @@ class StreamService:
         policy changed (a new version, or config.json edited)."""
         card = entry.card
         size = card.window_size
-        policy = self.repository.models[entry.name].alarm
+        models = self.repository.models  # one read: a refresh swaps the whole table
+        for gone in self.models.keys() - models.keys():  # removed models' series go with them
+            del self.models[gone]
+            for gauge in (self.metrics.stream_series, self.metrics.stream_series_in_alarm):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(gone)
+        served = models.get(entry.name)
+        if served is None:  # removed while this request's body was read
+            raise UnknownModel(f"unknown model {entry.name!r}", model=entry.name,
+                               available=sorted(models))
+        policy = served.alarm
         shape = (size, tuple(card.reading_features), policy)
         streams = self.models.get(entry.name)
         if streams is None or streams.shape != shape:
@@ -172,6 +191,26 @@ class StreamService:
             counter.labels(name, label).inc(n)
         metrics.stream_series.labels(name).set(len(streams.store))
         metrics.stream_series_in_alarm.labels(name).set(streams.store.active_alarms)
+
+
+def _non_finite_readings(parts: list[StreamPart], cut: list[Windows],
+                         error: NonFiniteResult) -> NonFiniteResult:
+    """The 422 for windows whose outputs overflowed, naming series and readings rather than
+    positions among the request's windows; none of the request's readings was kept."""
+    rows, start, named = set(error.detail.get("rows", [])), 0, []
+    for part, windowed in zip(parts, cut, strict=True):
+        for k, end in enumerate(windowed.ends.tolist()):
+            if start + k in rows:
+                named.append({"series": part.series, "reading": end})
+        start += len(windowed.windows)
+    first = named[0] if named else None
+    where = (f"series {first['series']!r}, reading {first['reading']}" if first
+             else "some readings")
+    return NonFiniteResult(
+        f"{len(named) or len(rows)} window(s) give a non-finite {error.detail.get('output')} "
+        f"(first: {where}): their readings are too large for the model's float32 arithmetic; "
+        "scale them down. None of this request's readings was kept.",
+        readings=named[:100], output=error.detail.get("output"))
 
 
 def parse_stream_request(body: bytes, features: list[str], max_rows: int

@@ -144,6 +144,30 @@ def test_non_finite_readings_and_unknown_models_are_refused(server):
     assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_model"
 
 
+def test_a_refused_request_leaves_its_series_as_it_was(windowed_model, server):
+    """Readings whose scores overflow float32 are refused by series and reading, and none of
+    the request's readings is kept: the next request continues from the readings before."""
+    data, version = windowed_model
+    X, _ = readings(data)["m1"]
+    url = f"{server}/models/machines/stream"
+    assert httpx.post(url, json={"series": "kept", "rows": X[:5].tolist()}).status_code == 200
+    huge = (X[5] + 1e30).tolist()
+    refused = httpx.post(url, json={"streams": [{"series": "kept", "rows": [huge]},
+                                                {"series": "other", "rows": X[:6].tolist()}]})
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "non_finite_result"
+    assert error["readings"] == [{"series": "kept", "reading": 0}]
+    answer = httpx.post(url, json={"series": "kept", "rows": X[5:6].tolist()}).json()
+    session = ort.InferenceSession(str(version / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    window = X[:6].reshape(1, -1)
+    expected = session.run(["score"], {"x": np.repeat(window, 2, axis=0)})[0][0]
+    assert answer["series"][0]["scores"] == [float(expected)]
+    other = httpx.post(url, json={"series": "other", "rows": X[:1].tolist()}).json()
+    assert other["series"][0]["scores"] == [None]  # "other" was not kept either
+
+
 def test_the_python_client_streams_series_and_reads_the_answer(windowed_model, server):
     from aeserve.client import Client
 
@@ -156,3 +180,23 @@ def test_the_python_client_streams_series_and_reads_the_answer(windowed_model, s
     assert np.isnan(a.scores[:5]).all() and np.isfinite(a.scores[5:]).all()
     assert a.is_anomaly[:5] == [None] * 5 and len(a.alarm) == 8
     assert np.isnan(result["client-b"].scores).all()
+
+
+def test_the_client_sends_named_readings_and_leaves_bad_ones_to_the_server(windowed_model,
+                                                                            server):
+    """Readings as dicts of named features go as they are; rows the server cannot take get its
+    typed error, not a local ValueError."""
+    from aeserve.client import Client
+    from aeserve.client.errors import AeserveError
+
+    data, _ = windowed_model
+    X, _ = readings(data)["m0"]
+    named = [{"b": float(b), "a": float(a)} for a, b in X[:6]]
+    with Client(server) as client:
+        by_name = client.stream("machines", {"named": named})
+        by_position = client.stream("machines", {"positional": X[:6]})
+        assert by_name["named"].scores[5] == by_position["positional"].scores[5]
+        for rows, code in (([[1.0, 2.0], [1.0]], "ragged_rows"), ([], "empty_instances")):
+            with pytest.raises(AeserveError) as caught:
+                client.stream("machines", {"bad": rows})
+            assert caught.value.code == code

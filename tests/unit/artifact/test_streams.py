@@ -13,13 +13,20 @@ def store(size=3, width=2, **kw) -> SeriesStore:
     return SeriesStore(size, width, AlarmPolicy(smoothing="none", k=1, n=1), **kw)
 
 
+def feed(s: SeriesStore, series: str, readings: np.ndarray):
+    """Cut one series' readings into windows and keep them, as a request does once scored."""
+    (cut,) = s.cut([(series, readings)])
+    s.take(series, cut)
+    return cut
+
+
 def test_readings_sent_a_few_at_a_time_make_the_batch_windows():
     X = np.arange(14, dtype=np.float32).reshape(7, 2)
     expected = flatten(X, window_rows(*series_order(None, None, 7), 3))
     s = store()
     got, ends = [], []
     for part, offset in ((X[:1], 0), (X[1:2], 1), (X[2:5], 2), (X[5:], 5)):
-        w = s.windows("a", part)
+        w = feed(s, "a", part)
         got.append(w.windows)
         ends.extend((w.ends + offset).tolist())
     assert np.array_equal(np.concatenate(got), expected)
@@ -28,42 +35,42 @@ def test_readings_sent_a_few_at_a_time_make_the_batch_windows():
 
 def test_series_do_not_share_readings():
     s = store(size=2, width=1)
-    assert s.windows("a", np.array([[1.0]])).windows.shape == (0, 2)
-    assert s.windows("b", np.array([[5.0]])).windows.shape == (0, 2)
-    assert s.windows("a", np.array([[2.0]])).windows.tolist() == [[1.0, 2.0]]
-    assert s.windows("b", np.array([[6.0], [7.0]])).windows.tolist() == [[5.0, 6.0], [6.0, 7.0]]
+    assert feed(s, "a", np.array([[1.0]])).windows.shape == (0, 2)
+    assert feed(s, "b", np.array([[5.0]])).windows.shape == (0, 2)
+    assert feed(s, "a", np.array([[2.0]])).windows.tolist() == [[1.0, 2.0]]
+    assert feed(s, "b", np.array([[6.0], [7.0]])).windows.tolist() == [[5.0, 6.0], [6.0, 7.0]]
 
 
 def test_the_least_recently_seen_series_is_evicted_beyond_the_maximum():
     s = store(size=2, width=1, max_series=2)
     for name in ("a", "b", "a", "c"):  # c evicts b, the least recently seen
-        s.windows(name, np.array([[1.0]]))
+        feed(s, name, np.array([[1.0]]))
     assert list(s.series) == ["a", "c"] and s.counts.evicted == 1
     for i in range(1000):
-        s.windows(f"s{i}", np.array([[1.0]]))
+        feed(s, f"s{i}", np.array([[1.0]]))
     assert len(s) == 2 and s.counts.evicted == 1001
 
 
 def test_an_idle_series_expires_and_starts_over():
     now = [0.0]
     s = store(size=2, width=1, idle_s=10.0, clock=lambda: now[0])
-    s.windows("a", np.array([[1.0]]))
+    feed(s, "a", np.array([[1.0]]))
     now[0] = 5.0
-    s.windows("b", np.array([[1.0]]))
+    feed(s, "b", np.array([[1.0]]))
     now[0] = 12.0  # a idle 12 s, b 7 s
-    assert s.windows("a", np.array([[2.0]])).windows.shape == (0, 2)  # a new window
+    assert feed(s, "a", np.array([[2.0]])).windows.shape == (0, 2)  # a new window
     assert s.counts.expired == 1 and list(s.series) == ["b", "a"]
 
 
 def test_each_series_has_its_own_alarm():
     s = store()
-    s.windows("a", np.zeros((1, 2))), s.windows("b", np.zeros((1, 2)))
+    feed(s, "a", np.zeros((1, 2))), feed(s, "b", np.zeros((1, 2)))
     _, on, events = s.alarms("a", np.array([2.0, 2.0]), 1.0)
     assert on == [True, True] and events == ["start", None]
     assert s.in_alarm("a") and not s.in_alarm("b") and not s.in_alarm("unknown")
     assert s.counts.events == {"start": 1, "end": 0} and s.active_alarms == 1
     for i in range(10):  # "a" is evicted, in alarm
-        s.windows(f"s{i}", np.zeros((1, 2)))
+        feed(s, f"s{i}", np.zeros((1, 2)))
     assert "a" not in s.series and s.active_alarms == 0
 
 
@@ -75,7 +82,7 @@ def test_memory_stays_bounded_with_100000_series():
     tracemalloc.start()
     try:
         for i in range(100_000):
-            s.windows(f"sensor-{i}", reading)
+            feed(s, f"sensor-{i}", reading)
             if i == 9_999:
                 full, _ = tracemalloc.get_traced_memory()
         after, _ = tracemalloc.get_traced_memory()
@@ -112,3 +119,45 @@ def test_a_series_is_named_by_a_short_string_or_an_integer():
     assert is_series_name("pump-7") and is_series_name(7) and is_series_name("x" * 256)
     for bad in ("", "x" * 257, True, 1.5, None, ["a"], 10 ** 256):
         assert not is_series_name(bad), bad
+
+
+def test_cutting_changes_nothing_until_the_readings_are_taken():
+    """Readings whose scoring failed (a refused request) leave no trace: the next request
+    continues from the readings before them."""
+    s = store(size=2, width=1)
+    feed(s, "a", np.array([[1.0]]))
+    s.cut([("a", np.array([[1e30]])), ("new", np.array([[5.0]]))])  # scored, then refused
+    assert list(s.series) == ["a"]
+    assert feed(s, "a", np.array([[2.0]])).windows.tolist() == [[1.0, 2.0]]
+
+
+def test_a_series_sent_twice_in_one_request_continues_its_own_readings():
+    s = store(size=3, width=1)
+    first, second = s.cut([("a", np.array([[1.0], [2.0]])), ("a", np.array([[3.0], [4.0]]))])
+    assert first.windows.shape == (0, 3) and first.ends.tolist() == []
+    assert second.windows.tolist() == [[1.0, 2.0, 3.0], [2.0, 3.0, 4.0]]
+    assert second.ends.tolist() == [0, 1]
+    s.answer("a", first, np.empty(0), 1.0)
+    s.answer("a", second, np.zeros(2), 1.0)
+    assert feed(s, "a", np.array([[5.0]])).windows.tolist() == [[3.0, 4.0, 5.0]]
+
+
+def test_more_series_in_one_batch_than_are_kept_lose_no_readings_of_their_own():
+    """A batch of A, B, C with two series kept: C's arrival evicts A after A's readings were
+    answered, and the next readings of B still complete B's window."""
+    s = store(size=2, width=1, max_series=2)
+    cuts = s.cut([("a", np.array([[1.0]])), ("b", np.array([[2.0]])), ("c", np.array([[3.0]]))])
+    for name, cut in zip("abc", cuts, strict=True):
+        s.answer(name, cut, np.empty(0), 1.0)
+    assert list(s.series) == ["b", "c"] and s.counts.evicted == 1
+    assert feed(s, "b", np.array([[4.0]])).windows.tolist() == [[2.0, 4.0]]
+
+
+def test_an_answer_says_each_readings_score_and_alarm():
+    s = store(size=2, width=1)
+    (cut,) = s.cut([("a", np.array([[1.0], [2.0], [3.0]]))])
+    answer = s.answer("a", cut, np.array([2.0, 0.5]), 1.0)
+    assert answer["scores"] == [None, 2.0, 0.5]
+    assert answer["is_anomaly"] == [None, True, False]
+    assert answer["alarm"] == [False, True, False]
+    assert answer["events"] == [None, "start", "end"]

@@ -45,6 +45,7 @@ def test_a_row_model_scores_every_reading_as_its_session_does(scorer):
     (b'{"series": "a", "rows": [["1.0"]]}', "non_numeric"),
     (b'{"series": "a", "rows": [[NaN]]}', "non_finite"),
     (b'{"series": "a", "rows": [[1e39]]}', "non_finite"),
+    (b'{"series": "a", "rows": [[1' + b"0" * 400 + b']]}', "non_finite"),  # no OverflowError
 ])
 def test_bad_messages_are_named(message, code):
     with pytest.raises(MessageError) as caught:
@@ -59,6 +60,22 @@ def test_a_refused_message_is_answered_with_itself_and_the_rest_are_scored(score
     assert answers[0]["error"]["code"] == "wrong_width"
     assert answers[0]["message"] == '{"series": "b", "row": [1]}'
     assert len(answers[1]["scores"]) == 1
+
+
+def test_readings_whose_scores_overflow_are_refused_and_leave_no_trace(scorer):
+    """A reading within float32 whose squared error is not: its message is answered with
+    the error, and the series' later messages in the batch are scored without it."""
+    width = len(scorer.features)
+    offset = np.asarray(scorer.card.preprocessing.offset, dtype=np.float64)
+    huge = (offset + 1e30).tolist()
+    fine = [offset.tolist(), (offset + 1.0).tolist()]
+    answers = scorer.score([json.dumps({"series": "h", "row": fine[0]}).encode(),
+                            json.dumps({"series": "h", "row": huge}).encode(),
+                            json.dumps({"series": "h", "rows": [fine[1]]}).encode()])
+    assert answers[1]["error"]["code"] == "non_finite_result"
+    expected = scorer.session.run(np.asarray(fine, dtype=np.float32), ("score",))["score"]
+    assert answers[0]["scores"] + answers[2]["scores"] == expected.tolist()
+    assert len(huge) == width
 
 
 def test_the_alarm_policy_comes_from_the_flag_then_config_json(tmp_path):
