@@ -5,11 +5,12 @@ A message is one series' readings, as POST /models/{name}/stream takes them:
 
     {"series": "pump-7", "rows": [[0.1, 2.3], ...]}      or  {"series": "pump-7", "row": [0.1, 2.3]}
 
-with an optional "id" (a string or an integer) echoed in the answer. The answer has the HTTP
+rows as lists in the model's feature order or objects keyed by feature name, with an optional
+"id" (a string or an integer) echoed in the answer. The answer has the HTTP
 route's shape for one series: per reading its score, verdict, smoothed score, alarm state and
 alarm event (aeserve/artifact/streams.py builds both). A message that cannot be scored is
 answered with `{"error": {"code", "message"}, "message": the message's text}`, so nothing sent is
-lost without a trace.
+lost without a trace; the codes are those the stream route answers for the same mistake.
 
 The messages taken together are scored in one onnxruntime run, in the order they came: a series'
 readings reach its window and its alarm in order.
@@ -24,14 +25,14 @@ from typing import Any
 import numpy as np
 
 from aeserve.artifact.alarms import AlarmPolicy
+from aeserve.artifact.rows import RowError, check_rows, decode_rows
 from aeserve.artifact.streams import MAX_SERIES_LENGTH, SeriesStore, is_series_name, runnable
 from aeserve.batch.model import LoadedModel
 
-#: Most readings in one message.
+#: Most readings in one message (the server's stream route takes AESERVE_MAX_ROWS a request).
 MAX_READINGS = 10_000
 #: Characters of a refused message quoted in its error answer.
 QUOTED_CHARS = 4096
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class MessageError(ValueError):
@@ -51,56 +52,37 @@ class Readings:
     id: str | int | None = None
 
 
-def parse_message(payload: bytes, width: int) -> Readings:
-    """A message's readings, checked as the server checks rows, or MessageError."""
+def parse_message(payload: bytes, features: list[str]) -> Readings:
+    """A message's readings, checked as the server's stream route checks a series' rows (the
+    same codes: aeserve/artifact/rows.py reads the rows for both), or MessageError."""
     try:
         message = json.loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MessageError("malformed_json", f"the message is not JSON: {exc}") from None
     if not isinstance(message, dict):
-        raise MessageError("invalid_message", 'a message is a JSON object {"series", "rows"}')
+        raise MessageError("missing_instances",
+                           'a message is a JSON object {"series": ..., "rows": [...]}')
     unknown = sorted(set(message) - {"series", "rows", "row", "id"})
     if unknown:
-        raise MessageError("invalid_message", f"unknown keys {unknown}; known: series, rows, "
-                                              "row, id")
-    if ("rows" in message) == ("row" in message):
-        raise MessageError("missing_instances", 'a message holds "rows" or one "row"')
-    series = message.get("series")
-    for name, value in (("series", series), ("id", message.get("id"))):
+        raise MessageError("invalid_parameter", f"unknown keys {unknown}; known: series, rows, "
+                                                "row, id")
+    if ("rows" in message) == ("row" in message) or "series" not in message:
+        raise MessageError("missing_instances", 'a message holds "series" and either "rows" or '
+                                                'one "row"')
+    for name, value, code in (("series", message["series"], "invalid_instances"),
+                              ("id", message.get("id"), "invalid_ids")):
         if name == "id" and value is None:
             continue
         if not is_series_name(value):  # an id follows the rule of series names
-            raise MessageError("invalid_message", f'"{name}" must be a non-empty string or an '
-                                                  f"integer of at most {MAX_SERIES_LENGTH} "
-                                                  "characters")
+            raise MessageError(code, f'"{name}" must be a non-empty string or an integer of '
+                                     f"at most {MAX_SERIES_LENGTH} characters")
     rows = message["rows"] if "rows" in message else [message["row"]]
-    return Readings(series, _matrix(rows, width), message.get("id"))
-
-
-def _matrix(rows: Any, width: int) -> np.ndarray:
-    if not isinstance(rows, list) or not rows:
-        raise MessageError("empty_instances", '"rows" must be a non-empty list of readings')
-    if len(rows) > MAX_READINGS:
-        raise MessageError("too_many_rows", f"{len(rows)} readings exceed the limit of "
-                                            f"{MAX_READINGS} per message")
-    for i, row in enumerate(rows):
-        if not isinstance(row, list):
-            raise MessageError("invalid_instances", f"reading {i} is not a list of {width} "
-                                                    "numbers")
-        if len(row) != width:
-            raise MessageError("wrong_width", f"reading {i} has {len(row)} values; the model "
-                                              f"expects {width}")
-        for j, value in enumerate(row):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise MessageError("non_numeric", f"reading {i}, column {j}: {value!r} is not "
-                                                  "a number")
-            # NaN fails both comparisons; an integer is compared exactly (math.isfinite of
-            # 10**400 would raise OverflowError)
-            if not -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
-                raise MessageError("non_finite", f"reading {i}, column {j}: "
-                                                 f"{str(value)[:40]} is not a finite float32 "
-                                                 "number")
-    return np.asarray(rows, dtype=np.float32)
+    try:
+        matrix = decode_rows(rows, features, MAX_READINGS, field="rows")
+        check_rows(matrix, MAX_READINGS)
+    except RowError as error:
+        raise MessageError(error.code, error.message) from None
+    return Readings(message["series"], matrix, message.get("id"))
 
 
 def error_answer(error: MessageError, payload: bytes) -> dict[str, Any]:
@@ -128,7 +110,7 @@ class StreamScorer:
         parsed: list[Readings | MessageError] = []
         for payload in payloads:
             try:
-                parsed.append(parse_message(payload, len(self.features)))
+                parsed.append(parse_message(payload, self.features))
             except MessageError as error:
                 parsed.append(error)
         # A message whose scores are not finite is refused, and the batch cut again without it:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 import orjson
 import simdjson
 
+from aeserve.artifact import rows as row_checks
 from aeserve.serving.errors import (
     EmptyInstances,
     FeatureMismatch,
@@ -33,6 +33,7 @@ from aeserve.serving.errors import (
     NonFinite,
     NonNumeric,
     RaggedRows,
+    ServiceError,
     TooManyRows,
     UnsupportedMediaType,
     WrongWidth,
@@ -75,7 +76,7 @@ def decode_request(body: bytes, content_type: str | None, feature_names: Sequenc
             f"content type {kind!r} is not supported; send application/json, "
             f"{BINARY_TYPE} (float32 rows) or {NPY_TYPE}",
             supported=["application/json", BINARY_TYPE, NPY_TYPE])
-    _check_rows(rows, max_rows)
+    check_rows(rows, max_rows)
     return rows, checked_ids(ids, len(rows))
 
 
@@ -135,14 +136,14 @@ def decode_json_matrix(body: bytes, width: int, max_rows: int) -> tuple[np.ndarr
         # Raised by a callee, not from a local of this frame: the error holds its traceback,
         # which holds this frame, and a frame holding the error would make a cycle that keeps
         # the body alive until a full collection.
-        _check_row_lengths(shape, width)
+        check_row_lengths(shape, width)
         return None  # every row has the width, yet more numbers: nested deeper, named below
     if flat is None:
         return None
-    if np.abs(flat).max() <= _FLOAT32_MAX:  # false for NaN: every value is a finite float32
+    if np.abs(flat).max() <= row_checks.FLOAT32_MAX:  # false for NaN: every value is finite
         return flat.astype(np.float32).reshape(n_rows, width), ids
-    rows = _to_float32(flat).reshape(n_rows, width)
-    _check_rows(rows, max_rows)  # raises, naming the value
+    rows = row_checks.to_float32(flat).reshape(n_rows, width)
+    check_rows(rows, max_rows)  # raises, naming the value
     return rows, ids
 
 
@@ -183,18 +184,6 @@ def _row_lengths(instances: simdjson.Array) -> list[int] | None:
             return None
         lengths.append(len(row))
     return lengths
-
-
-def _check_row_lengths(lengths: Sequence[int], width: int) -> None:
-    """Refuse ragged rows, or rows of another width than the model's: both decoders' rule."""
-    first = lengths[0]
-    for i, length in enumerate(lengths):
-        if length != first:
-            raise RaggedRows(f"rows have different lengths: row 0 has {first} values, row {i} "
-                             f"has {length}; every row needs {width}", row=i, expected=width)
-    if first != width:
-        raise WrongWidth(f"rows have {first} values but the model expects {width}",
-                         expected=width, received=first)
 
 
 _parsers = threading.local()
@@ -247,20 +236,12 @@ def decode_rows(instances: Any, feature_names: Sequence[str], max_rows: int,
                 field: str = "instances") -> np.ndarray:
     """A parsed JSON list of rows (lists in feature order, or objects keyed by feature name) as
     a float32 [N, len(feature_names)] matrix, or the typed error that names the first problem
-    (`field`: what the body calls the list). Finiteness is checked by `_check_rows`."""
-    if not isinstance(instances, list):
-        raise InvalidInstances(
-            f'"{field}" must be a list of rows, got {type(instances).__name__}')
-    if not instances:
-        raise EmptyInstances(f'"{field}" is empty: send at least one row')
-    if len(instances) > max_rows:
-        raise TooManyRows(f"{len(instances)} rows exceed the limit of {max_rows}",
-                          rows=len(instances), max_rows=max_rows)
-    if all(isinstance(row, dict) for row in instances):
-        values = _named_rows(instances, feature_names)
-    else:
-        values = _positional_rows(instances, len(feature_names))
-    return _to_float32(np.asarray(values, dtype=np.float64))
+    (`field`: what the body calls the list; aeserve/artifact/rows.py reads them). Finiteness is
+    checked by `check_rows`."""
+    try:
+        return row_checks.decode_rows(instances, feature_names, max_rows, field)
+    except row_checks.RowError as error:
+        raise http_error(error) from None
 
 
 def parse_json(body: bytes) -> Any:
@@ -268,24 +249,31 @@ def parse_json(body: bytes) -> Any:
     return _parse_json(body)
 
 
-def check_rows(rows: np.ndarray, max_rows: int) -> None:
+def check_rows(matrix: np.ndarray, max_rows: int) -> None:
     """At most `max_rows` rows, every value a finite float32, else the typed error naming it."""
-    _check_rows(rows, max_rows)
+    try:
+        row_checks.check_rows(matrix, max_rows)
+    except row_checks.RowError as error:
+        raise http_error(error) from None
 
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+def check_row_lengths(lengths: Sequence[int], width: int) -> None:
+    """Refuse ragged rows, or rows of another width than the model's: both decoders' rule."""
+    try:
+        row_checks.check_row_lengths(lengths, width)
+    except row_checks.RowError as error:
+        raise http_error(error) from None
 
 
-def _to_float32(values: np.ndarray) -> np.ndarray:
-    """Cast to float32; values beyond its range become inf, which `_check_rows` then names.
+#: The HTTP error of each of aeserve/artifact/rows.py's codes.
+_ROW_ERRORS: dict[str, type[ServiceError]] = {cls.code: cls for cls in (
+    InvalidInstances, EmptyInstances, TooManyRows, FeatureMismatch, NonNumeric, NonFinite,
+    RaggedRows, WrongWidth)}
 
-    `np.errstate` costs more than a small request's whole decoding, so it is entered only when
-    a value is out of range.
-    """
-    if values.size == 0 or np.abs(values).max() <= _FLOAT32_MAX:
-        return values.astype(np.float32)
-    with np.errstate(over="ignore"):
-        return values.astype(np.float32)
+
+def http_error(error: row_checks.RowError) -> ServiceError:
+    """The typed HTTP error (status, code, message, details) of a problem with the rows."""
+    return _ROW_ERRORS[error.code](error.message, **error.detail)
 
 
 def _parse_json(body: bytes) -> Any:
@@ -300,51 +288,6 @@ def _parse_json(body: bytes) -> Any:
             raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
         except RecursionError:
             raise MalformedJSON("the body's JSON is nested too deeply") from None
-
-
-def _positional_rows(instances: list, width: int) -> list:
-    for i, row in enumerate(instances):
-        if not isinstance(row, list):
-            raise InvalidInstances(
-                f"row {i} is a {type(row).__name__}: every row must be a list of {width} numbers "
-                "(or every row an object of named features)", row=i)
-    _check_row_lengths([len(row) for row in instances], width)
-    for i, row in enumerate(instances):
-        for j, value in enumerate(row):
-            _check_number(value, i, j)
-    return instances
-
-
-def _named_rows(instances: list[dict], feature_names: Sequence[str]) -> list[list[float]]:
-    expected = set(feature_names)
-    rows = []
-    for i, row in enumerate(instances):
-        if row.keys() != expected:
-            missing = sorted(expected - row.keys())
-            unknown = sorted(row.keys() - expected)
-            raise FeatureMismatch(
-                f"row {i} does not name exactly the model's features"
-                + (f"; missing: {missing}" if missing else "")
-                + (f"; unknown: {unknown}" if unknown else ""),
-                row=i, missing=missing, unknown=unknown)
-        values = [row[name] for name in feature_names]
-        for j, value in enumerate(values):
-            _check_number(value, i, j, feature_names[j])
-        rows.append(values)
-    return rows
-
-
-def _check_number(value: Any, row: int, column: int, name: str | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        where = f"feature {name!r}" if name is not None else f"column {column}"
-        raise NonNumeric(f"row {row}, {where}: {value!r} is not a number",
-                         row=row, column=column)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise NonFinite(f"row {row}, column {column}: {value} is not a finite number",
-                        row=row, column=column)
-    if isinstance(value, int) and not -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
-        raise NonFinite(f"row {row}, column {column}: an integer of {len(str(abs(value)))} "
-                        "digits is beyond float32's range", row=row, column=column)
 
 
 def _decode_float32_rows(body: bytes, width: int) -> np.ndarray:
@@ -380,20 +323,6 @@ def _decode_npy(body: bytes, width: int) -> np.ndarray:
     if array.shape[0] == 0:
         raise EmptyInstances("the array has no rows")
     return np.ascontiguousarray(array, dtype=np.float32)
-
-
-def _check_rows(rows: np.ndarray, max_rows: int) -> None:
-    if rows.shape[0] > max_rows:
-        raise TooManyRows(f"{rows.shape[0]} rows exceed the limit of {max_rows}",
-                          rows=int(rows.shape[0]), max_rows=max_rows)
-    # A float64 sum of float32 values cannot overflow, so it is finite exactly when every value
-    # is: one pass, no temporary array. Only a failing body pays for locating the culprit.
-    if not np.isfinite(rows.sum(dtype=np.float64)):
-        finite = np.isfinite(rows)
-        row, column = (int(v) for v in np.argwhere(~finite)[0])
-        raise NonFinite(f"row {row}, column {column}: {rows[row, column]} is not a finite "
-                        "float32 number (NaN, infinity, or beyond float32's range)",
-                        row=row, column=column)
 
 
 def dumps(payload: dict[str, Any]) -> bytes:

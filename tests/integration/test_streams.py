@@ -200,3 +200,19 @@ def test_the_client_sends_named_readings_and_leaves_bad_ones_to_the_server(windo
             with pytest.raises(AeserveError) as caught:
                 client.stream("machines", {"bad": rows})
             assert caught.value.code == code
+
+
+@pytest.mark.parametrize("rows", [
+    [], "x", [[1.0, 2.0, 3.0]], [[1.0], [1.0, 2.0]], [{"a": 1.0}], [[1.0, "two"]],
+    [[1e39, 1.0]], [[10 ** 400, 1.0]], [1.0, 2.0],
+])
+def test_the_runner_names_bad_rows_with_the_stream_routes_codes(server, rows):
+    from aeserve.batch.stream_scorer import MessageError, parse_message
+
+    body = json.dumps({"series": "x", "rows": rows})
+    response = httpx.post(f"{server}/models/machines/stream", content=body,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    with pytest.raises(MessageError) as caught:
+        parse_message(body.encode(), features=["a", "b"])
+    assert caught.value.code == response.json()["error"]["code"]

@@ -35,22 +35,35 @@ def test_a_row_model_scores_every_reading_as_its_session_does(scorer):
 
 @pytest.mark.parametrize(("message", "code"), [
     (b"{nope", "malformed_json"),
-    (b"[1, 2]", "invalid_message"),
-    (b'{"series": "a", "rows": [[1.0]], "extra": 1}', "invalid_message"),
+    (b"[1, 2]", "missing_instances"),
+    (b'{"series": "a", "rows": [[1.0]], "extra": 1}', "invalid_parameter"),
     (b'{"series": "a"}', "missing_instances"),
+    (b'{"rows": [[1.0]]}', "missing_instances"),
     (b'{"series": "a", "rows": [[1.0]], "row": [1.0]}', "missing_instances"),
-    (b'{"series": true, "row": [1.0]}', "invalid_message"),
+    (b'{"series": true, "row": [1.0]}', "invalid_instances"),
+    (b'{"series": "", "row": [1.0]}', "invalid_instances"),
+    (b'{"series": "a", "row": [1.0], "id": [1]}', "invalid_ids"),
     (b'{"series": "a", "rows": []}', "empty_instances"),
+    (b'{"series": "a", "rows": "x"}', "invalid_instances"),
     (b'{"series": "a", "rows": [[1.0, 2.0]]}', "wrong_width"),
+    (b'{"series": "a", "rows": [[1.0], [1.0, 2.0]]}', "ragged_rows"),
+    (b'{"series": "a", "rows": [{"g": 1.0}]}', "feature_mismatch"),
     (b'{"series": "a", "rows": [["1.0"]]}', "non_numeric"),
     (b'{"series": "a", "rows": [[NaN]]}', "non_finite"),
     (b'{"series": "a", "rows": [[1e39]]}', "non_finite"),
     (b'{"series": "a", "rows": [[1' + b"0" * 400 + b']]}', "non_finite"),  # no OverflowError
 ])
-def test_bad_messages_are_named(message, code):
+def test_bad_messages_are_named_as_the_stream_route_names_them(message, code):
     with pytest.raises(MessageError) as caught:
-        parse_message(message, width=1)
+        parse_message(message, features=["f"])
     assert caught.value.code == code
+
+
+def test_a_message_may_name_its_features():
+    readings = parse_message(b'{"series": 7, "rows": [{"g": 2, "f": 1.5}], "id": "m1"}',
+                             features=["f", "g"])
+    assert readings.series == 7 and readings.id == "m1"
+    assert readings.rows.tolist() == [[1.5, 2.0]] and readings.rows.dtype == np.float32
 
 
 def test_a_refused_message_is_answered_with_itself_and_the_rest_are_scored(scorer):
