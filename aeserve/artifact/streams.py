@@ -74,17 +74,18 @@ class StoreCounts:
 
     evicted: int = 0
     expired: int = 0
+    overflow: int = 0
     events: dict[str, int] = field(default_factory=lambda: {"start": 0, "end": 0})
 
     def advance(self, to: StoreCounts) -> list[tuple[str, str, int]]:
         """Bring these counts (those already reported) up to `to`, and say what happened in
-        between: ("event", "start" | "end", n) and ("dropped", "evicted" | "expired", n), each
-        with n > 0, for counters that only go up."""
+        between: ("event", "start" | "end", n) and ("dropped", "evicted" | "expired" |
+        "overflow", n), each with n > 0, for counters that only go up."""
         news = [("event", event, to.events[event] - self.events[event]) for event in self.events]
         news += [("dropped", reason, getattr(to, reason) - getattr(self, reason))
-                 for reason in ("evicted", "expired")]
+                 for reason in ("evicted", "expired", "overflow")]
         self.events = dict(to.events)
-        self.evicted, self.expired = to.evicted, to.expired
+        self.evicted, self.expired, self.overflow = to.evicted, to.expired, to.overflow
         return [(kind, label, n) for kind, label, n in news if n > 0]
 
 
@@ -195,6 +196,16 @@ class SeriesStore:
             following = ends_list[k + 1] if k + 1 < len(ends_list) else readings
             answer["alarm"][end:following] = [on[k]] * (following - end)
         return answer
+
+    def forget(self, series: str) -> None:
+        """Drop a series whose windows could not be scored (their scores overflowed float32).
+        Readings that complete no window are kept unscored, so a reading too large for the
+        model can wait in a series' last readings; forgetting them is what lets the series'
+        next readings be scored again, from a new window."""
+        state = self.series.pop(series, None)
+        if state is not None:
+            self.active_alarms -= state.alarm.active
+            self.counts.overflow += 1
 
     def in_alarm(self, series: str) -> bool:
         """Whether the series is in alarm now (False for a series not kept)."""

@@ -59,7 +59,8 @@ class RunnerMetrics:
                                     "series, by event.", ["model", "event"], registry=registry)
         self.dropped = Counter("aeserve_stream_dropped_series", "Series whose state was "
                                "dropped, by reason: evicted (beyond --max-series), expired "
-                               "(idle).", ["model", "reason"], registry=registry)
+                               "(idle), overflow (windows whose scores overflowed float32).",
+                               ["model", "reason"], registry=registry)
         self.series = Gauge("aeserve_stream_series", "Series whose state is kept.", ["model"],
                             registry=registry)
         self.in_alarm = Gauge("aeserve_stream_series_in_alarm", "Series in alarm now.",

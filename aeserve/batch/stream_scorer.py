@@ -113,8 +113,9 @@ class StreamScorer:
                 parsed.append(parse_message(payload, self.features))
             except MessageError as error:
                 parsed.append(error)
-        # A message whose scores are not finite is refused, and the batch cut again without it:
-        # its readings must not reach its series' window, nor the windows of later messages.
+        # A message whose scores are not finite is refused, its series forgotten, and the batch
+        # cut again without it: its readings must not reach its series' window, nor the windows
+        # of later messages.
         while True:
             valid = [i for i, p in enumerate(parsed) if isinstance(p, Readings)]
             cut = self.store.cut([(str(parsed[i].series), parsed[i].rows) for i in valid])
@@ -130,6 +131,7 @@ class StreamScorer:
             if not refused:
                 break
             for i in refused:
+                self.store.forget(str(parsed[i].series))  # SeriesStore.forget says why
                 parsed[i] = MessageError(
                     "non_finite_result", "the readings are too large for the model's float32 "
                                          "arithmetic: their scores are not finite")

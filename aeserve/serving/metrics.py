@@ -141,7 +141,8 @@ class Metrics:
             ["model"], registry=r, multiprocess_mode="livesum")
         self.stream_dropped_series = Counter(
             "aeserve_stream_dropped_series", "Series whose state was dropped, by reason: "
-            "evicted (beyond AESERVE_STREAM_MAX_SERIES), expired (idle).",
+            "evicted (beyond AESERVE_STREAM_MAX_SERIES), expired (idle), overflow (windows whose "
+            "scores overflowed float32).",
             ["model", "reason"], registry=r)
         # Labelled children by (metric, labels): `labels()` validates and hashes its arguments
         # under a lock on every call, which the per-request paths should not pay.

@@ -125,7 +125,11 @@ class StreamService:
             try:
                 require_finite(outputs, wanted)
             except NonFiniteResult as error:
-                raise _non_finite_readings(parts, cut, error) from None
+                refused = _non_finite_readings(parts, cut, error)
+                for named in refused.detail["readings"]:
+                    store.forget(str(named["series"]))
+                self._report(entry.name, streams)
+                raise refused from None
             self.metrics.rows_counter(entry.name, entry.version, "stream").inc(len(windows))
         threshold = card.threshold
         answers, start = [], 0
@@ -196,7 +200,8 @@ class StreamService:
 def _non_finite_readings(parts: list[StreamPart], cut: list[Windows],
                          error: NonFiniteResult) -> NonFiniteResult:
     """The 422 for windows whose outputs overflowed, naming series and readings rather than
-    positions among the request's windows; none of the request's readings was kept."""
+    positions among the request's windows; none of the request's readings is kept, and the
+    series named are forgotten (`SeriesStore.forget` says why)."""
     rows, start, named = set(error.detail.get("rows", [])), 0, []
     for part, windowed in zip(parts, cut, strict=True):
         for k, end in enumerate(windowed.ends.tolist()):
@@ -209,7 +214,9 @@ def _non_finite_readings(parts: list[StreamPart], cut: list[Windows],
     return NonFiniteResult(
         f"{len(named) or len(rows)} window(s) give a non-finite {error.detail.get('output')} "
         f"(first: {where}): their readings are too large for the model's float32 arithmetic; "
-        "scale them down. None of this request's readings was kept.",
+        "scale them down. None of this request's readings was kept, and the series named "
+        "here start over from a new window (a reading too large may have been kept unscored "
+        "from an earlier request).",
         readings=named[:100], output=error.detail.get("output"))
 
 

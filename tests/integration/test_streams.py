@@ -144,28 +144,34 @@ def test_non_finite_readings_and_unknown_models_are_refused(server):
     assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_model"
 
 
-def test_a_refused_request_leaves_its_series_as_it_was(windowed_model, server):
-    """Readings whose scores overflow float32 are refused by series and reading, and none of
-    the request's readings is kept: the next request continues from the readings before."""
+def test_a_refused_request_keeps_nothing_and_an_unscorable_series_starts_over(windowed_model,
+                                                                                server):
+    """Readings whose window's score overflows float32 are refused by series and reading, and
+    none of the request's readings is kept: a series whose windows scored continues from the
+    readings before. The series whose window overflowed starts over, so that a reading too large
+    for the model, kept unscored while it completed no window, cannot block it for good."""
     data, version = windowed_model
     X, _ = readings(data)["m1"]
     url = f"{server}/models/machines/stream"
-    assert httpx.post(url, json={"series": "kept", "rows": X[:5].tolist()}).status_code == 200
-    huge = (X[5] + 1e30).tolist()
-    refused = httpx.post(url, json={"streams": [{"series": "kept", "rows": [huge]},
-                                                {"series": "other", "rows": X[:6].tolist()}]})
+    stuck = X[:5].copy()
+    stuck[2] += 1e30  # completes no window: kept, unscored
+    for name, rows in (("kept", X[:5]), ("stuck", stuck)):
+        assert httpx.post(url, json={"series": name, "rows": rows.tolist()}).status_code == 200
+    refused = httpx.post(url, json={"streams": [{"series": "kept", "rows": X[5:6].tolist()},
+                                                {"series": "stuck", "rows": X[5:6].tolist()}]})
     assert refused.status_code == 422, refused.text
     error = refused.json()["error"]
     assert error["code"] == "non_finite_result"
-    assert error["readings"] == [{"series": "kept", "reading": 0}]
-    answer = httpx.post(url, json={"series": "kept", "rows": X[5:6].tolist()}).json()
+    assert error["readings"] == [{"series": "stuck", "reading": 0}]
     session = ort.InferenceSession(str(version / "model.onnx"),
                                    providers=["CPUExecutionProvider"])
-    window = X[:6].reshape(1, -1)
-    expected = session.run(["score"], {"x": np.repeat(window, 2, axis=0)})[0][0]
-    assert answer["series"][0]["scores"] == [float(expected)]
-    other = httpx.post(url, json={"series": "other", "rows": X[:1].tolist()}).json()
-    assert other["series"][0]["scores"] == [None]  # "other" was not kept either
+    expected = session.run(["score"], {"x": np.repeat(X[:6].reshape(1, -1), 2, axis=0)})[0]
+    for name in ("kept", "stuck"):
+        answer = httpx.post(url, json={"series": name, "rows": X[5:6].tolist()}).json()
+        scores = answer["series"][0]["scores"]
+        assert scores == ([float(expected[0])] if name == "kept" else [None]), name
+    again = httpx.post(url, json={"series": "stuck", "rows": X[:6].tolist()}).json()
+    assert again["series"][0]["scores"][5] == float(expected[0])  # scored again
 
 
 def test_the_python_client_streams_series_and_reads_the_answer(windowed_model, server):

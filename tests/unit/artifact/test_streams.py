@@ -161,3 +161,14 @@ def test_an_answer_says_each_readings_score_and_alarm():
     assert answer["is_anomaly"] == [None, True, False]
     assert answer["alarm"] == [False, True, False]
     assert answer["events"] == [None, "start", "end"]
+
+
+def test_a_forgotten_series_starts_over_and_is_counted():
+    s = store(size=2, width=1)
+    (cut,) = s.cut([("a", np.array([[1.0], [2.0]]))])
+    s.answer("a", cut, np.array([5.0]), 1.0)  # in alarm
+    assert s.active_alarms == 1
+    s.forget("a")
+    s.forget("never-seen")
+    assert len(s) == 0 and s.active_alarms == 0 and s.counts.overflow == 1
+    assert feed(s, "a", np.array([[3.0]])).windows.shape == (0, 2)
