@@ -30,7 +30,6 @@ import orjson
 
 from aeserve.serving.codecs import ABSENT, JSON_TYPES, decode_json_matrix, media_type
 from aeserve.serving.errors import ServiceError
-from aeserve.serving.v2_codec import split_json
 
 log = logging.getLogger("aeserve")
 
@@ -68,6 +67,10 @@ def _serve(conn: Connection) -> None:
         envelope = b""
         try:
             if kind == V2:
+                # Imported on the first V2 body: the Open Inference Protocol's schemas bring
+                # pydantic, 10 MB of this process's memory that instances-only traffic never uses.
+                from aeserve.serving.v2_codec import split_json
+
                 split = split_json(body)
                 envelope, values = split if split is not None else (b"", None)
             else:
