@@ -12,11 +12,12 @@ and `application/x-npy` (one 2-D numeric array) are read with `np.frombuffer` / 
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import orjson
@@ -38,6 +39,9 @@ from aeserve.serving.errors import (
     UnsupportedMediaType,
     WrongWidth,
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 JSON_TYPES = {"application/json", ""}
 BINARY_TYPE = "application/octet-stream"
@@ -232,37 +236,9 @@ def _decode_json_general(body: bytes, feature_names: Sequence[str], max_rows: in
     return decode_rows(payload["instances"], feature_names, max_rows), payload.get("ids", ABSENT)
 
 
-def decode_rows(instances: Any, feature_names: Sequence[str], max_rows: int,
-                field: str = "instances") -> np.ndarray:
-    """A parsed JSON list of rows (lists in feature order, or objects keyed by feature name) as
-    a float32 [N, len(feature_names)] matrix, or the typed error that names the first problem
-    (`field`: what the body calls the list; aeserve/artifact/rows.py reads them). Finiteness is
-    checked by `check_rows`."""
-    try:
-        return row_checks.decode_rows(instances, feature_names, max_rows, field)
-    except row_checks.RowError as error:
-        raise http_error(error) from None
-
-
 def parse_json(body: bytes) -> Any:
     """A JSON body as Python objects, or MalformedJSON saying where it is not JSON."""
     return _parse_json(body)
-
-
-def check_rows(matrix: np.ndarray, max_rows: int) -> None:
-    """At most `max_rows` rows, every value a finite float32, else the typed error naming it."""
-    try:
-        row_checks.check_rows(matrix, max_rows)
-    except row_checks.RowError as error:
-        raise http_error(error) from None
-
-
-def check_row_lengths(lengths: Sequence[int], width: int) -> None:
-    """Refuse ragged rows, or rows of another width than the model's: both decoders' rule."""
-    try:
-        row_checks.check_row_lengths(lengths, width)
-    except row_checks.RowError as error:
-        raise http_error(error) from None
 
 
 #: The HTTP error of each of aeserve/artifact/rows.py's codes.
@@ -274,6 +250,28 @@ _ROW_ERRORS: dict[str, type[ServiceError]] = {cls.code: cls for cls in (
 def http_error(error: row_checks.RowError) -> ServiceError:
     """The typed HTTP error (status, code, message, details) of a problem with the rows."""
     return _ROW_ERRORS[error.code](error.message, **error.detail)
+
+
+def _http_errors(check: Callable[P, R]) -> Callable[P, R]:
+    """`check`, one of aeserve/artifact/rows.py's, raising the HTTP error of its RowError's code
+    (`http_error`) instead."""
+    @functools.wraps(check)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return check(*args, **kwargs)
+        except row_checks.RowError as error:
+            raise http_error(error) from None
+
+    return checked
+
+
+#: JSON rows (lists in feature order, or objects keyed by feature name) as a float32 matrix;
+#: finiteness is checked by `check_rows`.
+decode_rows = _http_errors(row_checks.decode_rows)
+#: At most `max_rows` rows, every value a finite float32.
+check_rows = _http_errors(row_checks.check_rows)
+#: No ragged rows, and no rows of another width than the model's: both decoders' rule.
+check_row_lengths = _http_errors(row_checks.check_row_lengths)
 
 
 def _parse_json(body: bytes) -> Any:
