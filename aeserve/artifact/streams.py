@@ -117,7 +117,7 @@ class SeriesStore:
             before = latest.get(series)
             if before is None:
                 state = self.series.get(series)
-                if state is None or now - state.seen > self.idle_s:  # new, or expired
+                if state is None or self._idle(state, now):  # new, or expired
                     tail, filled = np.zeros((self.size - 1, self.width), np.float32), 0
                 else:
                     tail, filled = state.tail, state.filled
@@ -231,11 +231,14 @@ class SeriesStore:
     def _expire(self, now: float) -> None:
         """Drop the series unseen for `idle_s`: they are the oldest in the LRU order."""
         while self.series:
-            oldest = next(iter(self.series.values()))
-            if now - oldest.seen <= self.idle_s:
+            if not self._idle(next(iter(self.series.values())), now):
                 return
             self._drop()
             self.counts.expired += 1
+
+    def _idle(self, state: SeriesState, now: float) -> bool:
+        """Whether `state`'s series has gone unseen for longer than `idle_s`: it is dropped."""
+        return now - state.seen > self.idle_s
 
     def _drop(self) -> None:
         """Forget the least recently seen series (an alarm it was in ends unannounced)."""
