@@ -21,7 +21,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from sklearn.cluster import KMeans  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
+from sklearn.neighbors import NearestNeighbors  # noqa: E402
 
 from aeserve.training import defaults  # noqa: E402
 from aeserve.training.model import AutoencoderConfig  # noqa: E402
@@ -62,6 +64,48 @@ def disagreement_scores(y_fit: np.ndarray, y_test: np.ndarray, z_test: np.ndarra
     }
 
 
+def _tail(held_out: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each value's tail probability among the held-out normal rows' values (never 0)."""
+    ranked = np.sort(held_out)
+    above = len(ranked) - np.searchsorted(ranked, values, side="left")
+    return (above + 1) / (len(ranked) + 1)
+
+
+def local_code_scores(code_fit: np.ndarray, code_test: np.ndarray, folds: np.ndarray,
+                      recon_held_out: np.ndarray, recon_test: np.ndarray,
+                      neighbours: int = 5, centroids: int = 64,
+                      seed: int = 0) -> dict[str, np.ndarray]:
+    """A local density in code space beside the reconstruction: each member's distance from a
+    row's code to its k-th nearest training code (or to the nearest of a few k-means centroids,
+    the version a graph could carry). Reconstruction finds rows off the normal rows' manifold;
+    a code far from every training code finds rows on it but between its clusters (ALOI's local
+    anomalies), which the decoder rebuilds. The two are combined by their tail probabilities
+    among held-out rows (the larger, or Fisher's sum of logs), so that a term that knows nothing
+    about a data set adds as little noise as it can."""
+    knn_held, knn_test, cen_held, cen_test = (np.zeros(len(folds)), [], np.zeros(len(folds)), [])
+    for k, (fit, rows) in enumerate(zip(code_fit, code_test, strict=True)):
+        trained, held = folds != k, folds == k
+        index = NearestNeighbors(n_neighbors=neighbours).fit(fit[trained])
+        knn_held[held] = index.kneighbors(fit[held])[0][:, -1]
+        knn_test.append(index.kneighbors(rows)[0][:, -1])
+        means = KMeans(n_clusters=min(centroids, int(trained.sum())), n_init=1,
+                       random_state=seed).fit(fit[trained])
+        cen_held[held] = means.transform(fit[held]).min(axis=1)
+        cen_test.append(means.transform(rows).min(axis=1))
+    knn_test_mean, cen_test_mean = np.mean(knn_test, axis=0), np.mean(cen_test, axis=0)
+    p_recon = _tail(recon_held_out, recon_test)
+    out = {"code_knn_alone": knn_test_mean, "code_centroid_alone": cen_test_mean}
+    for name, held, test in (("knn", knn_held, knn_test_mean),
+                             ("centroid", cen_held, cen_test_mean)):
+        p_code = _tail(held, test)
+        out[f"cauchy_or_code_{name}_max"] = -np.log(np.minimum(p_recon, p_code))
+        out[f"cauchy_and_code_{name}_fisher"] = -np.log(p_recon) - np.log(p_code)
+        out[f"cauchy_plus_code_{name}_over_median"] = (
+            recon_test / max(np.median(recon_held_out), 1e-12)
+            + test / max(np.median(held), 1e-12))  # duplicated rows: a median distance of 0
+    return out
+
+
 def scores(split: Split) -> dict[str, np.ndarray]:
     """Every score rule's test scores, from one default model trained on `split`."""
     members = defaults.MEMBERS
@@ -88,9 +132,11 @@ def scores(split: Split) -> dict[str, np.ndarray]:
     t2_fit, t2_test = _hotelling(code_fit, code_fit), _hotelling(code_fit, code_test)
     mse_fit, mse_test = e_fit.mean(axis=(0, 2)), e_test.mean(axis=(0, 2))
     cauchy_sum_test = np.log1p(e_test / s_held_out).mean(axis=0).sum(axis=1)
+    residual_test = np.log1p(e_test.mean(axis=0) / s_held_out).mean(axis=1)
+    residual_held_out = np.log1p(held_out / s_held_out).mean(axis=1)
     return {
         "mse_scaled": mse_test,
-        "residual_cauchy": np.log1p(e_test.mean(axis=0) / s_held_out).mean(axis=1),
+        "residual_cauchy": residual_test,
         "cauchy_mean_of_member_terms": np.log1p(e_test / s_held_out).mean(axis=(0, 2)),
         "cauchy_train_scale": np.log1p(e_test / s_train).mean(axis=(0, 2)),
         "scaled_no_log": (e_test / s_held_out).mean(axis=(0, 2)),
@@ -98,6 +144,8 @@ def scores(split: Split) -> dict[str, np.ndarray]:
         "mse_plus_t2": mse_test / np.median(mse_fit) + t2_test / np.median(t2_fit),
         "cauchy_plus_half_t2": cauchy_sum_test + 0.5 * t2_test,
         **disagreement_scores(y_fit, y_test, z_test, s_held_out),
+        **local_code_scores(code_fit, code_test, folds, residual_held_out, residual_test,
+                            seed=split.seed),
     }
 
 
