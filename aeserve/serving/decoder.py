@@ -7,6 +7,12 @@ feeding the body through a pipe (ProcessPoolExecutor) halved throughput instead,
 then cross the pipe in 64 kB pieces; here the body and the matrix are copied once each into
 shared memory and only a few bytes cross the pipe.
 
+Why not `multiprocessing`: its spawn start and its SharedMemory both start a resource-tracker
+process (13 MB resident, for a worker that needs none). The helper is a plain subprocess, and the
+shared memory anonymous files (memfd) handed to it as file descriptors: nothing has a name, so
+nothing outlives the two processes however they end, and the container's /dev/shm size does not
+bound it.
+
 Only clean bodies are decoded there: the matrix of `{"instances": [[numbers]]}`, and the flat
 tensor of an Open Inference Protocol request (`v2_codec.split_json`). Anything else, any
 refusal (too many rows, NaN), and a helper that died come back as "not decoded", and the worker
@@ -19,11 +25,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
+import mmap
 import os
+import signal
+import socket
 import struct
+import subprocess
+import sys
 from multiprocessing.connection import Connection
-from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -34,36 +44,74 @@ from aeserve.serving.errors import ServiceError
 log = logging.getLogger("aeserve")
 
 #: Larger bodies are decoded in the worker: the segments (the body, and twice its size for the
-#: matrix) live in /dev/shm, which containers get 64 MB of unless told otherwise.
+#: matrix) are memory the worker holds for as long as it lives.
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 _REQUEST = struct.Struct("<qqqq")  # kind, body bytes, width, max rows
 _REPLY = struct.Struct("<q")       # values decoded, or -1: not decoded (then, for V2: envelope)
 INSTANCES, V2 = 0, 1  # the body's protocol: {"instances": ...} or an Open Inference request
+_ATTACH = b"attach"   # the next two file descriptors on the side socket are the new segments
 #: A helper that has not answered by then is taken for stuck: killed, and replaced later.
 REPLY_TIMEOUT_S = 60.0
-SHM_DIR = "/dev/shm"
-HAS_SHM = os.path.isdir(SHM_DIR)  # Linux; elsewhere every body is decoded in the worker
+HAS_SHARED_MEMORY = hasattr(os, "memfd_create")  # Linux; elsewhere the worker decodes every body
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where the helper imports aeserve from
 
 
-def _serve(conn: Connection) -> None:
-    """The helper's loop: attach to the segments it is told of, decode, reply."""
-    segments: tuple[SharedMemory, SharedMemory] | None = None
+class Segment:
+    """Memory both processes map: an anonymous file, its pages reserved when it is made.
+
+    A shared file is sparse: a page is only taken when first written, and a write that finds no
+    memory left kills the process with SIGBUS instead of raising. Reserving every page at creation
+    (`posix_fallocate`) turns that into an error here (NoRoom), and no later write can fail:
+    checking the free memory first would race.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.fd = os.memfd_create("aeserve-json", os.MFD_CLOEXEC)
+        try:
+            os.posix_fallocate(self.fd, 0, size)
+            self.buf = mmap.mmap(self.fd, size)
+        except OSError as exc:
+            os.close(self.fd)
+            raise NoRoom(f"no room for a {size}-byte shared segment: "
+                         f"{exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, BufferError):
+            self.buf.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def serve(channel_fd: int, side_fd: int) -> None:
+    """The helper's loop: decode the bodies the worker writes, reply through the channel.
+
+    Ctrl-C reaches the helper too (it shares the worker's process group); the worker ends it by
+    closing the channel, so it ignores SIGINT rather than print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _serve(Connection(channel_fd), socket.socket(fileno=side_fd))
+
+
+def _serve(conn: Connection, side: socket.socket) -> None:
+    segments: tuple[mmap.mmap, mmap.mmap] | None = None
     while True:
         try:
             message = conn.recv_bytes()
         except EOFError:
             return
-        if message.startswith(b"attach "):
-            names = message[len(b"attach "):].decode().split()
+        if message == _ATTACH:
+            _, fds, _, _ = socket.recv_fds(side, 1, 2)
             if segments is not None:
                 for segment in segments:
                     segment.close()
-            segments = (SharedMemory(names[0]), SharedMemory(names[1]))
+            segments = (mmap.mmap(fds[0], 0), mmap.mmap(fds[1], 0))
+            for fd in fds:
+                os.close(fd)  # the mappings keep the files
             continue
         kind, length, width, max_rows = _REQUEST.unpack(message)
         assert segments is not None
-        body = bytes(segments[0].buf[:length])
+        body = segments[0][:length]
         envelope = b""
         try:
             if kind == V2:
@@ -83,33 +131,14 @@ def _serve(conn: Connection) -> None:
         if values is None:
             conn.send_bytes(_REPLY.pack(-1))
             continue
-        out = np.frombuffer(segments[1].buf, dtype=np.float32, count=values.size)
+        out = np.frombuffer(segments[1], dtype=np.float32, count=values.size)
         out[:] = values.ravel()
         del out
         conn.send_bytes(_REPLY.pack(values.size) + envelope)
 
 
 class NoRoom(Exception):
-    """Shared memory is too full for this body's segments: the worker decodes it."""
-
-
-def _reserved_segment(size: int) -> SharedMemory:
-    """A shared-memory segment whose pages are all reserved now.
-
-    A segment is created sparse: a page is only taken from /dev/shm when first written, and a
-    write that finds /dev/shm full (another worker, another program) kills the process with
-    SIGBUS instead of raising. Reserving every page at creation (`posix_fallocate`) turns that
-    into an ENOSPC here, and no later write can fail: checking the free space first would race.
-    """
-    segment = SharedMemory(create=True, size=size)
-    try:
-        os.posix_fallocate(segment._fd, 0, size)
-    except OSError as exc:
-        segment.close()
-        segment.unlink()
-        raise NoRoom(f"{SHM_DIR} has no room for a {size}-byte segment: "
-                     f"{exc.strerror or exc}") from None
-    return segment
+    """Too little memory for this body's segments: the worker decodes it."""
 
 
 class DecoderProcess:
@@ -117,13 +146,14 @@ class DecoderProcess:
 
     def __init__(self, min_bytes: int) -> None:
         self.min_bytes = min_bytes  # 0: never
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
-        self._segments: tuple[SharedMemory, SharedMemory] | None = None
+        self._side: socket.socket | None = None
+        self._segments: tuple[Segment, Segment] | None = None
         self._lock = asyncio.Lock()
 
     def wants(self, body: bytes, content_type: str | None) -> bool:
-        return (0 < self.min_bytes <= len(body) <= MAX_BODY_BYTES and HAS_SHM
+        return (0 < self.min_bytes <= len(body) <= MAX_BODY_BYTES and HAS_SHARED_MEMORY
                 and media_type(content_type) in JSON_TYPES)
 
     async def matrix(self, body: bytes, width: int, max_rows: int
@@ -178,29 +208,53 @@ class DecoderProcess:
 
     def _ready(self, body_bytes: int) -> Connection:
         """The connection to a running helper whose segments hold `body_bytes`."""
-        if self._process is None or not self._process.is_alive():
+        if self._process is None or self._process.poll() is not None:
             self.shutdown()
-            context = multiprocessing.get_context("spawn")  # the worker has threads by now
-            self._conn, child = context.Pipe()
-            self._process = context.Process(target=_serve, args=(child,), daemon=True,
-                                            name="aeserve-json-decoder")
-            self._process.start()
-            child.close()
+            self._start()
         if self._segments is None or self._segments[0].size < body_bytes:
             self._release_segments()
             size = max(body_bytes, 1 << 20)
             # A number takes at least two bytes of JSON ("1,") and four as float32.
-            self._segments = (_reserved_segment(size), _reserved_segment(2 * size))
-            self._conn.send_bytes(
-                f"attach {self._segments[0].name} {self._segments[1].name}".encode())
+            body_segment = Segment(size)
+            try:
+                out_segment = Segment(2 * size)
+            except NoRoom:
+                body_segment.close()
+                raise
+            self._segments = (body_segment, out_segment)
+            socket.send_fds(self._side, [b"s"], [body_segment.fd, out_segment.fd])
+            self._conn.send_bytes(_ATTACH)
         return self._conn
+
+    def _start(self) -> None:
+        """A fresh helper: this interpreter running `serve`, the two sockets its only link.
+
+        Started with subprocess rather than fork (the worker has threads by now) or
+        multiprocessing's spawn (which brings its resource tracker)."""
+        channel, child_channel = socket.socketpair()
+        side, child_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [_PACKAGE_ROOT, *filter(None, [env.get("PYTHONPATH")])])
+        fds = (child_channel.fileno(), child_side.fileno())
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", "import sys; from aeserve.serving.decoder import serve; "
+                 "serve(int(sys.argv[1]), int(sys.argv[2]))", *map(str, fds)],
+                pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
+        except OSError:
+            for end in (channel, side):
+                end.close()
+            raise
+        finally:
+            child_channel.close()
+            child_side.close()
+        self._conn, self._side = Connection(channel.detach()), side
 
     def _release_segments(self) -> None:
         if self._segments is not None:
             for segment in self._segments:
-                with contextlib.suppress(OSError, BufferError):
-                    segment.close()
-                    segment.unlink()
+                segment.close()
             self._segments = None
 
     def shutdown(self) -> None:
@@ -208,9 +262,14 @@ class DecoderProcess:
             with contextlib.suppress(OSError):
                 self._conn.close()
             self._conn = None
-        if self._process is not None:
-            self._process.join(timeout=2)
-            if self._process.is_alive():
+        if self._side is not None:
+            self._side.close()
+            self._side = None
+        if self._process is not None:  # the closed channel ends its loop
+            try:
+                self._process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
                 self._process.kill()
+                self._process.wait()
             self._process = None
         self._release_segments()

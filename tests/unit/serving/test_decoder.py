@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import orjson
@@ -58,12 +60,13 @@ def test_refusals_are_the_workers_typed_errors(decoder, payload, error):
 def test_a_dead_helper_is_replaced(decoder):
     rows = np.random.default_rng(2).normal(size=(50, 6))
     decode(decoder, body(rows))
-    os.kill(decoder._process.pid, signal.SIGKILL)
-    decoder._process.join(timeout=5)
-    # The request that finds it dead is decoded by the worker; the next starts a new helper.
+    dead = decoder._process
+    os.kill(dead.pid, signal.SIGKILL)
+    dead.wait(timeout=5)
     for _ in range(2):
         np.testing.assert_array_equal(decode(decoder, body(rows)), rows.astype(np.float32))
-    assert decoder._process is not None and decoder._process.is_alive()
+    assert decoder._process is not None and decoder._process is not dead
+    assert decoder._process.poll() is None
 
 
 def test_which_bodies_go_to_the_helper():
@@ -80,7 +83,7 @@ def test_no_room_in_shared_memory_means_the_worker_decodes(monkeypatch):
 
     import aeserve.serving.decoder as decoder_module
 
-    def full(fd: int, offset: int, length: int) -> None:  # /dev/shm filled by someone else
+    def full(fd: int, offset: int, length: int) -> None:  # memory taken by someone else
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(decoder_module.os, "posix_fallocate", full)
@@ -89,21 +92,47 @@ def test_no_room_in_shared_memory_means_the_worker_decodes(monkeypatch):
         rows = np.random.default_rng(3).normal(size=(40, 6))
         assert asyncio.run(process.matrix(body(rows), 6, 100)) is None  # declined, not SIGBUS
         np.testing.assert_array_equal(decode(process, body(rows)), rows.astype(np.float32))
-        assert process._segments is None  # nothing was written to a full /dev/shm
+        assert process._segments is None  # nothing was written to memory that is not there
     finally:
         process.shutdown()
 
 
 def test_segments_are_reserved_when_made():
-    from aeserve.serving.decoder import _reserved_segment
+    from aeserve.serving.decoder import Segment
 
-    segment = _reserved_segment(1 << 20)
+    segment = Segment(1 << 20)
     try:
         # every page is taken now: the file's blocks cover its size (a sparse one has none)
-        assert os.fstat(segment._fd).st_blocks * 512 >= 1 << 20
+        assert os.fstat(segment.fd).st_blocks * 512 >= 1 << 20
     finally:
         segment.close()
-        segment.unlink()
+
+
+HELPER_CHILDREN = """
+import asyncio, os, pathlib
+import numpy as np, orjson
+from aeserve.serving.decoder import DecoderProcess
+before = set(os.listdir("/dev/shm"))
+process = DecoderProcess(min_bytes=1)
+rows = np.arange(60.0).reshape(10, 6)
+matrix, _ = asyncio.run(process.matrix(orjson.dumps({"instances": rows.tolist()}), 6, 100))
+assert (matrix == rows).all()
+me = os.getpid()
+for pid in pathlib.Path(f"/proc/{me}/task/{me}/children").read_text().split():
+    print(pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\\0", b" ").decode())
+print("new in /dev/shm:", sorted(set(os.listdir("/dev/shm")) - before))
+process.shutdown()
+"""
+
+
+def test_the_helper_is_the_only_child_and_nothing_is_named():
+    """No resource tracker beside the helper (13 MB resident that multiprocessing's spawn and
+    SharedMemory start), and no named segment in /dev/shm that a killed worker would leave."""
+    run = subprocess.run([sys.executable, "-c", HELPER_CHILDREN], capture_output=True,
+                         text=True, timeout=60, check=True)
+    children, shm = run.stdout.strip().splitlines()[:-1], run.stdout.strip().splitlines()[-1]
+    assert len(children) == 1 and "aeserve.serving.decoder import serve" in children[0]
+    assert shm == "new in /dev/shm: []"
 
 
 def test_bodies_beyond_the_segment_cap_stay_in_the_worker():
@@ -125,8 +154,8 @@ def test_a_stuck_helper_is_killed_and_the_worker_decodes(monkeypatch):
         os.kill(stuck.pid, signal.SIGSTOP)
         monkeypatch.setattr(decoder_module, "REPLY_TIMEOUT_S", 0.5)
         np.testing.assert_array_equal(decode(process, body(rows)), rows.astype(np.float32))
-        stuck.join(timeout=5)
-        assert not stuck.is_alive() and process._process is None
+        stuck.wait(timeout=5)
+        assert stuck.poll() is not None and process._process is None
     finally:
         process.shutdown()
 
