@@ -151,12 +151,6 @@ class SeriesStore:
         state.tail, state.filled = cut.tail, cut.filled
         return state
 
-    def alarms(self, series: str, scores: np.ndarray, threshold: float
-               ) -> tuple[list[float], list[bool], list[Event]]:
-        """Run the series' alarm over its new windows' scores, in order: (smoothed scores,
-        in alarm after each, the events)."""
-        return self._run_alarm(self._state(series), scores, threshold)
-
     def _run_alarm(self, state: SeriesState, scores: np.ndarray, threshold: float
                    ) -> tuple[list[float], list[bool], list[Event]]:
         alarm = state.alarm

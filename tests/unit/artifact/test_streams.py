@@ -65,8 +65,9 @@ def test_an_idle_series_expires_and_starts_over():
 def test_each_series_has_its_own_alarm():
     s = store()
     feed(s, "a", np.zeros((1, 2))), feed(s, "b", np.zeros((1, 2)))
-    _, on, events = s.alarms("a", np.array([2.0, 2.0]), 1.0)
-    assert on == [True, True] and events == ["start", None]
+    (cut,) = s.cut([("a", np.zeros((3, 2)))])  # two readings complete a's first windows
+    answer = s.answer("a", cut, np.array([2.0, 2.0]), 1.0)
+    assert answer["alarm"] == [False, True, True] and answer["events"] == [None, "start", None]
     assert s.in_alarm("a") and not s.in_alarm("b") and not s.in_alarm("unknown")
     assert s.counts.events == {"start": 1, "end": 0} and s.active_alarms == 1
     for i in range(10):  # "a" is evicted, in alarm
