@@ -54,7 +54,12 @@ _ATTACH = b"attach"   # the next two file descriptors on the side socket are the
 #: A helper that has not answered by then is taken for stuck: killed, and replaced later.
 REPLY_TIMEOUT_S = 60.0
 HAS_SHARED_MEMORY = hasattr(os, "memfd_create")  # Linux; elsewhere the worker decodes every body
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where the helper imports aeserve from
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where this worker found aeserve
+#: The helper's program. The worker's package root goes last on its path: it finds aeserve
+#: where the worker did even when that is not installed, and shadows nothing.
+_HELPER_MAIN = ("import sys; sys.path.append(sys.argv[3]); "
+                "from aeserve.serving.decoder import serve; "
+                "serve(int(sys.argv[1]), int(sys.argv[2]))")
 
 
 class Segment:
@@ -233,15 +238,11 @@ class DecoderProcess:
         multiprocessing's spawn (which brings its resource tracker)."""
         channel, child_channel = socket.socketpair()
         side, child_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [_PACKAGE_ROOT, *filter(None, [env.get("PYTHONPATH")])])
         fds = (child_channel.fileno(), child_side.fileno())
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", "import sys; from aeserve.serving.decoder import serve; "
-                 "serve(int(sys.argv[1]), int(sys.argv[2]))", *map(str, fds)],
-                pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
+                [sys.executable, "-c", _HELPER_MAIN, *map(str, fds), _PACKAGE_ROOT],
+                pass_fds=fds, stdin=subprocess.DEVNULL)
         except OSError:
             for end in (channel, side):
                 end.close()
