@@ -8,6 +8,7 @@ export and no peers. docs/variants.md lists the configurations compared and thei
         one-class unsupervised] [--seeds 0 1 2] [--csv out.csv]
 
 Configuration keys (anything absent takes the value in brackets): hidden ([64, 32, 8]),
+code_at_most_half (false: true narrows the code to at most half the features, and 2 at least),
 activation ("relu"), members (1), cross_fit (false: with a `holdout` share of the rows kept out,
 or none when 0), holdout (0.2), lr (3e-3), batch (128), epochs (80), min_steps (0),
 patience (100000), restore (true: keep the best validation epoch), trim (0: the share of each
@@ -152,8 +153,10 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
     MemoryAutoencoder.options = cfg.get("memory") or {}
     trainer_module.Autoencoder = MemoryAutoencoder if "memory" in cfg else Autoencoder
     members = cfg.get("members", 1)
-    model_config = AutoencoderConfig(input_dim=split.X_fit.shape[1],
-                                     hidden_sizes=list(cfg.get("hidden", [64, 32, 8])),
+    hidden = list(cfg.get("hidden", [64, 32, 8]))
+    if cfg.get("code_at_most_half", False):  # a bottleneck for low-dimensional data too
+        hidden[-1] = min(hidden[-1], max(2, split.X_fit.shape[1] // 2))
+    model_config = AutoencoderConfig(input_dim=split.X_fit.shape[1], hidden_sizes=hidden,
                                      activation=cfg.get("activation", "relu"), members=members,
                                      variant=cfg.get("variant", "ae"))
     variant_options = VariantOptions(noise=cfg.get("noise", "gaussian"),
