@@ -42,6 +42,9 @@ class Candidate:
     hidden: tuple[int, ...]
     members: int
     score: str
+    #: The graph cut down to what its `score` output needs (onnx.utils.extract_model):
+    #: onnxruntime runs every node of a graph whatever outputs a run asks for.
+    score_only: bool = False
 
 
 REFERENCE = Candidate("one 64-32-8 network, squared error (reference)", (64, 32, 8), 1,
@@ -56,6 +59,10 @@ CANDIDATES = (
     Candidate("5 members of 32-16-8, residual_cauchy", (32, 16, 8), 5, "residual_cauchy"),
     Candidate("3 members of 32-16-8, residual_cauchy", (32, 16, 8), 3, "residual_cauchy"),
     Candidate("5 members of 16-8, residual_cauchy", (16, 8), 5, "residual_cauchy"),
+    Candidate("default, graph cut to its score output", defaults.HIDDEN_SIZES, defaults.MEMBERS,
+              defaults.SCORE, score_only=True),
+    Candidate("reference, graph cut to its score output", (64, 32, 8), 1, "mse_scaled",
+              score_only=True),
 )
 
 
@@ -71,6 +78,10 @@ def export(candidate: Candidate, folder: Path, profile: bool = False) -> ort.Inf
     graph = ScoringGraph(model, scaler, candidate.score, residual_scale=scales)  # type: ignore[arg-type]
     path = folder / f"{abs(hash(candidate))}.onnx"
     write_onnx(graph, FEATURES, path)
+    if candidate.score_only:
+        import onnx.utils
+
+        onnx.utils.extract_model(str(path), str(path), ["x"], ["score"])
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
