@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import mmap
 import os
@@ -33,7 +34,6 @@ import struct
 import subprocess
 import sys
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -43,9 +43,12 @@ from aeserve.serving.errors import ServiceError
 
 log = logging.getLogger("aeserve")
 
-#: Larger bodies are decoded in the worker: the segments (the body, and twice its size for the
-#: matrix) are memory the worker holds for as long as it lives.
+#: Larger bodies are decoded in the worker: the segments (the largest body seen, and twice its
+#: size for the matrix, so at most 48 MB) are memory the worker holds for as long as it lives.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: Helpers that fail one after another (none answering a body) before the worker stops starting
+#: them and decodes every body itself: a helper that cannot run must not be restarted per body.
+MAX_FAILED_STARTS = 3
 
 _REQUEST = struct.Struct("<qqqq")  # kind, body bytes, width, max rows
 _REPLY = struct.Struct("<q")       # values decoded, or -1: not decoded (then, for V2: envelope)
@@ -54,10 +57,9 @@ _ATTACH = b"attach"   # the next two file descriptors on the side socket are the
 #: A helper that has not answered by then is taken for stuck: killed, and replaced later.
 REPLY_TIMEOUT_S = 60.0
 HAS_SHARED_MEMORY = hasattr(os, "memfd_create")  # Linux; elsewhere the worker decodes every body
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where this worker found aeserve
-#: The helper's program. The worker's package root goes last on its path: it finds aeserve
-#: where the worker did even when that is not installed, and shadows nothing.
-_HELPER_MAIN = ("import sys; sys.path.append(sys.argv[3]); "
+#: The helper's program: the worker's own import path (`-P`: not the working directory's
+#: modules first), so that it runs the same aeserve as the worker, installed or not.
+_HELPER_MAIN = ("import json, sys; sys.path[:] = json.loads(sys.argv[3]); "
                 "from aeserve.serving.decoder import serve; "
                 "serve(int(sys.argv[1]), int(sys.argv[2]))")
 
@@ -66,14 +68,19 @@ class Segment:
     """Memory both processes map: an anonymous file, its pages reserved when it is made.
 
     A shared file is sparse: a page is only taken when first written, and a write that finds no
-    memory left kills the process with SIGBUS instead of raising. Reserving every page at creation
-    (`posix_fallocate`) turns that into an error here (NoRoom), and no later write can fail:
-    checking the free memory first would race.
+    page to take kills the process with SIGBUS instead of raising. Reserving every page at
+    creation (`posix_fallocate`) makes this the one moment the memory is asked for: a refusal
+    (ENOSPC, ENOMEM; no descriptor left, EMFILE) is a NoRoom here and the worker decodes the body,
+    and no later write can fail. The pages count towards the worker's memory (a container's
+    limit), not towards /dev/shm.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.fd = os.memfd_create("aeserve-json", os.MFD_CLOEXEC)
+        try:
+            self.fd = os.memfd_create("aeserve-json", os.MFD_CLOEXEC)
+        except OSError as exc:
+            raise NoRoom(f"no shared segment of {size} bytes: {exc.strerror or exc}") from None
         try:
             os.posix_fallocate(self.fd, 0, size)
             self.buf = mmap.mmap(self.fd, size)
@@ -92,9 +99,11 @@ class Segment:
 def serve(channel_fd: int, side_fd: int) -> None:
     """The helper's loop: decode the bodies the worker writes, reply through the channel.
 
-    Ctrl-C reaches the helper too (it shares the worker's process group); the worker ends it by
-    closing the channel, so it ignores SIGINT rather than print a traceback."""
+    Ctrl-C, and a SIGTERM sent to the whole process group (systemd, `kill -- -PGID`), reach the
+    helper too; the worker ends it by closing the channel once it has drained, so it ignores
+    both: a helper gone first would be started again for the draining worker's next body."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _serve(Connection(channel_fd), socket.socket(fileno=side_fd))
 
 
@@ -156,9 +165,11 @@ class DecoderProcess:
         self._side: socket.socket | None = None
         self._segments: tuple[Segment, Segment] | None = None
         self._lock = asyncio.Lock()
+        self._failures = 0  # helpers that stopped one after another, none answering a body
 
     def wants(self, body: bytes, content_type: str | None) -> bool:
         return (0 < self.min_bytes <= len(body) <= MAX_BODY_BYTES and HAS_SHARED_MEMORY
+                and self._failures < MAX_FAILED_STARTS
                 and media_type(content_type) in JSON_TYPES)
 
     async def matrix(self, body: bytes, width: int, max_rows: int
@@ -181,14 +192,27 @@ class DecoderProcess:
                    ) -> tuple[np.ndarray, bytes] | None:
         """(the values, the rest of the reply), or None when the helper declined or failed."""
         async with self._lock:  # one body at a time in the helper; the others wait here
+            if self._failures >= MAX_FAILED_STARTS:
+                return None
             try:
-                return await self._decode(kind, body, width, max_rows)
+                reply = await self._decode(kind, body, width, max_rows)
             except NoRoom as exc:
                 log.warning("%s; decoding in the worker", exc)
             except (OSError, EOFError, ValueError, TimeoutError):  # the helper died or hangs:
                 # this body is decoded here, the next one starts a new helper
-                log.warning("the JSON decoder process stopped; decoding in the worker")
-                self.shutdown()
+                self._stop()
+                self._failures += 1
+                if self._failures < MAX_FAILED_STARTS:
+                    log.warning("the JSON decoder process stopped; decoding in the worker")
+                else:
+                    log.error("the JSON decoder process stopped %d times in a row; the worker "
+                              "decodes every body from now on", self._failures)
+            except BaseException:  # cancelled while waiting: its reply would answer the next
+                self._stop()       # body, so the helper goes
+                raise
+            else:
+                self._failures = 0
+                return reply
         return None
 
     async def _decode(self, kind: int, body: bytes, width: int, max_rows: int
@@ -214,7 +238,7 @@ class DecoderProcess:
     def _ready(self, body_bytes: int) -> Connection:
         """The connection to a running helper whose segments hold `body_bytes`."""
         if self._process is None or self._process.poll() is not None:
-            self.shutdown()
+            self._stop()
             self._start()
         if self._segments is None or self._segments[0].size < body_bytes:
             self._release_segments()
@@ -241,8 +265,8 @@ class DecoderProcess:
         fds = (child_channel.fileno(), child_side.fileno())
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", _HELPER_MAIN, *map(str, fds), _PACKAGE_ROOT],
-                pass_fds=fds, stdin=subprocess.DEVNULL)
+                [sys.executable, "-P", "-c", _HELPER_MAIN, *map(str, fds),
+                 json.dumps(sys.path)], pass_fds=fds, stdin=subprocess.DEVNULL)
         except OSError:
             for end in (channel, side):
                 end.close()
@@ -258,15 +282,21 @@ class DecoderProcess:
                 segment.close()
             self._segments = None
 
-    def shutdown(self) -> None:
-        if self._conn is not None:
+    def _stop(self) -> None:
+        """End a helper that failed, without waiting on the event loop: killed (it holds
+        nothing), and reaped at once."""
+        self._close_channel()
+        if self._process is not None:
             with contextlib.suppress(OSError):
-                self._conn.close()
-            self._conn = None
-        if self._side is not None:
-            self._side.close()
-            self._side = None
-        if self._process is not None:  # the closed channel ends its loop
+                self._process.kill()
+            self._process.wait()
+            self._process = None
+        self._release_segments()
+
+    def shutdown(self) -> None:
+        """The worker stops: the closed channel ends the helper's loop."""
+        self._close_channel()
+        if self._process is not None:
             try:
                 self._process.wait(timeout=2)
             except subprocess.TimeoutExpired:
@@ -274,3 +304,12 @@ class DecoderProcess:
                 self._process.wait()
             self._process = None
         self._release_segments()
+
+    def _close_channel(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+            self._conn = None
+        if self._side is not None:
+            self._side.close()
+            self._side = None

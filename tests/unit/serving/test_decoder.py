@@ -38,13 +38,76 @@ def decode(decoder: DecoderProcess, payload: bytes, max_rows: int = 100_000) -> 
         payload, "application/json", NAMES, max_rows)
 
 
+def in_helper(decoder: DecoderProcess, payload: bytes) -> np.ndarray:
+    """The matrix as the helper decoded it (None would mean the worker has to)."""
+    decoded = asyncio.run(decoder.matrix(payload, len(NAMES), 100_000))
+    assert decoded is not None, "the helper did not decode the body"
+    return decoded[0]
+
+
 def test_the_same_matrix_as_the_worker_decodes(decoder):
     rows = np.random.default_rng(0).normal(size=(3000, 6))
     payload = body(rows)
-    np.testing.assert_array_equal(decode(decoder, payload),
+    np.testing.assert_array_equal(in_helper(decoder, payload),
                                   decode_instances(payload, "application/json", NAMES, 100_000))
+    helper = decoder._process
     bigger = np.random.default_rng(1).normal(size=(30_000, 6))  # outgrows the first segments
-    np.testing.assert_array_equal(decode(decoder, body(bigger)), bigger.astype(np.float32))
+    np.testing.assert_array_equal(in_helper(decoder, body(bigger)), bigger.astype(np.float32))
+    np.testing.assert_array_equal(in_helper(decoder, payload), rows.astype(np.float32))
+    assert decoder._process is helper  # the same helper, attached to the new segments
+
+
+def test_a_helper_that_cannot_run_is_not_started_per_body(monkeypatch, caplog):
+    import aeserve.serving.decoder as decoder_module
+
+    monkeypatch.setattr(decoder_module, "_HELPER_MAIN", "raise SystemExit(3)")
+    process = DecoderProcess(min_bytes=1)
+    try:
+        rows = np.random.default_rng(6).normal(size=(20, 6))
+        started = []
+        real_start = process._start
+        monkeypatch.setattr(process, "_start", lambda: (started.append(1), real_start()))
+        for _ in range(6):  # every body is answered, by the worker
+            np.testing.assert_array_equal(decode(process, body(rows)), rows.astype(np.float32))
+        assert len(started) == decoder_module.MAX_FAILED_STARTS
+        assert not process.wants(body(rows), "application/json")
+        assert "decodes every body from now on" in caplog.text
+    finally:
+        process.shutdown()
+
+
+def test_no_shared_segment_at_all_means_the_worker_decodes(monkeypatch):
+    import errno
+
+    import aeserve.serving.decoder as decoder_module
+
+    def no_descriptor(name: str, flags: int = 0) -> int:  # EMFILE: a busy worker's descriptors
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    process = DecoderProcess(min_bytes=1)
+    try:
+        rows = np.random.default_rng(7).normal(size=(20, 6))
+        in_helper(process, body(rows))
+        helper = process._process
+        process._release_segments()
+        monkeypatch.setattr(decoder_module.os, "memfd_create", no_descriptor)
+        assert asyncio.run(process.matrix(body(rows), 6, 100)) is None  # NoRoom: declined
+        assert process._process is helper and process._failures == 0  # not taken for dead
+    finally:
+        process.shutdown()
+
+
+def test_the_helper_imports_what_the_worker_imports(tmp_path, monkeypatch):
+    """A module in the working directory named like a dependency does not replace it in the
+    helper (`python -c` would put the working directory first on its path)."""
+    (tmp_path / "orjson.py").write_text("raise ImportError('the wrong orjson')\n")
+    monkeypatch.chdir(tmp_path)
+    process = DecoderProcess(min_bytes=1)
+    try:
+        rows = np.random.default_rng(8).normal(size=(20, 6))
+        np.testing.assert_array_equal(in_helper(process, body(rows)), rows.astype(np.float32))
+    finally:
+        process.shutdown()
 
 
 @pytest.mark.parametrize(("payload", "error"), [
