@@ -169,8 +169,12 @@ class DecoderProcess:
 
     def wants(self, body: bytes, content_type: str | None) -> bool:
         return (0 < self.min_bytes <= len(body) <= MAX_BODY_BYTES and HAS_SHARED_MEMORY
-                and self._failures < MAX_FAILED_STARTS
-                and media_type(content_type) in JSON_TYPES)
+                and not self._given_up and media_type(content_type) in JSON_TYPES)
+
+    @property
+    def _given_up(self) -> bool:
+        """Too many helpers in a row stopped unanswered: the worker decodes every body."""
+        return self._failures >= MAX_FAILED_STARTS
 
     async def matrix(self, body: bytes, width: int, max_rows: int
                      ) -> tuple[np.ndarray, object] | None:
@@ -192,7 +196,7 @@ class DecoderProcess:
                    ) -> tuple[np.ndarray, bytes] | None:
         """(the values, the rest of the reply), or None when the helper declined or failed."""
         async with self._lock:  # one body at a time in the helper; the others wait here
-            if self._failures >= MAX_FAILED_STARTS:
+            if self._given_up:
                 return None
             try:
                 reply = await self._decode(kind, body, width, max_rows)
@@ -200,15 +204,15 @@ class DecoderProcess:
                 log.warning("%s; decoding in the worker", exc)
             except (OSError, EOFError, ValueError, TimeoutError):  # the helper died or hangs:
                 # this body is decoded here, the next one starts a new helper
-                self._stop()
+                self._end(grace_s=0.0)
                 self._failures += 1
-                if self._failures < MAX_FAILED_STARTS:
+                if not self._given_up:
                     log.warning("the JSON decoder process stopped; decoding in the worker")
                 else:
                     log.error("the JSON decoder process stopped %d times in a row; the worker "
                               "decodes every body from now on", self._failures)
             except BaseException:  # cancelled while waiting: its reply would answer the next
-                self._stop()       # body, so the helper goes
+                self._end(grace_s=0.0)  # body, so the helper goes
                 raise
             else:
                 self._failures = 0
@@ -238,7 +242,7 @@ class DecoderProcess:
     def _ready(self, body_bytes: int) -> Connection:
         """The connection to a running helper whose segments hold `body_bytes`."""
         if self._process is None or self._process.poll() is not None:
-            self._stop()
+            self._end(grace_s=0.0)
             self._start()
         if self._segments is None or self._segments[0].size < body_bytes:
             self._release_segments()
@@ -282,23 +286,17 @@ class DecoderProcess:
                 segment.close()
             self._segments = None
 
-    def _stop(self) -> None:
-        """End a helper that failed, without waiting on the event loop: killed (it holds
-        nothing), and reaped at once."""
-        self._close_channel()
-        if self._process is not None:
-            with contextlib.suppress(OSError):
-                self._process.kill()
-            self._process.wait()
-            self._process = None
-        self._release_segments()
-
     def shutdown(self) -> None:
         """The worker stops: the closed channel ends the helper's loop."""
+        self._end(grace_s=2.0)
+
+    def _end(self, grace_s: float) -> None:
+        """Close the channel and end the helper: given `grace_s` to leave its loop, then killed
+        (it holds nothing). A helper that failed gets none, so the event loop never waits on it."""
         self._close_channel()
         if self._process is not None:
             try:
-                self._process.wait(timeout=2)
+                self._process.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
