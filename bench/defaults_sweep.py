@@ -55,7 +55,7 @@ from aeserve.training.model import Autoencoder, AutoencoderConfig  # noqa: E402
 from aeserve.training.objectives import VariantOptions  # noqa: E402
 from aeserve.training.pipeline import split_normal_rows  # noqa: E402
 from aeserve.training.preprocessing import fit_scaler  # noqa: E402
-from aeserve.training.residual_scale import FLOOR, FLOOR_SHARE, residual_scale  # noqa: E402
+from aeserve.training.residual_scale import floored, residual_scale  # noqa: E402
 from aeserve.training.trainer import TrainConfig, fold_assignment, train_autoencoder  # noqa: E402
 from bench.protocol import CONFIRMATION, SEEDS, Split, dataset_paths, splits  # noqa: E402
 
@@ -139,8 +139,7 @@ def memory_and_plain_scores(model: MemoryAutoencoder, scaler, X_held_out: np.nda
     rows = np.arange(len(X_held_out))
     score = np.zeros(len(X_test))
     for fit, new in zip(held_out, test, strict=True):
-        median = np.median(fit[folds, rows], axis=0)
-        scale = np.maximum(median, FLOOR_SHARE * median.mean() + FLOOR)
+        scale = floored(np.median(fit[folds, rows], axis=0))
         score += np.log1p(new.mean(axis=0) / scale).mean(axis=1)
     return score
 

@@ -39,7 +39,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from aeserve.training import defaults  # noqa: E402
 from aeserve.training.model import Autoencoder, AutoencoderConfig  # noqa: E402
 from aeserve.training.preprocessing import fit_scaler  # noqa: E402
-from aeserve.training.residual_scale import FLOOR, FLOOR_SHARE  # noqa: E402
+from aeserve.training.residual_scale import floored  # noqa: E402
 from aeserve.training.trainer import TrainConfig, fold_assignment, train_autoencoder  # noqa: E402
 from bench.protocol import CONFIRMATION, Split, dataset_paths, splits  # noqa: E402
 
@@ -49,8 +49,7 @@ RULES = ("teacher", "error_of_mean", "student_out_of_fold", "student_mean", "sin
 
 def _scale(errors: np.ndarray) -> np.ndarray:
     """Per-feature median squared residual, floored as training/residual_scale.py floors it."""
-    median = np.median(errors, axis=0)
-    return np.maximum(median, FLOOR_SHARE * median.mean() + FLOOR)
+    return floored(np.median(errors, axis=0))
 
 
 def _cauchy(errors: np.ndarray, scale: np.ndarray) -> np.ndarray:

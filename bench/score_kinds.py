@@ -28,13 +28,9 @@ from sklearn.neighbors import NearestNeighbors  # noqa: E402
 from aeserve.training import defaults  # noqa: E402
 from aeserve.training.model import AutoencoderConfig  # noqa: E402
 from aeserve.training.preprocessing import fit_scaler  # noqa: E402
-from aeserve.training.residual_scale import FLOOR, FLOOR_SHARE  # noqa: E402
+from aeserve.training.residual_scale import floored as _floored  # noqa: E402
 from aeserve.training.trainer import TrainConfig, fold_assignment, train_autoencoder  # noqa: E402
 from bench.protocol import CONFIRMATION, SEEDS, Split, dataset_paths, splits  # noqa: E402
-
-
-def _floored(median: np.ndarray) -> np.ndarray:
-    return np.maximum(median, FLOOR_SHARE * median.mean() + FLOOR)
 
 
 def _hotelling(codes_fit: np.ndarray, codes: np.ndarray) -> np.ndarray:

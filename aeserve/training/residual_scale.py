@@ -65,4 +65,10 @@ def residual_scale(model: Autoencoder, Z: np.ndarray, folds: np.ndarray | None, 
     # One column at a time in float64: a copy of one feature's errors, not of all of them.
     median = np.array([np.median(squared[:, j].astype(np.float64))
                        for j in range(Z.shape[1])])
+    return floored(median)
+
+
+def floored(median: np.ndarray) -> np.ndarray:
+    """Per-feature median squared residuals as scales: each at least `FLOOR_SHARE` of their
+    mean, plus `FLOOR` (the reasons beside the two constants)."""
     return np.maximum(median, FLOOR_SHARE * median.mean() + FLOOR)
