@@ -143,18 +143,24 @@ class BatchScorer:
     def score(self, batch: pa.RecordBatch | pa.Table, first_row: int = 0) -> pa.Table:
         """Score one batch; `first_row` is the position of its first row in the whole input.
 
-        onnxruntime's vectorised reductions (the score is a mean over features) may add a row's
-        values in another order when the row starts at another offset of its buffer, which can
-        change the last bit of the score. So a batch that starts at row `first_row` is run after
-        `first_row % ALIGN_ROWS` copies of its first row, which are then dropped: every row sits
-        where it would sit in a single run over the whole input, and the results do not depend
-        on how the input was cut into batches (batch size, CSV blocks, workers, Ray actors).
+        onnxruntime's vectorised kernels (the logarithms, the mean over features) may round a
+        value by its position in the buffer: a row that starts at another offset, or falls in
+        the last, partial vector of a buffer, can score differently in the last bit. So a batch
+        that starts at row `first_row` is run after `first_row % ALIGN_ROWS` copies of its first
+        row and before as many copies of its last row as make the run a whole number of
+        `ALIGN_ROWS`, all of which are then dropped: every row sits at the same offset of a
+        buffer of whole vectors whatever the cut, and the results do not depend on how the input
+        was cut into batches (batch size, CSV blocks, workers, Ray actors).
         """
         X = self.features(batch, first_row)
-        pad = first_row % ALIGN_ROWS if len(X) else 0
-        if pad:
-            X = np.concatenate([np.repeat(X[:1], pad, axis=0), X])
-        outputs = {name: values[pad:] for name, values in self.session.run(X, self.outputs).items()}
+        n_rows = len(X)
+        pad = first_row % ALIGN_ROWS if n_rows else 0
+        tail = -(pad + n_rows) % ALIGN_ROWS if n_rows else 0
+        if pad or tail:
+            X = np.concatenate([np.repeat(X[:1], pad, axis=0), X,
+                                np.repeat(X[-1:], tail, axis=0)])
+        outputs = {name: values[pad:pad + n_rows]
+                   for name, values in self.session.run(X, self.outputs).items()}
         columns: dict[str, pa.Array | pa.ChunkedArray] = {
             out_name: batch.column(name) for name, out_name in self.carried.items()}
         columns.update(result_columns(self.card, self._percentiles, self._names,
