@@ -69,6 +69,9 @@ class ModelSession:
             raise ProviderUnavailable(
                 f"CUDA was required, but the CUDA provider is not active (active: "
                 f"{self.providers}; available: {ort.get_available_providers()})")
+        self._row_shapes: dict[str, tuple[int, ...]] = {
+            "embedding": (card.architecture.embedding_dim,), "reconstruction": (card.input_dim,),
+            "score": (), "feature_errors": (card.input_dim,)}
         self._check_signature(card.input_dim)
         self._smoke_test(card)
 
@@ -102,5 +105,11 @@ class ModelSession:
                 raise ModelLoadError(f"test inference: {name} is not finite")
 
     def run(self, rows: np.ndarray, outputs: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
+        """The named outputs for `rows` [N, d]. No rows give empty outputs without a run: a
+        graph of several members convolves along the rows, which onnxruntime refuses to do
+        over zero of them."""
+        if len(rows) == 0:
+            return {name: np.empty((0, *self._row_shapes[name]), dtype=np.float32)
+                    for name in outputs}
         values = self._session.run(list(outputs), {INPUT_NAME: rows})
         return dict(zip(outputs, values, strict=True))

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -145,6 +145,11 @@ class Autoencoder(nn.Module):
         self._s_f = _ACTIVATIONS[config.activation]
         self.logvar_head = (linear(widths[-2], widths[-1]) if config.variant == "vae"
                             else None)
+
+    @property
+    def activation(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """s_f, the units' activation (every layer but the decoder's last)."""
+        return self._s_f
 
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         """Every encoder layer but the innermost."""

@@ -223,8 +223,10 @@ def single_network(tmp_path_factory, csv_file):
 
 @pytest.mark.parametrize("model", ["trained", "single_network"])
 def test_scores_do_not_depend_on_where_the_input_is_cut(model, rows, request):
-    """Any cut gives every row the bits of one run: onnxruntime rounds a row's values by their
-    offset in the buffer and in its last, partial vector, so runs are aligned at both ends."""
+    """Any cut gives every row the bits of one run. A single network's graph rounds a row's
+    values by their offset in the buffer and in its last, partial vector, so its runs are
+    aligned at both ends; members' graphs do not (tests/unit/training/
+    test_member_convolutions.py)."""
     loaded = load_model(request.getfixturevalue(model).path)
     scorer = BatchScorer(loaded.card, loaded.entry.session, top_k=1)
     whole = scorer.score(rows)
@@ -235,3 +237,10 @@ def test_scores_do_not_depend_on_where_the_input_is_cut(model, rows, request):
                   for a, b in ((0, start), (start, stop), (stop, rows.num_rows))]
         assert pa.concat_tables(pieces).equals(whole)
 
+
+def test_no_rows_give_empty_outputs_of_the_models_widths(trained):
+    session = ModelSession(trained.path / ONNX_FILENAME, trained.card)
+    out = session.run(np.empty((0, 6), dtype=np.float32), ("embedding", "score", "reconstruction"))
+    assert out["embedding"].shape == (0, trained.card.architecture.embedding_dim)
+    assert out["score"].shape == (0,) and out["reconstruction"].shape == (0, 6)
+    assert {values.dtype for values in out.values()} == {np.dtype(np.float32)}
