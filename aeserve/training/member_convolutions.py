@@ -16,8 +16,8 @@ onnxruntime's vectorised kernels round by a value's position. The score's terms 
 feature per row of [d, N] until they are output, so the mean over features is a sum down each
 column, which adds a row's terms in the same order wherever the row sits; and the logarithm,
 which onnxruntime computes in vectors (of up to 16 values) but the last, partial vector of a
-buffer another way, runs over the features padded to a whole number of 16, so no value ever
-falls in a partial vector (tests/unit/training/test_member_convolutions.py). With one
+buffer another way, runs over the features padded to a whole number of `VECTOR_VALUES`, so no
+value ever falls in a partial vector (tests/unit/training/test_member_convolutions.py). With one
 onnxruntime thread (the server's and the batch scorer's default; more threads cut a buffer
 where its length says) a row then scores the same bits in a request of a few rows and in a
 batch file of a million.
@@ -37,12 +37,17 @@ from torch import nn
 if TYPE_CHECKING:  # the scoring graph imports this module
     from aeserve.training.export import ScoringGraph
 
+#: The widest vector of float32 values onnxruntime's kernels compute at once (AVX-512): the
+#: logarithm's input is padded to a whole number of them, which are whole numbers of narrower
+#: vectors too.
+VECTOR_VALUES = 16
+
 
 class MemberConvolutions(nn.Module):
     """Raw features [N, d] in; embedding, raw reconstruction, score and per-feature terms out,
     as `ScoringGraph` returns them, for a model of several members. Needs at least one row:
-    a convolution over zero positions is an error in onnxruntime (every caller of a scoring
-    graph sends one row at least)."""
+    a convolution over zero positions is an error in onnxruntime (`ModelSession.run` answers
+    zero rows without running the graph)."""
 
     def __init__(self, graph: ScoringGraph) -> None:
         super().__init__()
@@ -64,7 +69,7 @@ class MemberConvolutions(nn.Module):
         self.register_buffer("scale", graph.scale.clone())
         self.register_buffer("average", torch.full((1, self.members), 1.0 / self.members))
         if self.cauchy:
-            self.padding = -self.input_dim % 16
+            self.padding = -self.input_dim % VECTOR_VALUES
             self.register_buffer("residual_scale", torch.cat([
                 graph.residual_scale, torch.ones(self.padding)]))
 
