@@ -24,7 +24,8 @@ above the median),
 score ("residual_cauchy", the default, with the residual scales from the held-out rows; or
 "mse_scaled"), loss ("squared": the squared error; or "cauchy", `cauchy_error`), memory (none;
 or {"items": 50, "shrink": 1.0, "entropy": 2e-4, "cosine": true, "temperature": 1.0}:
-`MemoryAutoencoder`).
+`MemoryAutoencoder`), dropout (0: the probability of dropping each unit while training,
+`DropoutAutoencoder`), weight_decay (0: Adam's L2 penalty on every parameter).
 
 The means are reported for the selection sets and the confirmation sets apart (bench/protocol.py).
 """
@@ -38,6 +39,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -58,6 +60,9 @@ from aeserve.training.preprocessing import fit_scaler  # noqa: E402
 from aeserve.training.residual_scale import floored, residual_scale  # noqa: E402
 from aeserve.training.trainer import TrainConfig, fold_assignment, train_autoencoder  # noqa: E402
 from bench.protocol import CONFIRMATION, SEEDS, Split, dataset_paths, splits  # noqa: E402
+
+#: The optimiser the trainer builds, kept before `run` wraps it with a weight decay.
+ADAM = torch.optim.Adam
 
 
 def cauchy_error(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -123,6 +128,19 @@ class MemoryAutoencoder(Autoencoder):
         return loss + self.options.get("entropy", 2e-4) * entropy
 
 
+class DropoutAutoencoder(Autoencoder):
+    """Every unit (hidden layers and code) dropped with probability `p` while training, as
+    PyOD's AutoEncoder does (0.2): a network that cannot rely on any one path rebuilds what
+    many rows share and memorises single rows less. Scoring (eval mode) uses every unit."""
+
+    p: ClassVar[float] = 0.0
+
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__(config)
+        activation = self._s_f
+        self._s_f = lambda h: F.dropout(activation(h), self.p, self.training)
+
+
 def memory_and_plain_scores(model: MemoryAutoencoder, scaler, X_held_out: np.ndarray,
                             folds: np.ndarray, X_test: np.ndarray) -> np.ndarray:
     """`"both"`: the Cauchy score of the members' decoded codes plus that of their decoded
@@ -153,6 +171,11 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
                                   else squared_error)
     MemoryAutoencoder.options = cfg.get("memory") or {}
     trainer_module.Autoencoder = MemoryAutoencoder if "memory" in cfg else Autoencoder
+    if cfg.get("dropout", 0.0) > 0:
+        DropoutAutoencoder.p = cfg["dropout"]
+        trainer_module.Autoencoder = DropoutAutoencoder
+    trainer_module.torch.optim.Adam = functools.partial(ADAM, weight_decay=cfg.get(
+        "weight_decay", 0.0))
     members = cfg.get("members", 1)
     hidden = list(cfg.get("hidden", [64, 32, 8]))
     if cfg.get("code_at_most_half", False):  # a bottleneck for low-dimensional data too
@@ -216,7 +239,7 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
     score_kind = cfg.get("score", "residual_cauchy")
     scales = (residual_scale(result.model, scaler.transform(X_held_out), folds)
               if score_kind == "residual_cauchy" else None)
-    graph = ScoringGraph(result.model, scaler, score_kind, residual_scale=scales)
+    graph = ScoringGraph(result.model, scaler, score_kind, residual_scale=scales).eval()
     with torch.no_grad():
         scores = graph(torch.as_tensor(split.X_test, dtype=torch.float32))[2]
     return scores.numpy().astype(np.float64), result.duration_s
