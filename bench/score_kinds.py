@@ -75,9 +75,9 @@ def local_code_scores(code_fit: np.ndarray, code_test: np.ndarray, folds: np.nda
     row's code to its k-th nearest training code (or to the nearest of a few k-means centroids,
     the version a graph could carry), or its local outlier factor among them (the ratio of its
     neighbours' density to its own, which is what wins ALOI in the input space: LOF 0.72, kNN
-    0.64). Reconstruction finds rows off the normal rows' manifold;
-    a code far from every training code finds rows on it but between its clusters (ALOI's local
-    anomalies), which the decoder rebuilds. The two are combined by their tail probabilities
+    0.64). Reconstruction finds rows off the normal rows' manifold; a code far from every
+    training code finds rows on it but between its clusters (ALOI's local anomalies), which the
+    decoder rebuilds. The two are combined by their tail probabilities
     among held-out rows (the larger, or Fisher's sum of logs), so that a term that knows nothing
     about a data set adds as little noise as it can."""
     knn_held, knn_test, cen_held, cen_test = (np.zeros(len(folds)), [], np.zeros(len(folds)), [])
