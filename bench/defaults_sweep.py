@@ -25,9 +25,12 @@ score ("residual_cauchy", the default, with the residual scales from the held-ou
 "mse_scaled"), loss ("squared": the squared error; or "cauchy", `cauchy_error`), memory (none;
 or {"items": 50, "shrink": 1.0, "entropy": 2e-4, "cosine": true, "temperature": 1.0}:
 `MemoryAutoencoder`), dropout (0: the probability of dropping each unit while training,
-`DropoutAutoencoder`), weight_decay (0: Adam's L2 penalty on every parameter).
+`DropoutAutoencoder`), weight_decay (0: Adam's L2 penalty on every parameter),
+steps_per_epoch (none: with a count k, each network's batch is its rows / k, between min_batch
+(16) and batch, so that small data gets k steps a pass instead of one).
 
-The means are reported for the selection sets and the confirmation sets apart (bench/protocol.py).
+The means are reported for each development group apart (selection, confirmation, embeddings:
+bench/protocol.py).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from aeserve.training.pipeline import split_normal_rows  # noqa: E402
 from aeserve.training.preprocessing import fit_scaler  # noqa: E402
 from aeserve.training.residual_scale import floored, residual_scale  # noqa: E402
 from aeserve.training.trainer import TrainConfig, fold_assignment, train_autoencoder  # noqa: E402
-from bench.protocol import CONFIRMATION, SEEDS, Split, dataset_paths, splits  # noqa: E402
+from bench.protocol import SEEDS, Split, dataset_paths, group_of, splits  # noqa: E402
 
 #: The optimiser the trainer builds, kept before `run` wraps it with a weight decay.
 ADAM = torch.optim.Adam
@@ -190,9 +193,15 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
                                      variant=cfg.get("variant", "ae"))
     variant_options = VariantOptions(noise=cfg.get("noise", "gaussian"),
                                      noise_level=cfg.get("noise_level", 0.2))
+    batch = cfg.get("batch", 128)
+    if cfg.get("steps_per_epoch"):  # small data: smaller batches, so that a pass is k steps
+        member_rows = len(split.X_fit) * (members - 1) // members if cfg.get(
+            "cross_fit") else len(split.X_fit)
+        batch = int(np.clip(-(-member_rows // cfg["steps_per_epoch"]),
+                            cfg.get("min_batch", 16), batch))
     train_config = TrainConfig(
         seed=split.seed, progress=False, epochs=cfg.get("epochs", 80),
-        batch_size=cfg.get("batch", 128), learning_rate=cfg.get("lr", 3e-3),
+        batch_size=batch, learning_rate=cfg.get("lr", 3e-3),
         patience=cfg.get("patience", 100_000), min_steps=cfg.get("min_steps", 0),
         restore_best=cfg.get("restore", True), trim_fraction=cfg.get("trim", 0.0),
         trim_warmup_epochs=cfg.get("trim_warmup", 5), step_budget=cfg.get("step_budget", 0),
@@ -267,13 +276,12 @@ def main() -> None:
     frame = pd.DataFrame(rows)
     if args.csv is not None:
         frame.to_csv(args.csv, index=False)
-    frame["group"] = np.where(frame.dataset.isin(CONFIRMATION), "confirmation", "selection")
+    frame["group"] = frame.dataset.map(group_of)
     for (setting, group_name), group in frame.groupby(["setting", "group"]):
         per_dataset = group.groupby("dataset")[["roc_auc", "average_precision"]].mean()
         print(f"{setting}, {group_name} sets: mean ROC-AUC {per_dataset.roc_auc.mean():.4f}, "
               f"mean AP {per_dataset.average_precision.mean():.4f}, median fit "
               f"{group.fit_s.median():.2f} s  {json.dumps(cfg)}")
-
 
 if __name__ == "__main__":
     main()

@@ -14,9 +14,9 @@ and average precision on the test part. Detectors:
   knn, lof, ecod,    PyOD's KNN (k=5, largest distance), LOF, ECOD, OCSVM and DeepSVDD with their
   ocsvm, deepsvdd    defaults
 
-The data sets fall in two groups (../shared/data/README.md): the sixteen selection sets, on which
-defaults are chosen, and the five confirmation sets, on which they must hold. The report gives
-each group on its own and both together.
+The data sets fall in three groups (../shared/data/README.md): the sixteen selection sets, the
+five confirmation sets and the fourteen embeddings; a default must hold on each. The report gives
+each group on its own and all together.
 
 Peers get a StandardScaler fit on their fitting rows (as in BASELINES.md); aeserve does its own
 preprocessing. Everything runs on one thread, so fit times compare with BASELINES.md. Rows go to a
@@ -44,9 +44,20 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
-from bench.protocol import CONFIRMATION, SEEDS, Split, dataset_paths, splits  # noqa: E402
+from bench.protocol import (  # noqa: E402
+    CONFIRMATION,
+    GROUPS,
+    SEEDS,
+    Split,
+    dataset_paths,
+    group_of,
+    group_table,
+    leave_one_group_out,
+    splits,
+)
 
 RESULTS = Path(__file__).parent / "results"
 FIELDS = ["detector", "dataset", "seed", "setting", "roc_auc", "average_precision", "fit_s"]
@@ -216,24 +227,42 @@ def summarize(rows: list[dict], detectors: list[str]) -> str:
              "ROC-AUC and average precision on the test part, averaged over seeds; one thread; "
              f"{platform.machine()}, Python {platform.python_version()}. Reproduce: "
              "`make bench-quality` (`python -m bench.quality`); raw rows in "
-             "bench/results/quality.csv. The selection sets are those the defaults were chosen "
-             "on; the confirmation sets (" + ", ".join(CONFIRMATION) + ") are held out from "
-             "that choice.", ""]
-    groups = {"selection sets": [r for r in rows if r["dataset"] not in CONFIRMATION],
-              "confirmation sets": [r for r in rows if r["dataset"] in CONFIRMATION],
-              "all sets": rows}
+             "bench/results/quality.csv. Three development groups (bench/protocol.py): the "
+             "selection sets, the confirmation sets (" + ", ".join(CONFIRMATION) + ") and the "
+             "embeddings (image and text features); a default must hold on each.", ""]
+    groups = {f"{group} sets": [r for r in rows if group_of(r["dataset"]) == group]
+              for group in GROUPS}
+    measured = [name for name, group_rows in groups.items() if group_rows]
+    groups["all sets"] = rows if len(measured) > 1 else []  # "all" only beside two groups
     targets = []
     for group, group_rows in groups.items():
-        if not group_rows or (group == "all sets" and len(group_rows) in
-                              (len(groups["selection sets"]), len(groups["confirmation sets"]))):
-            continue  # "all" only when both groups were measured
+        if not group_rows:
+            continue
         summary: dict[str, dict] = {}
         for setting in ("one-class", "unsupervised"):
             table, summary[setting] = _table(group_rows, detectors, setting)
             if table:
                 lines += [f"## {setting}, {group}", "", *table, ""]
         targets += _targets(group, summary)
-    return "\n".join(lines + targets + _small_data(rows))
+    return "\n".join(lines + targets + _leave_one_group_out(rows) + _small_data(rows))
+
+
+def _leave_one_group_out(rows: list[dict]) -> list[str]:
+    """Whether the detector that is best on two groups is best on the third too: the
+    benchmark's check that a choice made on some data holds on other data."""
+    frame = pd.DataFrame(rows).astype({"roc_auc": float, "seed": int})
+    summary = leave_one_group_out(group_table(frame, "detector"))
+    if summary.empty:
+        return []
+    lines = ["## Leave one group out", "",
+             "Per setting, the detector with the best mean ROC-AUC over two groups, and how it "
+             "does on the third beside that group's best.", "",
+             "| setting | held out | best on the other two | its mean there | best there | "
+             "best mean |", "|---|---|---|---:|---|---:|"]
+    lines += [f"| {r['setting']} | {r['held out']} | {r['chosen on the others']} | "
+              f"{r['its mean there']:.4f} | {r['best there']} | {r['best mean']:.4f} |"
+              for r in summary.to_dict("records")]
+    return [*lines, ""]
 
 
 #: Data sets with fewer rows than this are "small": there the defaults must not fail

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
+from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors  # noqa: E402
 
 from aeserve.training import defaults  # noqa: E402
@@ -30,7 +30,14 @@ from aeserve.training.model import AutoencoderConfig  # noqa: E402
 from aeserve.training.preprocessing import fit_scaler  # noqa: E402
 from aeserve.training.residual_scale import floored as _floored  # noqa: E402
 from aeserve.training.trainer import TrainConfig, fold_assignment, train_autoencoder  # noqa: E402
-from bench.protocol import CONFIRMATION, SEEDS, Split, dataset_paths, splits  # noqa: E402
+from bench.protocol import (  # noqa: E402
+    SEEDS,
+    Split,
+    dataset_paths,
+    group_table,
+    leave_one_group_out,
+    splits,
+)
 
 
 def _hotelling(codes_fit: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -111,7 +118,48 @@ def local_code_scores(code_fit: np.ndarray, code_test: np.ndarray, folds: np.nda
     return out
 
 
-def scores(split: Split) -> dict[str, np.ndarray]:
+def scale_rules(held_out: np.ndarray) -> dict[str, np.ndarray]:
+    """Candidate per-feature scales s_j of the Cauchy score, from the held-out squared errors
+    [N, d] (each row's from the member that never saw it). The default, the median, is the size
+    of the zero mass, not of the residual, on a feature whose errors are mostly zero (a rare
+    binary or near-constant feature): a tiny s_j then turns its small errors into the largest
+    terms of every row's score. The others ask for the typical size in ways that see the tail."""
+    median = np.median(held_out, axis=0)
+    mean = held_out.mean(axis=0)
+    winsorised = np.minimum(held_out, np.quantile(held_out, 0.99, axis=0)).mean(axis=0)
+    return {
+        "median": _floored(median),
+        **{f"median_floor_{share:g}_of_mean": np.maximum(median, share * median.mean() + 1e-6)
+           for share in (0.03, 0.1, 0.2, 0.3, 0.5)},
+        "quantile_0.75_floor_0.1_of_mean": np.maximum(
+            np.quantile(held_out, 0.75, axis=0),
+            0.1 * np.quantile(held_out, 0.75, axis=0).mean() + 1e-6),
+        "median_floor_median_feature": np.maximum(median, np.median(median) + 1e-6),
+        "quantile_0.75": _floored(np.quantile(held_out, 0.75, axis=0)),
+        "quantile_0.9": _floored(np.quantile(held_out, 0.9, axis=0)),
+        "mean": _floored(mean),
+        "mean_winsorised_0.99": _floored(winsorised),
+        "median_or_mean_share_0.25": _floored(np.maximum(median, 0.25 * winsorised)),
+        "geometric_mean_with_average": _floored(np.sqrt(median * median.mean()) + 1e-12),
+        "one_scale_for_all": np.full_like(median, median.mean() + 1e-6),
+    }
+
+
+def scale_scores(held_out: np.ndarray, e_test: np.ndarray) -> dict[str, np.ndarray]:
+    """The Cauchy score of the members' mean squared error under each rule of `scale_rules`."""
+    members_mean = e_test.mean(axis=0)
+    out = {f"scale={rule}": np.log1p(members_mean / scale).mean(axis=1)
+           for rule, scale in scale_rules(held_out).items()}
+    out["scale=none, squared error"] = members_mean.mean(axis=1)
+    return out
+
+
+#: Families of rules: the score kinds, the local code-space scores (costly: k-means and
+#: neighbour searches per member), the residual scales.
+FAMILIES = ("kinds", "local", "scales")
+
+
+def scores(split: Split, families: tuple[str, ...] = FAMILIES) -> dict[str, np.ndarray]:
     """Every score rule's test scores, from one default model trained on `split`."""
     members = defaults.MEMBERS
     scaler = fit_scaler(split.X_fit, "standard")
@@ -133,13 +181,22 @@ def scores(split: Split) -> dict[str, np.ndarray]:
     e_fit, e_test = (y_fit - Z) ** 2, (y_test - z_test) ** 2
     held_out = e_fit[folds, np.arange(len(Z))]  # each row's error from the member that never saw it
     s_held_out = _floored(np.median(held_out, axis=0))
+    out = scale_scores(held_out, e_test) if "scales" in families else {}
+    if "kinds" not in families and "local" not in families:
+        return out
     s_train = _floored(np.median(e_fit, axis=1).mean(axis=0))
     t2_fit, t2_test = _hotelling(code_fit, code_fit), _hotelling(code_fit, code_test)
     mse_fit, mse_test = e_fit.mean(axis=(0, 2)), e_test.mean(axis=(0, 2))
     cauchy_sum_test = np.log1p(e_test / s_held_out).mean(axis=0).sum(axis=1)
     residual_test = np.log1p(e_test.mean(axis=0) / s_held_out).mean(axis=1)
     residual_held_out = np.log1p(held_out / s_held_out).mean(axis=1)
+    if "local" in families:
+        out.update(local_code_scores(code_fit, code_test, folds, residual_held_out,
+                                     residual_test, seed=split.seed))
+    if "kinds" not in families:
+        return out
     return {
+        **out,
         "mse_scaled": mse_test,
         "residual_cauchy": residual_test,
         "cauchy_mean_of_member_terms": np.log1p(e_test / s_held_out).mean(axis=(0, 2)),
@@ -149,8 +206,6 @@ def scores(split: Split) -> dict[str, np.ndarray]:
         "mse_plus_t2": mse_test / np.median(mse_fit) + t2_test / np.median(t2_fit),
         "cauchy_plus_half_t2": cauchy_sum_test + 0.5 * t2_test,
         **disagreement_scores(y_fit, y_test, z_test, s_held_out),
-        **local_code_scores(code_fit, code_test, folds, residual_held_out, residual_test,
-                            seed=split.seed),
     }
 
 
@@ -159,6 +214,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--settings", nargs="+", default=["one-class", "unsupervised"])
     parser.add_argument("--datasets", nargs="+", default=None)
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--csv", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -166,18 +222,19 @@ def main() -> None:
     rows = []
     for path in dataset_paths(only=args.datasets):
         for split in splits(path, tuple(args.seeds), tuple(args.settings)):
-            for rule, values in scores(split).items():
+            for rule, values in scores(split, tuple(args.families)).items():
                 rows.append({"dataset": split.dataset, "seed": split.seed,
                              "setting": split.setting, "score": rule,
-                             "roc_auc": roc_auc_score(split.y_test, values)})
+                             "roc_auc": roc_auc_score(split.y_test, values),
+                             "average_precision": average_precision_score(split.y_test,
+                                                                          values)})
+            if args.csv is not None:  # as it goes: a long run can be read before it ends
+                pd.DataFrame(rows).to_csv(args.csv, index=False)
     frame = pd.DataFrame(rows)
-    if args.csv is not None:
-        frame.to_csv(args.csv, index=False)
-    frame["group"] = np.where(frame.dataset.isin(CONFIRMATION), "confirmation", "selection")
-    per_dataset = frame.groupby(["setting", "group", "score", "dataset"]).roc_auc.mean()
-    table = per_dataset.groupby(["setting", "group", "score"]).mean().unstack(["setting", "group"])
     print(f"mean ROC-AUC over data sets, seeds {args.seeds}")
-    print(table.round(4).to_string())
+    print(group_table(frame, "score").round(4).to_string())
+    print("\nleave one group out (rule chosen on the other two groups' mean ROC-AUC):")
+    print(leave_one_group_out(group_table(frame, "score")).to_string(index=False))
 
 
 if __name__ == "__main__":
