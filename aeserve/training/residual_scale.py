@@ -20,9 +20,11 @@ from aeserve.training.trainer import row_reader
 #: Rows per forward pass: memory stays a few batches' worth whatever the data's size.
 CHUNK_ROWS = 8192
 
-#: A feature the model rebuilds exactly (a constant one) would get a scale of zero and make
-#: every tiny error infinite: each scale is at least this share of the features' mean scale.
-FLOOR_SHARE = 1e-2
+#: No feature's scale is below this share of the features' mean scale. A feature whose median
+#: error is near zero (mostly-zero pixels, dead embedding units, a constant column) would
+#: otherwise turn its small, meaningless errors into the largest terms of every score: the floor
+#: caps a feature's weight at ten times the average feature's (docs/variants.md, "The floor").
+FLOOR_SHARE = 0.1
 #: And at least this, when every feature is rebuilt exactly.
 FLOOR = 1e-6
 

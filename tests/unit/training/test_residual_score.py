@@ -12,7 +12,7 @@ import torch
 from aeserve.training.export import ScoringGraph, write_onnx
 from aeserve.training.model import Autoencoder, AutoencoderConfig
 from aeserve.training.preprocessing import AffineScaler
-from aeserve.training.residual_scale import FLOOR, FLOOR_SHARE, residual_scale
+from aeserve.training.residual_scale import FLOOR, FLOOR_SHARE, floored, residual_scale
 from tests.unit.training.handmade import two_member_identity_model
 
 IDENTITY_SCALER = AffineScaler("standard", np.zeros(2), np.ones(2))
@@ -92,3 +92,26 @@ def test_the_cauchy_score_exports_to_onnx_with_the_same_numbers(tmp_path):
     for ours, theirs in zip(expected, session.run(None, {"x": X.astype(np.float32)}),
                             strict=True):
         np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_a_feature_rebuilt_almost_exactly_cannot_outweigh_a_typical_one():
+    """Why the floor: feature 0's median held-out error is 1e-4 (a mostly-zero pixel), the
+    others' 1. An error of 0.2 on it, a fifth of a typical error elsewhere, must not outrank an
+    error three times the typical one on a typical feature."""
+    medians = np.array([1e-4, 1.0, 1.0, 1.0])
+    scale = floored(medians)
+    floor = FLOOR_SHARE * medians.mean() + FLOOR  # 0.1 * 0.750025 + 1e-6
+    np.testing.assert_allclose(scale, [floor, 1.0, 1.0, 1.0])
+    model = Autoencoder(AutoencoderConfig(input_dim=4, hidden_sizes=[4], activation="relu"))
+    with torch.no_grad():  # always answers 0: the squared error is the input squared
+        for layer in (model.encoder[0], model.decoder[0]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+    scaler = AffineScaler("standard", np.zeros(4), np.ones(4))
+    rows = torch.tensor([[math.sqrt(0.2), 0.0, 0.0, 0.0], [0.0, math.sqrt(3.0), 0.0, 0.0]])
+    score = ScoringGraph(model, scaler, "residual_cauchy", residual_scale=scale)(rows)[2]
+    torch.testing.assert_close(score, torch.tensor(
+        [math.log1p(0.2 / floor) / 4, math.log(4.0) / 4]))  # log(3.67) < log(4)
+    assert score[1] > score[0]
+    # At a floor of 1 % of the mean the tiny feature would win: log(1 + 0.2 / 0.0075) > log(4).
+    assert math.log1p(0.2 / (0.01 * medians.mean() + FLOOR)) > math.log(4.0)
