@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aeserve.artifact.alarms import AlarmPolicy, AlarmState, Event
+from aeserve.artifact.names import encodes_as_utf8
 from aeserve.artifact.scores import verdicts
 
 #: Longest series name: characters, or digits of an integer (as the server's request ids).
@@ -32,9 +33,10 @@ MAX_SERIES_LENGTH = 256
 
 def is_series_name(value: object) -> bool:
     """Whether `value` can name a series: a non-empty string or an integer (not a boolean) of
-    at most `MAX_SERIES_LENGTH` characters. The server and the runner accept the same names."""
+    at most `MAX_SERIES_LENGTH` characters, with a UTF-8 encoding. The server and the runner
+    accept the same names."""
     return (isinstance(value, str | int) and not isinstance(value, bool) and value != ""
-            and len(str(value)) <= MAX_SERIES_LENGTH)
+            and len(str(value)) <= MAX_SERIES_LENGTH and encodes_as_utf8(value))
 
 
 def runnable(windows: np.ndarray) -> np.ndarray:

@@ -75,7 +75,8 @@ def parse_message(payload: bytes, features: list[str]) -> Readings:
             continue
         if not is_series_name(value):  # an id follows the rule of series names
             raise MessageError(code, f'"{name}" must be a non-empty string or an integer of '
-                                     f"at most {MAX_SERIES_LENGTH} characters")
+                                     f"at most {MAX_SERIES_LENGTH} characters, valid Unicode "
+                                     "text (no lone surrogate)")
     rows = message["rows"] if "rows" in message else [message["row"]]
     try:
         matrix = decode_rows(rows, features, MAX_READINGS, field="rows")

@@ -24,6 +24,7 @@ import orjson
 import simdjson
 
 from aeserve.artifact import rows as row_checks
+from aeserve.artifact.names import encodes_as_utf8
 from aeserve.serving.errors import (
     EmptyInstances,
     FeatureMismatch,
@@ -168,6 +169,9 @@ def checked_ids(ids: Any, rows: int) -> list[str | int] | None:
                              index=i)
         if len(value if isinstance(value, str) else str(value)) > MAX_ID_LENGTH:
             raise InvalidIds(f"id {i} is longer than {MAX_ID_LENGTH} characters", index=i)
+        if not encodes_as_utf8(value):
+            raise InvalidIds(f"id {i} is not valid Unicode text (it holds a lone surrogate "
+                             "such as \\ud800, which no UTF-8 encoding has)", index=i)
     return ids
 
 

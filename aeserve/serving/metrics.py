@@ -116,7 +116,8 @@ class Metrics:
             registry=r)
         self.prediction_log_dropped_rows = Counter(
             "aeserve_prediction_log_dropped_rows", "Scored rows not logged, by reason: "
-            "queue_full (too many rows waiting for the writer) or write_failed.",
+            "queue_full (too many rows waiting for the writer), write_failed, or unwritable "
+            "(a record the log cannot hold, dropped alone).",
             ["reason"], registry=r)
         self.prediction_log_rotated_files = Counter(
             "aeserve_prediction_log_rotated_files", "Oldest prediction files removed to keep "

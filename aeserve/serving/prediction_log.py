@@ -119,16 +119,36 @@ class PredictionLog:
                 pending, self._pending, self._pending_rows = self._pending, [], 0
             if not pending:
                 return
+            try:
+                table = self._table(pending)
+            except Exception:  # one record the log cannot hold must not cost the others theirs
+                table, pending = self._writable(pending)
+                if table is None:
+                    return
             rows = sum(len(r.scores) for r in pending)
             try:
-                log_format.write_table(self.settings.directory, log_format.PREDICTIONS,
-                                       self._table(pending))
+                log_format.write_table(self.settings.directory, log_format.PREDICTIONS, table)
             except Exception:  # a full or read-only disk: count it, never fail a request
                 log.exception("could not write %d rows to the prediction log", rows)
                 self.metrics.prediction_log_dropped(rows, "write_failed")
                 return
             self.metrics.prediction_log_written(rows)
             self._rotate()
+
+    def _writable(self, pending: list[_Record]) -> tuple[Any, list[_Record]]:
+        """The table of the records that make one on their own, and those records; each of the
+        others is dropped, counted and logged."""
+        kept = []
+        for entry in pending:
+            try:
+                self._table([entry])
+            except Exception:
+                log.exception("dropped %d rows the prediction log cannot hold (request %s)",
+                              len(entry.scores), entry.request_id)
+                self.metrics.prediction_log_dropped(len(entry.scores), "unwritable")
+            else:
+                kept.append(entry)
+        return (self._table(kept) if kept else None), kept
 
     def _table(self, pending: list[_Record]) -> Any:
         """One Arrow table of the waiting records, built column by column in C (a Python object

@@ -250,7 +250,8 @@ def parse_stream_request(body: bytes, features: list[str], max_rows: int
         series = item["series"]
         if not is_series_name(series):
             raise InvalidInstances(f"{where}: series must be a non-empty string or an integer "
-                                   f"of at most {MAX_SERIES_LENGTH} characters")
+                                   f"of at most {MAX_SERIES_LENGTH} characters, valid "
+                                   "Unicode text (no lone surrogate)")
         rows = decode_rows(item["rows"], features, max_rows, field="rows")
         total += len(rows)
         if total > max_rows:

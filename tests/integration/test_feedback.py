@@ -130,6 +130,10 @@ def test_feedback_errors_are_typed(tmp_path, trained, normal_rows):
         assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "invalid_ids"
         kinds = client.post("/anomaly-score", json={"instances": rows, "ids": ["a", 1.5]})
         assert kinds.status_code == 422 and "id 1" in kinds.json()["error"]["message"]
+        lone = client.post("/anomaly-score", content=b'{"instances": ' + json.dumps(
+            rows).encode() + b', "ids": ["a", "\\ud800"]}',
+                           headers={"content-type": "application/json"})
+        assert lone.status_code == 422 and lone.json()["error"]["code"] == "invalid_ids"
         echoed = client.post("/encode", json={"instances": rows, "ids": [7, "b"]})
         assert echoed.status_code == 200 and echoed.json()["ids"] == [7, "b"]
     with server_process(tmp_path / "models",
@@ -142,6 +146,10 @@ def test_feedback_errors_are_typed(tmp_path, trained, normal_rows):
             answer = client.post("/models/sensors/feedback", json=body)
             assert answer.status_code == status, body
             assert answer.json()["error"]["code"]
+        lone = client.post("/models/sensors/feedback",  # json.dumps escapes it as \ud800
+                           content=json.dumps({"ids": ["ok", "a\ud800"], "labels": [1, 0]}),
+                           headers={"content-type": "application/json"})
+        assert lone.status_code == 422 and "id 1 is not valid Unicode" in lone.text
         unknown = client.post("/models/nope/feedback", json={"ids": ["a"], "labels": [1]})
         assert unknown.status_code == 404
         assert unknown.json()["error"]["code"] == "unknown_model"

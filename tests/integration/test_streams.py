@@ -124,12 +124,14 @@ def test_explanations_name_the_readings_features(windowed_model, server):
     ({"series": "x", "rows": []}, 422, "empty_instances"),
     ({"series": "x"}, 422, "missing_instances"),
     ({"series": ["x"], "rows": [[1.0, 2.0]]}, 422, "invalid_instances"),
+    ({"series": "pump-\ud800", "rows": [[1.0, 2.0]]}, 422, "invalid_instances"),
     ({"streams": [{"series": f"s{i}", "rows": [[1.0, 2.0]]} for i in range(6)]}, 413,
      "too_many_series"),
     ({"series": "x", "rows": [[1.0, 2.0]], "window": 3}, 422, "invalid_parameter"),
 ])
 def test_bad_stream_requests_get_typed_errors(server, body, status, code):
-    response = httpx.post(f"{server}/models/machines/stream", json=body)
+    response = httpx.post(f"{server}/models/machines/stream", content=json.dumps(body),
+                          headers={"content-type": "application/json"})  # \ud800 escaped
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
 

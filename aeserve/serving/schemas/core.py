@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
+from aeserve.artifact.names import encodes_as_utf8
 from aeserve.serving.codecs import MAX_ID_LENGTH
 
 Id = StrictStr | StrictInt
@@ -66,6 +67,9 @@ class FeedbackRequest(BaseModel):
         for i, value in enumerate(self.ids):
             if len(str(value)) > MAX_ID_LENGTH:
                 raise ValueError(f"id {i} is longer than {MAX_ID_LENGTH} characters")
+            if not encodes_as_utf8(value):
+                raise ValueError(f"id {i} is not valid Unicode text (it holds a lone "
+                                 "surrogate, which no UTF-8 encoding has)")
         return self
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from aeserve.artifact.alarms import AlarmPolicy
-from aeserve.artifact.streams import SeriesStore
+from aeserve.artifact.streams import SeriesStore, is_series_name
 from aeserve.artifact.windows import flatten, series_order, window_rows
 
 
@@ -173,3 +173,8 @@ def test_a_forgotten_series_starts_over_and_is_counted():
     s.forget("never-seen")
     assert len(s) == 0 and s.active_alarms == 0 and s.counts.overflow == 1
     assert feed(s, "a", np.array([[3.0]])).windows.shape == (0, 2)
+
+
+def test_a_series_name_must_encode_as_utf8():
+    assert is_series_name("pump-7") and is_series_name(7) and is_series_name("p\u00fcmpe")
+    assert not is_series_name("pump-\ud800")

@@ -189,3 +189,14 @@ def test_bad_ids_are_a_typed_422(ids, says):
     body = orjson.dumps({"instances": [[1, 2, 3], [4, 5, 6]], "ids": ids})
     with pytest.raises(errors.InvalidIds, match=says.replace("[", r"\[")):
         codecs.decode_request(body, "application/json", NAMES, 100)
+
+
+@pytest.mark.parametrize("escape", [rb"\ud800", rb"\udfff", rb"a\ud83d"])
+def test_an_id_holding_a_lone_surrogate_is_a_typed_422(escape):
+    """Valid JSON, a Python str, but no UTF-8 encoding: the log, the feedback join and every
+    header would refuse it later, far from this request."""
+    body = b'{"instances": [[1, 2, 3], [4, 5, 6]], "ids": ["a", "' + escape + b'"]}'
+    with pytest.raises(errors.InvalidIds, match="id 1 is not valid Unicode text"):
+        codecs.decode_request(body, "application/json", NAMES, 100)
+    paired = b'{"instances": [[1, 2, 3], [4, 5, 6]], "ids": ["a", "\\ud83d\\ude00"]}'
+    assert codecs.decode_request(paired, "application/json", NAMES, 100)[1] == ["a", "\U0001F600"]

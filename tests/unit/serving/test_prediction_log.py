@@ -108,3 +108,19 @@ def test_a_label_never_joins_a_prediction_made_after_it(tmp_path):
     joined = log_format.join_feedback(tmp_path)
     assert joined.version.tolist() == [1] and joined.is_anomaly.tolist() == [True]
     log.close()
+
+
+def test_a_record_the_log_cannot_hold_is_dropped_alone(tmp_path):
+    """One request's bad id (here a lone surrogate, which no Parquet string can hold) costs
+    only that request's rows: every other client's rows waiting in the same flush are written."""
+    log, metrics = make(tmp_path)
+    record(log, ["a", "b"], [0.5, 2.0])
+    record(log, ["bad-\ud800"], [3.0])
+    record(log, None, [1.5], version=2)
+    log.flush()
+    [path] = log_format.log_files(tmp_path, "predictions")
+    table = pq.read_table(path).to_pydict()
+    assert table["id"] == ["a", "b", None] and table["score"] == [0.5, 2.0, 1.5]
+    assert sample(metrics, "aeserve_prediction_log_rows_total") == 3
+    assert sample(metrics, "aeserve_prediction_log_dropped_rows_total", reason="unwritable") == 1
+    log.close()
