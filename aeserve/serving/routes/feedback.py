@@ -11,11 +11,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from aeserve.artifact.errors import schema_problems
 from aeserve.artifact.prediction_log import normalize_ids
+from aeserve.serving.asgi import request_body
 from aeserve.serving.deps import get_repository
-from aeserve.serving.errors import PredictionLogOff, TooManyRows, UnknownModel
+from aeserve.serving.errors import InvalidParameter, PredictionLogOff, TooManyRows, UnknownModel
 from aeserve.serving.repository import ModelRepository
 from aeserve.serving.schemas.core import FeedbackRequest, FeedbackResponse
 
@@ -25,9 +28,16 @@ router = APIRouter(tags=["models"])
 MAX_NAMED_UNMATCHED = 100
 
 
+#: Bodies up to this size are parsed on the event loop; larger ones in a worker thread, so that
+#: a large batch of labels never stalls the requests beside it.
+INLINE_PARSE_BYTES = 64 * 1024
+
+
 @router.post("/models/{name}/feedback", summary="Labels for logged predictions, by id",
-             response_model=FeedbackResponse)
-async def post_feedback(name: str, feedback: FeedbackRequest, request: Request,
+             response_model=FeedbackResponse,
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": FeedbackRequest.model_json_schema()}}}})
+async def post_feedback(name: str, request: Request,
                         repository: Annotated[ModelRepository, Depends(get_repository)]
                         ) -> dict[str, Any]:
     request.state.endpoint = "feedback"
@@ -38,7 +48,11 @@ async def post_feedback(name: str, feedback: FeedbackRequest, request: Request,
     if prediction_log is None:
         raise PredictionLogOff("feedback joins labels to the prediction log, which is off: "
                                "start the server with AESERVE_PREDICTION_LOG=DIR")
-    max_rows = repository.settings.max_rows
+    settings = repository.settings
+    body = await request_body(request, settings.max_body_bytes, settings.body_timeout_s)
+    feedback = (parse_feedback(body) if len(body) <= INLINE_PARSE_BYTES
+                else await run_in_threadpool(parse_feedback, body))
+    max_rows = settings.max_rows
     if len(feedback.ids) > max_rows:
         raise TooManyRows(f"{len(feedback.ids)} labels exceed the limit of {max_rows}",
                           rows=len(feedback.ids), max_rows=max_rows)
@@ -48,3 +62,13 @@ async def post_feedback(name: str, feedback: FeedbackRequest, request: Request,
             "unmatched": len(result.unmatched_ids),
             "unmatched_ids": result.unmatched_ids[:MAX_NAMED_UNMATCHED],
             "outcomes": result.outcomes}
+
+
+def parse_feedback(body: bytes) -> FeedbackRequest:
+    """The body as a `FeedbackRequest`, or the 422 a declared pydantic body would have given."""
+    try:
+        return FeedbackRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise InvalidParameter(schema_problems(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()], "body", limit=5)
+            or "not a feedback request") from None

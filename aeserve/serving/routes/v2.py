@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope
 from aeserve import __version__
 from aeserve.artifact.card import INPUT_NAME, OUTPUT_NAMES
 from aeserve.artifact.errors import schema_problems
-from aeserve.serving.asgi import Endpoint, header, read_body
+from aeserve.serving.asgi import Endpoint, header, read_body, request_body
 from aeserve.serving.dataplane import DataPlane, resolve
 from aeserve.serving.deps import get_repository
 from aeserve.serving.errors import InvalidParameter, ModelNotReady
@@ -151,9 +151,14 @@ def openapi_paths() -> tuple[dict[str, Any], dict[str, Any]]:
 
 # -- repository extension (needs AESERVE_API_KEY; see aeserve/serving/middleware.py) ------------
 
+#: An index request is a flag or two: anything larger is refused before it is read.
+INDEX_BODY_BYTES = 64 * 1024
+
+
 @router.post("/repository/index", summary="List every model version and its state")
 async def repository_index(request: Request, repository: Repo) -> list[dict[str, Any]]:
-    body = await request.body()
+    body = await request_body(request, INDEX_BODY_BYTES,
+                              repository.settings.body_timeout_s)
     try:
         options = IndexRequest.model_validate_json(body) if body.strip() else IndexRequest()
     except ValidationError as exc:
