@@ -104,6 +104,13 @@ class PredictionLogOff(ServiceError):
     code = "prediction_log_off"
 
 
+class PredictionLogUnwritable(ServiceError):
+    """The log's folder refused the labels (read-only, full): nothing was stored, try again."""
+
+    status = 503
+    code = "prediction_log_unwritable"
+
+
 class InvalidParameter(ServiceError):
     status = 422
     code = "invalid_parameter"

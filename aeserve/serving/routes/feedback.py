@@ -18,7 +18,13 @@ from aeserve.artifact.errors import schema_problems
 from aeserve.artifact.prediction_log import normalize_ids
 from aeserve.serving.asgi import request_body
 from aeserve.serving.deps import get_repository
-from aeserve.serving.errors import InvalidParameter, PredictionLogOff, TooManyRows, UnknownModel
+from aeserve.serving.errors import (
+    InvalidParameter,
+    PredictionLogOff,
+    PredictionLogUnwritable,
+    TooManyRows,
+    UnknownModel,
+)
 from aeserve.serving.repository import ModelRepository
 from aeserve.serving.schemas.core import FeedbackRequest, FeedbackResponse
 
@@ -56,8 +62,13 @@ async def post_feedback(name: str, request: Request,
     if len(feedback.ids) > max_rows:
         raise TooManyRows(f"{len(feedback.ids)} labels exceed the limit of {max_rows}",
                           rows=len(feedback.ids), max_rows=max_rows)
-    result = await run_in_threadpool(prediction_log.feedback, name, normalize_ids(feedback.ids),
-                                     [int(label) for label in feedback.labels])
+    try:
+        result = await run_in_threadpool(prediction_log.feedback, name,
+                                         normalize_ids(feedback.ids),
+                                         [int(label) for label in feedback.labels])
+    except OSError as exc:  # the labels were not stored: the client may send them again
+        raise PredictionLogUnwritable(f"the prediction log could not store the labels: "
+                                      f"{exc.strerror or exc}") from None
     return {"model": name, "received": result.received, "matched": result.matched,
             "unmatched": len(result.unmatched_ids),
             "unmatched_ids": result.unmatched_ids[:MAX_NAMED_UNMATCHED],
