@@ -115,13 +115,15 @@ def outcome(label: int, is_anomaly: bool) -> str:
 _FIND_COLUMNS = ["id", "time", "model", "version", "score", "threshold", "is_anomaly"]
 
 
-def find_predictions(directory: Path, model: str, ids: Sequence[str]) -> dict[str, Prediction]:
+def find_predictions(directory: Path, model: str, ids: Sequence[str],
+                     max_bytes: int | None = None) -> dict[str, Prediction]:
     """The newest logged prediction of `model` for each of `ids` that has one.
 
     Reads the newest files first and stops once every id is found and the next file was written
     before the oldest prediction found (a file holds nothing newer than its writing): labels
     are usually sent soon after their predictions, so a feedback call reads a few recent files,
-    not the whole log.
+    not the whole log. With `max_bytes`, it also stops before the files read would exceed that
+    many bytes (always reading the newest one): an id never logged then costs a bounded read.
     """
     pa, pq = pyarrow_modules()
     import pyarrow.compute as pc
@@ -129,11 +131,16 @@ def find_predictions(directory: Path, model: str, ids: Sequence[str]) -> dict[st
     wanted = set(ids)
     found: dict[str, tuple[int, Prediction]] = {}  # id -> (time in us, prediction)
     lookup = pa.array(sorted(wanted), type=pa.string())
+    read = 0
     for path in reversed(log_files(directory, PREDICTIONS)):
         try:
+            stat = path.stat()
             if len(found) == len(wanted) and (
-                    path.stat().st_mtime_ns // 1000 < min(t for t, _ in found.values())):
+                    stat.st_mtime_ns // 1000 < min(t for t, _ in found.values())):
                 break
+            if max_bytes is not None and read and read + stat.st_size > max_bytes:
+                break
+            read += stat.st_size
             table = pq.read_table(path, columns=_FIND_COLUMNS)
         except (OSError, ValueError):  # removed by rotation meanwhile, or unreadable
             continue

@@ -199,6 +199,8 @@ class DataPlane:
             PredictionLogSettings(settings.prediction_log, settings.prediction_log_features,
                                   settings.prediction_log_max_bytes,
                                   settings.prediction_log_flush_s,
+                                  max_label_bytes=settings.prediction_log_max_label_bytes,
+                                  search_bytes=settings.prediction_log_search_bytes,
                                   max_pending_rows=settings.prediction_log_max_pending_rows),
             metrics)
 

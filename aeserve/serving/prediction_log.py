@@ -5,8 +5,11 @@ Requests never wait on disk: `record` appends what a scoring answer said to a li
 `flush_s` seconds, or sooner when `file_rows` rows wait. Memory and disk stay bounded: beyond
 `max_pending_rows` waiting rows a request's rows are not logged (counted in
 `aeserve_prediction_log_dropped_rows_total`, reason `queue_full`), and after each write the oldest
-prediction files go until the folder holds at most `max_bytes`. Feedback files (the labels) are
-never removed by rotation.
+prediction files go until they hold at most `max_bytes`. Feedback files (the labels) have a budget
+of their own, `max_label_bytes`, so that labels never push predictions out (nor predictions
+labels): after each feedback write the oldest label files beyond it go. A feedback call reads at
+most `search_bytes` of the newest prediction files to find its ids: a label for an id logged
+long ago, or never, costs a bounded read (it is stored all the same, for `evaluate --from-log`).
 
 Feedback (`POST /models/{name}/feedback`) first writes this worker's waiting rows, then joins the
 labels to the newest logged prediction of each id (aeserve/artifact/prediction_log.py), stores the
@@ -38,6 +41,8 @@ class PredictionLogSettings:
     features: bool = False
     max_bytes: int = 1 << 30
     flush_s: float = 5.0
+    max_label_bytes: int = 1 << 27
+    search_bytes: int = 1 << 28
     file_rows: int = 262_144
     max_pending_rows: int = 1_000_000
 
@@ -190,21 +195,25 @@ class PredictionLog:
         return pa.table(columns, schema=log_format.prediction_schema(self.settings.features))
 
     def _rotate(self) -> None:
-        """Remove the oldest prediction files until the folder is within `max_bytes`."""
-        files = log_format.log_files(self.settings.directory, log_format.PREDICTIONS)
+        """Remove the oldest prediction files until they hold at most `max_bytes`."""
+        self._trim(log_format.PREDICTIONS, self.settings.max_bytes)
+
+    def _trim(self, kind: str, budget: int) -> None:
+        """Remove `kind`'s oldest files until they hold at most `budget` bytes, never the newest
+        (the file just written)."""
+        files = log_format.log_files(self.settings.directory, kind)
         sizes = [_size(path) for path in files]
-        feedback = sum(_size(path) for path in
-                       log_format.log_files(self.settings.directory, log_format.FEEDBACK))
-        total = sum(sizes) + feedback
-        for path, size in zip(files[:-1], sizes, strict=False):  # never the file just written
-            if total <= self.settings.max_bytes:
+        total = sum(sizes)
+        for path, size in zip(files[:-1], sizes, strict=False):
+            if total <= budget:
                 break
             try:
                 path.unlink()
             except OSError:
                 continue
             total -= size
-            self.metrics.prediction_log_rotated()
+            if kind == log_format.PREDICTIONS:
+                self.metrics.prediction_log_rotated()
 
     def feedback(self, model: str, ids: list[str], labels: list[int]) -> FeedbackResult:
         """Join `labels` to the logged predictions of `ids`, store them, count their outcomes.
@@ -214,7 +223,8 @@ class PredictionLog:
         the ones another worker had not yet written.
         """
         self.flush()
-        found = log_format.find_predictions(self.settings.directory, model, ids)
+        found = log_format.find_predictions(self.settings.directory, model, ids,
+                                            max_bytes=self.settings.search_bytes)
         pa, _ = log_format.pyarrow_modules()
         now = time.time_ns() // 1000
         table = pa.table({"id": pa.array(ids, type=pa.string()),
@@ -223,6 +233,7 @@ class PredictionLog:
                           "label": pa.array(labels, type=pa.int8())},
                          schema=log_format.feedback_schema())
         log_format.write_table(self.settings.directory, log_format.FEEDBACK, table)
+        self._trim(log_format.FEEDBACK, self.settings.max_label_bytes)
         outcomes: dict[str, int] = {}
         by_version: dict[tuple[int, str], int] = {}
         unmatched = []

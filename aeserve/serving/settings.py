@@ -57,8 +57,15 @@ class Settings(BaseSettings):
     prediction_log_features: bool = Field(
         False, description="Also log each row's features (larger files).")
     prediction_log_max_bytes: int = Field(
-        1024 ** 3, gt=0, description="Most bytes the log folder holds: the oldest prediction "
-                                     "files go first (labels are kept).")
+        1024 ** 3, gt=0, description="Most bytes the prediction files hold: the oldest go "
+                                     "first (labels have a budget of their own).")
+    prediction_log_max_label_bytes: int = Field(
+        128 * 1024 ** 2, gt=0, description="Most bytes the feedback label files hold: the "
+                                           "oldest go first.")
+    prediction_log_search_bytes: int = Field(
+        256 * 1024 ** 2, gt=0, description="Most bytes of the newest prediction files one "
+                                           "feedback call reads to find its ids; a label "
+                                           "whose prediction is older is stored unmatched.")
     prediction_log_flush_s: float = Field(
         5.0, gt=0, description="Seconds between writes of the rows waiting for the log (one "
                                "file per write).")

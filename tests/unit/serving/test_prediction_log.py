@@ -124,3 +124,38 @@ def test_a_record_the_log_cannot_hold_is_dropped_alone(tmp_path):
     assert sample(metrics, "aeserve_prediction_log_rows_total") == 3
     assert sample(metrics, "aeserve_prediction_log_dropped_rows_total", reason="unwritable") == 1
     log.close()
+
+
+def test_labels_never_push_predictions_out_and_have_a_budget_of_their_own(tmp_path):
+    log, _ = make(tmp_path)
+    record(log, [f"p{i}" for i in range(500)], np.arange(500))
+    log.flush()
+    one_file = log_format.log_files(tmp_path, "predictions")[0].stat().st_size
+    log.feedback("m", ["p0"], [1])
+    one_label_file = log_format.log_files(tmp_path, "feedback")[0].stat().st_size
+    for batch in range(2):  # two newer prediction files
+        record(log, [f"q{batch}-{i}" for i in range(500)], np.arange(500))
+        log.flush()
+    log.settings = PredictionLogSettings(tmp_path, flush_s=3600.0, max_bytes=int(3.5 * one_file),
+                                         max_label_bytes=int(2.5 * one_label_file))
+    for i in range(1, 20):  # many labels: with the predictions, more than their budget
+        result = log.feedback("m", [f"p{i}"], [1])
+        assert result.matched == 1  # the oldest prediction file is still there to join
+    assert len(log_format.log_files(tmp_path, "predictions")) == 3
+    assert len(log_format.log_files(tmp_path, "feedback")) == 2  # their own 2.5 files' budget
+    log.close()
+
+
+def test_a_feedback_search_reads_a_bounded_share_of_the_log(tmp_path):
+    log, _ = make(tmp_path)
+    record(log, ["old"], [1.0])
+    log.flush()
+    for batch in range(3):
+        record(log, [f"n{batch}-{i}" for i in range(200)], np.arange(200))
+        log.flush()
+    newest = log_format.log_files(tmp_path, "predictions")[-1].stat().st_size
+    assert set(log_format.find_predictions(tmp_path, "m", ["old", "n2-0"])) == {"old", "n2-0"}
+    # Within the newest file's bytes only: "old", three files back, is not read for.
+    bounded = log_format.find_predictions(tmp_path, "m", ["old", "n2-0"], max_bytes=newest)
+    assert set(bounded) == {"n2-0"}
+    log.close()
