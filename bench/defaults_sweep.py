@@ -10,7 +10,9 @@ export and no peers. docs/variants.md lists the configurations compared and thei
 Configuration keys (anything absent takes the value in brackets): hidden ([64, 32, 8]),
 code_at_most_half (false: true narrows the code to at most half the features, and 2 at least),
 code_from_variance (none: a share such as 0.95 narrows the code to the principal components of
-the scaled training rows that hold that share of their variance),
+the scaled training rows that hold that share of their variance), code_widened_to_variance
+(none: [share, most] widens the code to those components, at most `most` units, never
+narrower than the default's),
 activation ("relu"), members (1), cross_fit (false: with a `holdout` share of the rows kept out,
 or none when 0), holdout (0.2), lr (3e-3), batch (128), epochs (80), min_steps (0),
 patience (100000), restore (true: keep the best validation epoch), trim (0: the share of each
@@ -188,6 +190,13 @@ def run(split: Split, cfg: dict) -> tuple[np.ndarray, float]:
         eigen = np.linalg.eigvalsh(np.cov(scaled.T))[::-1]
         needed = np.searchsorted(np.cumsum(eigen) / eigen.sum(), cfg["code_from_variance"]) + 1
         hidden[-1] = min(hidden[-1], int(needed))
+    if cfg.get("code_widened_to_variance"):  # [share, most]: a wider code for rich data
+        share, most = cfg["code_widened_to_variance"]
+        scaled = fit_scaler(split.X_fit, "standard").transform(split.X_fit)
+        eigen = np.linalg.eigvalsh(np.cov(scaled.T))[::-1]
+        needed = int(np.searchsorted(np.cumsum(eigen) / eigen.sum(), share) + 1)
+        hidden[-1] = int(np.clip(needed, hidden[-1], most))
+        hidden[-2] = max(hidden[-2], hidden[-1])
     model_config = AutoencoderConfig(input_dim=split.X_fit.shape[1], hidden_sizes=hidden,
                                      activation=cfg.get("activation", "relu"), members=members,
                                      variant=cfg.get("variant", "ae"))

@@ -154,9 +154,44 @@ def scale_scores(held_out: np.ndarray, e_test: np.ndarray) -> dict[str, np.ndarr
     return out
 
 
+def linear_member_scores(Z: np.ndarray, folds: np.ndarray, z_test: np.ndarray,
+                         e_fit_held_out: np.ndarray, e_test: np.ndarray,
+                         shares: tuple[float, ...] = (0.9, 0.95)) -> dict[str, np.ndarray]:
+    """A linear autoencoder (the principal components holding `share` of the variance) as one
+    more member beside the five networks, cross-fitted like them: member k's components come
+    from the rows outside fold k. Its squared errors join the networks' in the mean before the
+    Cauchy score, so the score stays one reconstruction error; a linear member cannot memorise
+    a row, and on wide data with few rows it holds the normal rows' subspace where a narrow
+    non-linear code overfits (PCA's reconstruction is the best peer on the embeddings)."""
+    from sklearn.decomposition import PCA
+
+    out = {}
+    n_members = int(folds.max()) + 1
+    for share in shares:
+        held = np.empty_like(Z)
+        tests = []
+        for k in range(n_members):
+            pca = PCA(n_components=share, svd_solver="full").fit(Z[folds != k])
+            inside = Z[folds == k]
+            held[folds == k] = (pca.inverse_transform(pca.transform(inside)) - inside) ** 2
+            tests.append((pca.inverse_transform(pca.transform(z_test)) - z_test) ** 2)
+        linear_test = np.mean(tests, axis=0)
+        scale = _floored(np.median(held, axis=0))
+        out[f"linear_{share:g}_alone"] = np.log1p(linear_test / scale).mean(axis=1)
+        joint_held = (e_fit_held_out * n_members + held) / (n_members + 1)
+        joint_test = (e_test.sum(axis=0) + linear_test) / (n_members + 1)
+        out[f"networks_and_linear_{share:g}"] = np.log1p(
+            joint_test / _floored(np.median(joint_held, axis=0))).mean(axis=1)
+        # Each kind's Cauchy score over its own scales, summed: neither kind's errors dominate.
+        networks = np.log1p(e_test.mean(axis=0) / _floored(np.median(e_fit_held_out, axis=0)))
+        out[f"networks_plus_linear_{share:g}_cauchy"] = (
+            networks.mean(axis=1) + out[f"linear_{share:g}_alone"])
+    return out
+
+
 #: Families of rules: the score kinds, the local code-space scores (costly: k-means and
-#: neighbour searches per member), the residual scales.
-FAMILIES = ("kinds", "local", "scales")
+#: neighbour searches per member), the residual scales, a linear member beside the networks.
+FAMILIES = ("kinds", "local", "scales", "linear")
 
 
 def scores(split: Split, families: tuple[str, ...] = FAMILIES) -> dict[str, np.ndarray]:
@@ -182,6 +217,10 @@ def scores(split: Split, families: tuple[str, ...] = FAMILIES) -> dict[str, np.n
     held_out = e_fit[folds, np.arange(len(Z))]  # each row's error from the member that never saw it
     s_held_out = _floored(np.median(held_out, axis=0))
     out = scale_scores(held_out, e_test) if "scales" in families else {}
+    if "linear" in families:
+        out["residual_cauchy"] = np.log1p(
+            e_test.mean(axis=0) / _floored(np.median(held_out, axis=0))).mean(axis=1)
+        out.update(linear_member_scores(Z, folds, z_test, held_out, e_test))
     if "kinds" not in families and "local" not in families:
         return out
     s_train = _floored(np.median(e_fit, axis=1).mean(axis=0))
