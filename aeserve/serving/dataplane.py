@@ -201,7 +201,8 @@ class DataPlane:
                                   settings.prediction_log_flush_s,
                                   max_label_bytes=settings.prediction_log_max_label_bytes,
                                   search_bytes=settings.prediction_log_search_bytes,
-                                  max_pending_rows=settings.prediction_log_max_pending_rows),
+                                  max_pending_rows=settings.prediction_log_max_pending_rows,
+                                  max_pending_bytes=settings.prediction_log_max_pending_bytes),
             metrics)
 
     def resolve(self, name: str | None, version: str | None) -> ModelVersion:

@@ -3,7 +3,8 @@
 Requests never wait on disk: `record` appends what a scoring answer said to a list under a lock
 (constant time), and a writer thread turns what has accumulated into one Parquet file every
 `flush_s` seconds, or sooner when `file_rows` rows wait. Memory and disk stay bounded: beyond
-`max_pending_rows` waiting rows a request's rows are not logged (counted in
+`max_pending_rows` waiting rows, or `max_pending_bytes` of memory they hold (their ids and
+logged features included), a request's rows are not logged (counted in
 `aeserve_prediction_log_dropped_rows_total`, reason `queue_full`), and after each write the oldest
 prediction files go until they hold at most `max_bytes`. Feedback files (the labels) have a budget
 of their own, `max_label_bytes`, so that labels never push predictions out (nor predictions
@@ -45,6 +46,7 @@ class PredictionLogSettings:
     search_bytes: int = 1 << 28
     file_rows: int = 262_144
     max_pending_rows: int = 1_000_000
+    max_pending_bytes: int = 1 << 28
 
 
 @dataclass
@@ -81,6 +83,7 @@ class PredictionLog:
         self.metrics = metrics
         self._pending: list[_Record] = []
         self._pending_rows = 0
+        self._pending_bytes = 0
         self._lock = threading.Lock()  # guards the pending list
         self._write_lock = threading.Lock()  # one write at a time: the thread's or a flush
         self._wake = threading.Event()
@@ -97,13 +100,16 @@ class PredictionLog:
         rows = len(scores)
         entry = _Record(time.time_ns() // 1000, model, version, request_id, ids, scores,
                         threshold, flagged, features if self.settings.features else None)
+        size = _held_bytes(entry)
         with self._lock:
-            if self._pending_rows + rows > self.settings.max_pending_rows:
+            if (self._pending_rows + rows > self.settings.max_pending_rows
+                    or self._pending_bytes + size > self.settings.max_pending_bytes):
                 full = True
             else:
                 full = False
                 self._pending.append(entry)
                 self._pending_rows += rows
+                self._pending_bytes += size
                 wake = self._pending_rows >= min(self.settings.file_rows,
                                                  self.settings.max_pending_rows // 2)
         if full:
@@ -122,6 +128,7 @@ class PredictionLog:
         with self._write_lock:
             with self._lock:
                 pending, self._pending, self._pending_rows = self._pending, [], 0
+                self._pending_bytes = 0
             if not pending:
                 return
             try:
@@ -257,6 +264,21 @@ class PredictionLog:
         self._wake.set()
         self._thread.join(timeout=30)
         self.flush()
+
+
+#: What CPython holds for one short str beyond its characters (object header, hash, length).
+STR_OVERHEAD_BYTES = 49
+
+
+def _held_bytes(entry: _Record) -> int:
+    """About how much memory a waiting record holds: its arrays, and its ids as Python strings
+    (the bound that long ids and logged features would otherwise escape)."""
+    size = entry.scores.nbytes + entry.flagged.nbytes
+    if entry.features is not None:
+        size += entry.features.nbytes
+    if entry.ids is not None:
+        size += STR_OVERHEAD_BYTES * len(entry.ids) + sum(map(len, entry.ids))
+    return size
 
 
 def _size(path: Path) -> int:

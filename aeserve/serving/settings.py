@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     prediction_log_max_pending_rows: int = Field(
         1_000_000, gt=0, description="Most rows waiting for the log's writer; beyond it rows "
                                      "are not logged and are counted as dropped.")
+    prediction_log_max_pending_bytes: int = Field(
+        256 * 1024 ** 2, gt=0, description="Most bytes the rows waiting for the log's writer "
+                                           "hold (scores, ids, logged features); beyond it rows "
+                                           "are not logged and are counted as dropped.")
     stream_max_series: int = Field(
         100_000, ge=1, description="Most series whose last readings and alarm state POST "
                                    "/models/{name}/stream keeps per model; beyond it the least "

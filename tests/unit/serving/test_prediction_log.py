@@ -159,3 +159,21 @@ def test_a_feedback_search_reads_a_bounded_share_of_the_log(tmp_path):
     bounded = log_format.find_predictions(tmp_path, "m", ["old", "n2-0"], max_bytes=newest)
     assert set(bounded) == {"n2-0"}
     log.close()
+
+
+def test_the_queue_is_bounded_in_bytes_too(tmp_path):
+    """Long ids and logged features hold far more than their rows' count says."""
+    log, metrics = make(tmp_path, features=True, max_pending_bytes=11_000)
+    features = np.zeros((10, 100), np.float32)  # 4,000 bytes, plus 10 x (4 + 1) for the scores
+    record(log, None, np.ones(10), features=features)
+    record(log, None, np.ones(10), features=features)  # 8,100 bytes waiting
+    record(log, None, np.ones(10), features=features)  # would be 12,150: not queued
+    assert sample(metrics, "aeserve_prediction_log_dropped_rows_total", reason="queue_full") == 10
+    ids = ["x" * 200] * 10  # 10 x (49 + 200) bytes of strings
+    record(log, ids, np.ones(10), features=np.zeros((10, 1), np.float32))  # 10,680: queued
+    assert sample(metrics, "aeserve_prediction_log_dropped_rows_total", reason="queue_full") == 10
+    log.flush()  # the flush empties the count of bytes waiting with the rows
+    record(log, None, np.ones(10), features=features)
+    log.flush()
+    assert sample(metrics, "aeserve_prediction_log_rows_total") == 40
+    log.close()
