@@ -29,7 +29,7 @@ from aeserve.serving.hotlane import HotLane
 from aeserve.serving.lifecycle import lifespan
 from aeserve.serving.logs import configure_logging
 from aeserve.serving.metrics import Metrics
-from aeserve.serving.middleware import RequestMiddleware, error_body
+from aeserve.serving.middleware import InFlight, RequestMiddleware, error_body
 from aeserve.serving.repository import ModelRepository
 from aeserve.serving.routes import admin, feedback, health, inference, models, streams, v2
 from aeserve.serving.settings import Settings, intra_op_threads
@@ -108,7 +108,8 @@ def middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
     if settings.cors_origins:
         layers.append(Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                                  allow_methods=["GET", "POST"], allow_headers=["*"]))
-    layers.append(Middleware(RequestMiddleware, settings=settings, metrics=metrics))
+    layers.append(Middleware(RequestMiddleware, settings=settings, metrics=metrics,
+                             in_flight=InFlight(settings.max_concurrency)))
     return layers
 
 

@@ -55,14 +55,26 @@ def error_body(path: str, code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message}})
 
 
+class InFlight:
+    """The requests a worker has in progress, shared by every copy of the middleware (each lane
+    and each hot route builds its own): the limit is the worker's, not a route's."""
+
+    def __init__(self, limit: int) -> None:
+        self.count = 0
+        self.limit = limit
+
+
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics,
+                 in_flight: InFlight | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = AccessLog()
         self.ids = RequestIds()
         key = settings.api_key.get_secret_value() if settings.api_key else None
         self.api_key = key.encode() if key else None
+        #: Requests in progress in this worker (heads complete), and their limit.
+        self.in_flight = in_flight or InFlight(settings.max_concurrency)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,8 +105,13 @@ class RequestMiddleware:
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
+        in_flight = self.in_flight
+        in_flight.count += 1
         try:
-            refusal = self._refusal(scope["path"], headers)
+            # health answers stay cheap and on time: an overloaded worker is alive
+            refusal = (self._overload() if in_flight.count > in_flight.limit
+                       and scope["path"] not in PUBLIC_PATHS
+                       else self._refusal(scope["path"], headers))
             if refusal is not None:
                 await self._send_error(send_with_id, scope["path"], *refusal)
             else:
@@ -110,8 +127,13 @@ class RequestMiddleware:
                                    f"internal error; the server log has its details under "
                                    f"request id {rid}")
         finally:
+            in_flight.count -= 1
             self._record(scope, status, time.perf_counter() - began)
             request_id.reset(token)
+
+    def _overload(self) -> tuple[int, str, str]:
+        return (503, "overloaded", f"the server has {self.in_flight.limit} requests in "
+                                   "progress (AESERVE_MAX_CONCURRENCY): try again shortly")
 
     def _refusal(self, path: str, headers: dict[bytes, bytes]) -> tuple[int, str, str] | None:
         if path in PUBLIC_PATHS:

@@ -43,7 +43,9 @@ def run(host: str, port: int, models_dir: str | None = None) -> int:
     uvicorn.run(APP_FACTORY, factory=True, host=host, port=port,
                 workers=settings.workers, log_level=settings.log_level.lower(),
                 access_log=False, timeout_graceful_shutdown=None,
-                limit_concurrency=settings.max_concurrency,
+                # Connections only: requests in progress are limited by RequestMiddleware, so
+                # that sockets still sending their heads never refuse prompt clients.
+                limit_concurrency=settings.max_connections,
                 # uvicorn's httptools protocol with a deadline on request heads (slow clients)
                 # and a shutdown that answers requests already sent (serving/protocol.py).
                 http=ServerProtocol,

@@ -106,9 +106,16 @@ class Settings(BaseSettings):
         30.0, gt=0, description="A request body must arrive within this many seconds of its "
                                 "headers; a slower upload gets 408 and its connection is closed.")
     max_concurrency: int = Field(
-        512, ge=1, description="Most connections and requests a worker serves at once; beyond "
-                               "it, new requests get 503 at once (uvicorn's limit_concurrency). "
-                               "Keeps a flood of slow clients from using up file descriptors.")
+        512, ge=1, description="Most requests a worker has in progress at once (their heads "
+                               "complete); beyond it, new requests get 503 `overloaded` at once. "
+                               "Connections still sending their heads do not count: a flood of "
+                               "slow clients cannot refuse prompt ones.")
+    max_connections: int = Field(
+        4096, ge=1, description="Most open connections a worker keeps, idle and slow ones "
+                                "included (uvicorn's limit_concurrency): beyond it new requests "
+                                "get uvicorn's plain 503. Keeps a flood of sockets from using "
+                                "up file descriptors; the header deadline bounds how long each "
+                                "slow one stays.")
 
 
 def intra_op_threads(settings: Settings) -> int:

@@ -66,7 +66,36 @@ def test_slow_or_silent_request_heads_are_cut_off_with_a_408():
 
 
 def test_beyond_the_concurrency_limit_new_requests_get_a_503():
-    with server_process(ROOT / "models", AESERVE_MAX_CONCURRENCY="3") as server:
+    """Requests in progress count toward AESERVE_MAX_CONCURRENCY; sockets still sending their
+    heads (a slowloris) do not, so prompt clients are served beside them."""
+    with server_process(ROOT / "models", AESERVE_MAX_CONCURRENCY="3",
+                        AESERVE_HEADER_TIMEOUT_S="30") as server:
+        slow = [socket.create_connection(address(server.url), timeout=10) for _ in range(20)]
+        for sock in slow:
+            sock.sendall(b"POST /anomaly-score HTTP/1.1\r\nHost: t\r\n")  # heads unfinished
+        try:
+            time.sleep(0.3)  # the server has accepted them
+            assert httpx.get(f"{server.url}/models", timeout=10).status_code == 200
+            uploads = [socket.create_connection(address(server.url), timeout=10)
+                       for _ in range(3)]
+            for sock in uploads:  # three requests in progress: heads done, bodies pending
+                sock.sendall(b"POST /anomaly-score HTTP/1.1\r\nHost: t\r\nContent-Type: "
+                             b"application/json\r\nContent-Length: 1000\r\n\r\n{")
+            time.sleep(0.3)
+            refused = httpx.get(f"{server.url}/models", timeout=10)
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
+            assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+            for sock in uploads:
+                sock.close()
+            time.sleep(0.3)
+            assert httpx.get(f"{server.url}/models", timeout=10).status_code == 200
+        finally:
+            for sock in slow:
+                sock.close()
+
+
+def test_beyond_the_connection_limit_new_requests_get_a_503():
+    with server_process(ROOT / "models", AESERVE_MAX_CONNECTIONS="3") as server:
         idle = [socket.create_connection(address(server.url), timeout=10) for _ in range(3)]
         try:
             time.sleep(0.3)  # the server has accepted them
