@@ -8,6 +8,7 @@ extra that installs it instead of failing with an ImportError.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -43,7 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The exit status of a command whose reader closed the pipe (128 + SIGPIPE), as a shell's own
+#: commands give it.
+CLOSED_PIPE_STATUS = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`aeserve`: one subcommand. A closed pipe (`aeserve evaluate ... | head`) ends it quietly,
+    as it ends any shell command, not with a traceback."""
+    try:
+        return _dispatch(argv)
+    except BrokenPipeError:
+        # Python would report the failed flush of stdout at exit: point stdout elsewhere first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return CLOSED_PIPE_STATUS
+
+
+def _dispatch(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else None
     if command == "evaluate" and any(a == "--from-log" or a.startswith("--from-log=")
