@@ -138,6 +138,8 @@ class ModelRepository:
         self._make_batcher = make_batcher
         self._on_load_failure = on_load_failure
         self._lock = threading.Lock()
+        #: Each model's config.json problem as last logged: said once until it changes.
+        self._config_problems: dict[str, str] = {}
 
     # -- scanning -----------------------------------------------------------------------------
 
@@ -173,11 +175,18 @@ class ModelRepository:
             config = read_model_config(model_dir)
             policy, thresholds, shadow, alarm = (config.version_policy, config.thresholds,
                                                  config.shadow, config.alarm)
+            if self._config_problems.pop(name, None) is not None:
+                log.info("model %s: config.json is valid again", name)
         except PolicyError as exc:
+            said = self._config_problems.get(name) == str(exc)
+            self._config_problems[name] = str(exc)
             if previous is not None:  # keep serving what was loaded under the last valid config
-                log.error("model %s: %s; keeping the loaded versions", name, exc)
+                if not said:
+                    log.error("model %s: %s; keeping the loaded versions", name, exc)
                 return replace(previous, error=str(exc))
-            log.error("model %s: %s", name, exc)
+            if not said:
+                log.error("model %s: %s; serving with the defaults (every version, the "
+                          "cards' thresholds, no shadow) until it is fixed", name, exc)
             policy, thresholds, shadow, alarm = VersionPolicy(), {}, None, AlarmPolicy()
         on_disk = store.version_folders(model_dir)
         candidates, wanted = policy.candidates(list(on_disk))

@@ -69,6 +69,29 @@ def test_invalid_policy_keeps_loaded_versions(tmp_path):
     assert "config.json is invalid" in repo.models["m"].error
 
 
+def test_an_invalid_config_json_is_logged_once_until_it_changes(tmp_path, caplog):
+    add_version(tmp_path, SHIPPED_MODEL, "m", 1)
+    config = tmp_path / "m" / "config.json"
+    config.write_text('{"version_policy": {"newest": {}}}')
+    caplog.set_level("INFO", logger="aeserve")
+    repo = repository(tmp_path)
+    for _ in range(3):  # every scan finds it, one line says so
+        repo.refresh()
+
+    def said(text: str) -> int:
+        return sum(text in record.getMessage() for record in caplog.records)
+
+    assert said("config.json is invalid") == 1
+    config.write_text('{"version_policy": {"older": {}}}')  # another mistake: said again
+    repo.refresh()
+    repo.refresh()
+    assert said("config.json is invalid") == 2
+    assert "serving with the defaults" in caplog.text
+    config.write_text('{"version_policy": {"all": {}}}')
+    repo.refresh()
+    assert said("config.json is valid again") == 1 and repo.models["m"].error is None
+
+
 def test_refresh_reuses_unchanged_versions_and_drops_deleted_ones(tmp_path):
     add_version(tmp_path, SHIPPED_MODEL, "m", 1)
     repo = repository(tmp_path)
