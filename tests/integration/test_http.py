@@ -220,6 +220,8 @@ def test_openapi_documents_the_api(client):
     # the feedback route reads its own bounded body, and still documents its schema
     feedback = spec["paths"]["/models/{name}/feedback"]["post"]["requestBody"]
     assert set(feedback["content"]["application/json"]["schema"]["required"]) == {"ids", "labels"}
+    answers = spec["paths"]["/models/{name}/feedback"]["post"]["responses"]
+    assert {"200", "404", "409", "413", "422", "503"} <= set(answers)
     # every reference resolves within the document (the V2 schemas' included)
     refs = set(re.findall(r'"\$ref":\s*"([^"]+)"', orjson.dumps(spec).decode()))
     assert "#/components/schemas/InferenceRequest" in refs

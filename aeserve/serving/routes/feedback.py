@@ -26,7 +26,7 @@ from aeserve.serving.errors import (
     UnknownModel,
 )
 from aeserve.serving.repository import ModelRepository
-from aeserve.serving.schemas.core import FeedbackRequest, FeedbackResponse
+from aeserve.serving.schemas.core import ErrorResponse, FeedbackRequest, FeedbackResponse
 
 router = APIRouter(tags=["models"])
 
@@ -41,6 +41,11 @@ INLINE_PARSE_BYTES = 64 * 1024
 
 @router.post("/models/{name}/feedback", summary="Labels for logged predictions, by id",
              response_model=FeedbackResponse,
+             responses={code: {"model": ErrorResponse, "description": why} for code, why in (
+                 (401, "missing or wrong API key"), (404, "unknown model"),
+                 (408, "the body did not arrive in time"), (409, "the prediction log is off"),
+                 (413, "too many labels, or too large a body"),
+                 (422, "not a feedback request"), (503, "the log refused the labels"))},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": FeedbackRequest.model_json_schema()}}}})
 async def post_feedback(name: str, request: Request,
