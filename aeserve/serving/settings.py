@@ -80,6 +80,10 @@ class Settings(BaseSettings):
         100_000, ge=1, description="Most series whose last readings and alarm state POST "
                                    "/models/{name}/stream keeps per model; beyond it the least "
                                    "recently seen is dropped.")
+    stream_max_series_per_request: int = Field(
+        10_000, ge=1, description="Most series one POST /models/{name}/stream request may "
+                                  "hold; beyond it 413 too_many_series, before its readings "
+                                  "are read.")
     stream_idle_s: float = Field(
         3600.0, gt=0, description="A series unseen for this many seconds is dropped (its next "
                                   "reading starts a new window and a new alarm).")

@@ -224,3 +224,26 @@ def test_the_runner_names_bad_rows_with_the_stream_routes_codes(server, rows):
     with pytest.raises(MessageError) as caught:
         parse_message(body.encode(), features=["a", "b"])
     assert caught.value.code == response.json()["error"]["code"]
+
+
+def test_many_series_in_one_request_are_bounded_and_scored_off_the_loop(windowed_model):
+    data, version = windowed_model
+    X = next(iter(readings(data).values()))[0][:8]
+    session = ort.InferenceSession(str(version / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    expected = session.run(["score"], {"x": flatten(X, window_rows(
+        *series_order(None, None, len(X)), 6))})[0]
+    with running_server(version.parent.parent,
+                        AESERVE_STREAM_MAX_SERIES_PER_REQUEST="100") as url:
+        too_many = httpx.post(f"{url}/models/machines/stream", json={"streams": [
+            {"series": f"s{i}", "rows": [[1.0, 2.0]]} for i in range(101)]})
+        assert too_many.status_code == 413
+        assert too_many.json()["error"]["code"] == "too_many_series"
+        assert "in one request" in too_many.json()["error"]["message"]
+        # 80 series: more than are answered on the event loop, the same scores as ever
+        answer = httpx.post(f"{url}/models/machines/stream", json={"streams": [
+            {"series": f"s{i}", "rows": X.tolist()} for i in range(80)]})
+        assert answer.status_code == 200, answer.text
+        for part in answer.json()["series"]:
+            assert part["scores"][:5] == [None] * 5
+            assert np.array_equal(np.array(part["scores"][5:], np.float32), expected)
