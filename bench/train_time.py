@@ -71,16 +71,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS / "train_time.md")
     args = parser.parse_args()
+    given = list(args.datasets)
     if args.datasets == ["all"]:
         args.datasets = [path.stem for path in dataset_paths()]
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(name, args.repeats, Path(tmp)) for name in args.datasets]
+    reproduce = f"--datasets {' '.join(given)} --repeats {args.repeats}"
+    runs = "one run each" if args.repeats == 1 else f"median of {args.repeats} runs each"
     lines = ["# Wall time to train, for a user", "",
              "The whole `aeserve train` command (defaults) against a process that imports PyOD and "
              "fits `AutoEncoder()` (defaults) on the same CSV: seed 0's one-class training rows "
-             f"of the quality protocol. One thread each, fresh processes, median of "
-             f"{args.repeats} alternating runs; {platform.machine()}, Python "
-             f"{platform.python_version()}. Reproduce: `python -m bench.train_time`.", "",
+             f"of the quality protocol. One thread each, fresh processes, "
+             f"{runs}, alternating; {platform.machine()}, Python "
+             f"{platform.python_version()}. Reproduce: "
+             f"`python -m bench.train_time {reproduce}`.", "",
              "| data set | rows | features | aeserve train s | PyOD import + fit s | ratio |",
              "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['dataset']} | {r['rows']:,} | {r['features']} | {r['aeserve_s']:.2f} | "
