@@ -50,7 +50,12 @@ class ModelSession:
     """One onnxruntime session for one model version, checked against its card."""
 
     def __init__(self, onnx_path: Path, card: ModelCard,
-                 config: SessionConfig = DEFAULT_SESSION) -> None:
+                 config: SessionConfig = DEFAULT_SESSION, *, graph: bytes | None = None,
+                 external_data: dict[str, bytes] | None = None) -> None:
+        """The session of the graph at `onnx_path`, or of `graph`, its bytes as checked, with
+        its external-data files given as `external_data` (location -> contents): onnxruntime
+        then copies the weights at creation instead of mapping the files, so a weights file
+        rewritten in place later cannot change what this session serves."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = config.intra_op_threads
         options.inter_op_num_threads = config.inter_op_threads
@@ -58,8 +63,14 @@ class ModelSession:
                                          "1" if config.spinning else "0")
         options.log_severity_level = 3
         try:
+            if external_data:
+                names = list(external_data)
+                options.add_external_initializers_from_files_in_memory(
+                    names, [external_data[n] for n in names],
+                    [len(external_data[n]) for n in names])
             self._session = ort.InferenceSession(
-                str(onnx_path), options, providers=requested_providers(config.provider))
+                graph if graph is not None else str(onnx_path), options,
+                providers=requested_providers(config.provider))
         except Exception as exc:  # onnxruntime raises its own exception types
             # Its messages hold the file's absolute path, which is no business of a client's.
             reason = str(exc).replace(str(onnx_path), onnx_path.name)

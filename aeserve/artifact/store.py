@@ -27,7 +27,6 @@ from aeserve.artifact.card import (
     MODEL_NAME_PATTERN,
     ONNX_FILENAME,
     ModelCard,
-    file_sha256,
 )
 from aeserve.artifact.errors import ModelLoadError, PublishError, schema_problems
 from aeserve.artifact.onnx_refs import MalformedGraph, external_data_locations
@@ -116,8 +115,10 @@ def load_version(name: str, version: int, path: Path,
     if digest != card.onnx_sha256:
         raise ModelLoadError(f"sha256 of {ONNX_FILENAME} is {digest[:12]}..., the card says "
                              f"{card.onnx_sha256[:12]}...")
-    check_external_data(path, graph, card)
-    session = ModelSession(onnx_path, card, config)
+    external = check_external_data(path, graph, card)
+    # From the bytes just checked: nothing on disk is read again, so a file swapped or rewritten
+    # after the check (or later, while serving) never reaches the session.
+    session = ModelSession(onnx_path, card, config, graph=graph, external_data=external)
     return LoadedVersion(name, version, path, card, session, stamp)
 
 
@@ -133,14 +134,16 @@ def check_contained(path: Path, root: Path | None) -> None:
             raise ModelLoadError(f"{filename} is a link to a file outside its version folder")
 
 
-def check_external_data(path: Path, graph: bytes, card: ModelCard) -> None:
+def check_external_data(path: Path, graph: bytes, card: ModelCard) -> dict[str, bytes]:
     """Every external-data file of the graph lies inside the version folder and matches the
-    sha256 the card records for it: the checksum covers all the weights, not only model.onnx."""
+    sha256 the card records for it: the checksum covers all the weights, not only model.onnx.
+    Their contents as checked, by location (read once, so what was checked is what loads)."""
     try:
         locations = external_data_locations(graph)
     except MalformedGraph as exc:
         raise ModelLoadError(f"{ONNX_FILENAME} is not a readable ONNX graph: {exc}") from None
     real = path.resolve()
+    external: dict[str, bytes] = {}
     for location in dict.fromkeys(locations):
         target = (real / location).resolve() if location else real
         if (not location or Path(location).is_absolute()
@@ -151,9 +154,12 @@ def check_external_data(path: Path, graph: bytes, card: ModelCard) -> None:
         if expected is None:
             raise ModelLoadError(f"the graph reads external data {location!r}, which the card's "
                                  "external_data_sha256 does not cover")
-        if not target.is_file() or file_sha256(target) != expected:
+        contents = target.read_bytes() if target.is_file() else None
+        if contents is None or hashlib.sha256(contents).hexdigest() != expected:
             raise ModelLoadError(f"external data {location!r} is missing or its sha256 is not "
                                  "the card's")
+        external[location] = contents
+    return external
 
 
 # -- publishing ---------------------------------------------------------------------------------

@@ -104,3 +104,28 @@ def test_links_out_of_the_repository_are_refused(tmp_path):
     os.symlink(outside / ONNX_FILENAME, inside / ONNX_FILENAME)
     with pytest.raises(ModelLoadError, match="outside its version folder"):
         store.load_version("breast-cancer", 1, inside, root=root)
+
+
+def test_weights_rewritten_in_place_never_reach_a_loaded_session(tmp_path):
+    """onnxruntime maps external data files: a session made from the path would serve whatever
+    the file holds now. The store hands it the bytes it checked, so it serves those."""
+    folder = tmp_path / "models" / "m" / "1"
+    shutil.copytree(SHIPPED_MODEL, folder)
+    onnx.save_model(onnx.load(str(folder / ONNX_FILENAME)), str(folder / ONNX_FILENAME),
+                    save_as_external_data=True, location="weights.bin", size_threshold=0)
+    card = json.loads((folder / CARD_FILENAME).read_text())
+    card.update(name="m", version=1,
+                onnx_sha256=hashlib.sha256((folder / ONNX_FILENAME).read_bytes()).hexdigest(),
+                external_data_sha256={"weights.bin": hashlib.sha256(
+                    (folder / "weights.bin").read_bytes()).hexdigest()})
+    (folder / CARD_FILENAME).write_text(json.dumps(card))
+    loaded = store.load_version("m", 1, folder, root=tmp_path / "models")
+    rows = np.ones((2, loaded.card.input_dim), dtype=np.float32)
+    before = loaded.session.run(rows, ("score",))["score"]
+    size = (folder / "weights.bin").stat().st_size
+    with open(folder / "weights.bin", "r+b") as handle:  # in place: same inode, same size
+        handle.write(b"\0" * size)
+    after = loaded.session.run(rows, ("score",))["score"]
+    assert np.isfinite(before).all() and np.array_equal(before, after)
+    with pytest.raises(ModelLoadError, match="sha256 is not the card's"):  # and a reload refuses
+        store.load_version("m", 1, folder, root=tmp_path / "models")
