@@ -169,9 +169,9 @@ def test_a_graph_that_fails_its_test_run_is_one_failed_version(tmp_path, monkeyp
 
     real_init = session_module.ModelSession.__init__
 
-    def init(self, onnx_path, card, config=session_module.DEFAULT_SESSION):
+    def init(self, onnx_path, card, config=session_module.DEFAULT_SESSION, **kwargs):
         self.path_for_test = onnx_path
-        real_init(self, onnx_path, card, config)
+        real_init(self, onnx_path, card, config, **kwargs)
 
     monkeypatch.setattr(session_module.ModelSession, "__init__", init)
     monkeypatch.setattr(session_module.ModelSession, "run", failing_run)
