@@ -189,9 +189,37 @@ def linear_member_scores(Z: np.ndarray, folds: np.ndarray, z_test: np.ndarray,
     return out
 
 
+def local_scale_scores(code_fit: np.ndarray, code_test: np.ndarray, held_out: np.ndarray,
+                       e_test: np.ndarray, neighbours: tuple[int, ...] = (10, 30),
+                       chunk: int = 512) -> dict[str, np.ndarray]:
+    """Each feature's residual scale taken among the row's neighbours in code space (the local
+    normalisation of ARES): s_j(x) = the median held-out error of feature j over the k training
+    rows whose codes (all members' side by side) lie nearest x's, floored as the global scales
+    are. A residual is then judged against what the model gets wrong in that part of the data,
+    not everywhere: a row in a cluster the model rebuilds well stands out by less error."""
+    fit = code_fit.transpose(1, 0, 2).reshape(code_fit.shape[1], -1)
+    test = code_test.transpose(1, 0, 2).reshape(code_test.shape[1], -1)
+    members_mean = e_test.mean(axis=0)
+    median = np.median(held_out, axis=0)
+    floor = 0.1 * median.mean() + 1e-6
+    out = {}
+    for k in neighbours:
+        index = NearestNeighbors(n_neighbors=min(k, len(fit))).fit(fit)
+        local = np.empty_like(members_mean)
+        for start in range(0, len(test), chunk):
+            rows = index.kneighbors(test[start:start + chunk], return_distance=False)
+            local[start:start + chunk] = np.median(held_out[rows], axis=1)
+        local = np.maximum(local, floor)
+        out[f"local_scale_k{k}"] = np.log1p(members_mean / local).mean(axis=1)
+        shrunk = np.sqrt(local * np.maximum(median, floor))  # halfway to the global scale
+        out[f"local_scale_k{k}_halfway_to_global"] = np.log1p(members_mean / shrunk).mean(axis=1)
+    return out
+
+
 #: Families of rules: the score kinds, the local code-space scores (costly: k-means and
-#: neighbour searches per member), the residual scales, a linear member beside the networks.
-FAMILIES = ("kinds", "local", "scales", "linear")
+#: neighbour searches per member), the residual scales, a linear member beside the networks,
+#: residual scales local to a row's neighbourhood in code space.
+FAMILIES = ("kinds", "local", "scales", "linear", "local_scales")
 
 
 def scores(split: Split, families: tuple[str, ...] = FAMILIES) -> dict[str, np.ndarray]:
@@ -217,10 +245,13 @@ def scores(split: Split, families: tuple[str, ...] = FAMILIES) -> dict[str, np.n
     held_out = e_fit[folds, np.arange(len(Z))]  # each row's error from the member that never saw it
     s_held_out = _floored(np.median(held_out, axis=0))
     out = scale_scores(held_out, e_test) if "scales" in families else {}
-    if "linear" in families:
+    if "linear" in families or "local_scales" in families:
         out["residual_cauchy"] = np.log1p(
             e_test.mean(axis=0) / _floored(np.median(held_out, axis=0))).mean(axis=1)
+    if "linear" in families:
         out.update(linear_member_scores(Z, folds, z_test, held_out, e_test))
+    if "local_scales" in families:
+        out.update(local_scale_scores(code_fit, code_test, held_out, e_test))
     if "kinds" not in families and "local" not in families:
         return out
     s_train = _floored(np.median(e_fit, axis=1).mean(axis=0))
