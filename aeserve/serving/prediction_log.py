@@ -208,7 +208,10 @@ class PredictionLog:
     def _trim(self, kind: str, budget: int) -> None:
         """Remove `kind`'s oldest files until they hold at most `budget` bytes, never the newest
         (the file just written)."""
-        files = log_format.log_files(self.settings.directory, kind)
+        try:
+            files = log_format.log_files(self.settings.directory, kind)
+        except OSError:  # a file another worker removed meanwhile: trim at the next write
+            return
         sizes = [_size(path) for path in files]
         total = sum(sizes)
         for path, size in zip(files[:-1], sizes, strict=False):
