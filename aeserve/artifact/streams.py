@@ -29,6 +29,9 @@ from aeserve.artifact.scores import verdicts
 
 #: Longest series name: characters, or digits of an integer (as the server's request ids).
 MAX_SERIES_LENGTH = 256
+#: `is_series_name`'s rule, for the messages that refuse a name.
+SERIES_NAME_RULE = (f"a non-empty string or an integer of at most {MAX_SERIES_LENGTH} "
+                    "characters, valid Unicode text (no lone surrogate)")
 
 
 def is_series_name(value: object) -> bool:

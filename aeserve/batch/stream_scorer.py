@@ -26,7 +26,7 @@ import numpy as np
 
 from aeserve.artifact.alarms import AlarmPolicy
 from aeserve.artifact.rows import RowError, check_rows, decode_rows
-from aeserve.artifact.streams import MAX_SERIES_LENGTH, SeriesStore, is_series_name, runnable
+from aeserve.artifact.streams import SERIES_NAME_RULE, SeriesStore, is_series_name, runnable
 from aeserve.batch.model import LoadedModel
 
 #: Most readings in one message (the server's stream route takes AESERVE_MAX_ROWS a request).
@@ -74,9 +74,7 @@ def parse_message(payload: bytes, features: list[str]) -> Readings:
         if name == "id" and value is None:
             continue
         if not is_series_name(value):  # an id follows the rule of series names
-            raise MessageError(code, f'"{name}" must be a non-empty string or an integer of '
-                                     f"at most {MAX_SERIES_LENGTH} characters, valid Unicode "
-                                     "text (no lone surrogate)")
+            raise MessageError(code, f'"{name}" must be {SERIES_NAME_RULE}')
     rows = message["rows"] if "rows" in message else [message["row"]]
     try:
         matrix = decode_rows(rows, features, MAX_READINGS, field="rows")

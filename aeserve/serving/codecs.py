@@ -167,12 +167,21 @@ def checked_ids(ids: Any, rows: int) -> list[str | int] | None:
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise InvalidIds(f"id {i} is {value!r}: every id must be a string or an integer",
                              index=i)
-        if len(value if isinstance(value, str) else str(value)) > MAX_ID_LENGTH:
-            raise InvalidIds(f"id {i} is longer than {MAX_ID_LENGTH} characters", index=i)
-        if not encodes_as_utf8(value):
-            raise InvalidIds(f"id {i} is not valid Unicode text (it holds a lone surrogate "
-                             "such as \\ud800, which no UTF-8 encoding has)", index=i)
+        problem = id_problem(value)
+        if problem is not None:
+            raise InvalidIds(f"id {i} {problem}", index=i)
     return ids
+
+
+def id_problem(value: str | int) -> str | None:
+    """What is wrong with a string or integer as an id (the request codecs and the feedback
+    schema ask the same), or None."""
+    if len(value if isinstance(value, str) else str(value)) > MAX_ID_LENGTH:
+        return f"is longer than {MAX_ID_LENGTH} characters"
+    if not encodes_as_utf8(value):
+        return ("is not valid Unicode text (it holds a lone surrogate such as \\ud800, which "
+                "no UTF-8 encoding has)")
+    return None
 
 
 def count_brackets(body: bytes) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 from aeserve.artifact.alarms import AlarmPolicy
 from aeserve.artifact.scores import explanations
 from aeserve.artifact.streams import (
-    MAX_SERIES_LENGTH,
+    SERIES_NAME_RULE,
     SeriesStore,
     StoreCounts,
     Windows,
@@ -274,9 +274,7 @@ def parse_stream_request(body: bytes, features: list[str], max_rows: int,
             raise MissingInstances(f'{where} must hold exactly "series" and "rows"')
         series = item["series"]
         if not is_series_name(series):
-            raise InvalidInstances(f"{where}: series must be a non-empty string or an integer "
-                                   f"of at most {MAX_SERIES_LENGTH} characters, valid "
-                                   "Unicode text (no lone surrogate)")
+            raise InvalidInstances(f"{where}: series must be {SERIES_NAME_RULE}")
         rows = decode_rows(item["rows"], features, max_rows, field="rows")
         total += len(rows)
         if total > max_rows:

@@ -10,8 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
-from aeserve.artifact.names import encodes_as_utf8
-from aeserve.serving.codecs import MAX_ID_LENGTH
+from aeserve.serving.codecs import id_problem
 
 Id = StrictStr | StrictInt
 
@@ -65,11 +64,9 @@ class FeedbackRequest(BaseModel):
             raise ValueError(f"{len(self.labels)} labels for {len(self.ids)} ids: send one "
                              "label per id")
         for i, value in enumerate(self.ids):
-            if len(str(value)) > MAX_ID_LENGTH:
-                raise ValueError(f"id {i} is longer than {MAX_ID_LENGTH} characters")
-            if not encodes_as_utf8(value):
-                raise ValueError(f"id {i} is not valid Unicode text (it holds a lone "
-                                 "surrogate, which no UTF-8 encoding has)")
+            problem = id_problem(value)
+            if problem is not None:
+                raise ValueError(f"id {i} {problem}")
         return self
 
 
